@@ -1,0 +1,284 @@
+//! Typed configuration: command-line flags with environment fallbacks (a `.env` file is
+//! read by `main` first), checked once at start. `.env.example` lists every setting.
+//! Building providers from it lives in `provider::registry`; nothing here does I/O
+//! beyond reading the environment for named OpenAI-compatible endpoints.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::provider::{
+    HttpProviderConfig, Provider, ProviderRegistry, anthropic::Anthropic, echo::Echo,
+    openai::OpenAi,
+};
+
+/// Default base URL of the `openai` provider.
+pub const OPENAI_DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+/// Default base URL of the `anthropic` provider.
+pub const ANTHROPIC_DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+
+/// Every setting of the service.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "text-session-api", version, about)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long = "bind", env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Provider of sessions that name none.
+    #[arg(long, env = "DEFAULT_PROVIDER", default_value = "echo")]
+    pub default_provider: String,
+
+    /// Model of sessions that name none (on the default provider); else the provider's own default.
+    #[arg(long, env = "DEFAULT_MODEL")]
+    pub default_model: Option<String>,
+
+    /// Key for the `openai` provider; it is configured when this or its base URL is set.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<Secret>,
+
+    /// Base URL of the `openai` provider.
+    #[arg(long, env = "OPENAI_BASE_URL", default_value = OPENAI_DEFAULT_BASE_URL)]
+    pub openai_base_url: String,
+
+    /// Default model of the `openai` provider.
+    #[arg(long, env = "OPENAI_DEFAULT_MODEL", default_value = "gpt-4o-mini")]
+    pub openai_default_model: String,
+
+    /// Key for the `anthropic` provider; it is configured when this or its base URL is set.
+    #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
+    pub anthropic_api_key: Option<Secret>,
+
+    /// Base URL of the `anthropic` provider.
+    #[arg(long, env = "ANTHROPIC_BASE_URL", default_value = ANTHROPIC_DEFAULT_BASE_URL)]
+    pub anthropic_base_url: String,
+
+    /// Default model of the `anthropic` provider.
+    #[arg(long, env = "ANTHROPIC_DEFAULT_MODEL", default_value = "claude-sonnet-4-5")]
+    pub anthropic_default_model: String,
+
+    /// More OpenAI-compatible endpoints, `name=base_url` separated by commas, e.g.
+    /// `ollama=http://localhost:11434/v1`. Each takes `<NAME>_API_KEY` and
+    /// `<NAME>_DEFAULT_MODEL` from the environment if set.
+    #[arg(long, env = "OPENAI_COMPATIBLE", value_delimiter = ',')]
+    pub openai_compatible: Vec<NamedEndpoint>,
+
+    /// Writers that may wait for one session's turn lock; one more gets 429.
+    #[arg(long, env = "MAX_WAITING_PER_SESSION", default_value_t = 64)]
+    pub max_waiting_per_session: usize,
+
+    /// Bound on one provider call, in seconds (fractions allowed).
+    #[arg(long, env = "PROVIDER_TIMEOUT_SECS", default_value_t = 120.0, value_parser = positive_secs)]
+    pub provider_timeout_secs: f64,
+}
+
+/// A configuration error found at start.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// The defaults, as `cargo run` with no flags and no environment would have them.
+    pub fn defaults() -> Self {
+        Self::parse_from(["text-session-api"])
+    }
+
+    /// The provider timeout as a duration.
+    pub fn provider_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.provider_timeout_secs)
+    }
+
+    /// Builds every configured provider: `echo` always, `openai` and `anthropic` when a
+    /// key or a non-default base URL is set, and each named OpenAI-compatible endpoint.
+    pub fn providers(&self) -> Result<ProviderRegistry, ConfigError> {
+        let timeout = self.provider_timeout();
+        let mut providers = vec![("echo".to_owned(), Provider::Echo(Echo))];
+        let http = |name: &str, base_url: &str, key: &Option<Secret>, model: Option<String>| {
+            Ok::<_, ConfigError>(HttpProviderConfig {
+                name: name.to_owned(),
+                base_url: checked_base_url(name, base_url)?,
+                api_key: key.clone(),
+                default_model: model,
+                timeout,
+            })
+        };
+        if self.openai_api_key.is_some() || self.openai_base_url != OPENAI_DEFAULT_BASE_URL {
+            let config = http(
+                "openai",
+                &self.openai_base_url,
+                &self.openai_api_key,
+                Some(self.openai_default_model.clone()),
+            )?;
+            providers.push(("openai".to_owned(), Provider::OpenAi(OpenAi::new(config))));
+        }
+        if self.anthropic_api_key.is_some()
+            || self.anthropic_base_url != ANTHROPIC_DEFAULT_BASE_URL
+        {
+            let config = http(
+                "anthropic",
+                &self.anthropic_base_url,
+                &self.anthropic_api_key,
+                Some(self.anthropic_default_model.clone()),
+            )?;
+            providers.push((
+                "anthropic".to_owned(),
+                Provider::Anthropic(Anthropic::new(config)),
+            ));
+        }
+        for endpoint in &self.openai_compatible {
+            if providers.iter().any(|(name, _)| *name == endpoint.name) {
+                return Err(ConfigError(format!(
+                    "provider name `{}` is used twice",
+                    endpoint.name
+                )));
+            }
+            let prefix = endpoint.name.to_uppercase().replace('-', "_");
+            let key = std::env::var(format!("{prefix}_API_KEY"))
+                .ok()
+                .filter(|k| !k.is_empty())
+                .map(Secret::new);
+            let model = std::env::var(format!("{prefix}_DEFAULT_MODEL"))
+                .ok()
+                .filter(|m| !m.is_empty());
+            let config = http(&endpoint.name, &endpoint.base_url, &key, model)?;
+            providers.push((endpoint.name.clone(), Provider::OpenAi(OpenAi::new(config))));
+        }
+        ProviderRegistry::new(
+            providers,
+            &self.default_provider,
+            self.default_model.clone(),
+        )
+        .map_err(|e| ConfigError(format!("DEFAULT_PROVIDER: {e}")))
+    }
+}
+
+fn positive_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(secs),
+        _ => Err(format!("`{text}` is not a positive number of seconds")),
+    }
+}
+
+/// Only http and https; the trailing slash is dropped.
+fn checked_base_url(name: &str, url: &str) -> Result<String, ConfigError> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let scheme_ok = trimmed.starts_with("http://") || trimmed.starts_with("https://");
+    if !scheme_ok || reqwest::Url::parse(trimmed).is_err() {
+        return Err(ConfigError(format!(
+            "base URL of provider `{name}` must be an http or https URL, got `{url}`"
+        )));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A named OpenAI-compatible endpoint: `name=base_url`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedEndpoint {
+    pub name: String,
+    pub base_url: String,
+}
+
+impl FromStr for NamedEndpoint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (name, base_url) = text
+            .split_once('=')
+            .ok_or_else(|| format!("`{text}` is not of the form name=base_url"))?;
+        let name = name.trim();
+        let valid_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !valid_name {
+            return Err(format!(
+                "provider name `{name}` must be lowercase letters, digits, `-` or `_`"
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            base_url: base_url.trim().to_owned(),
+        })
+    }
+}
+
+/// A secret (an API key): `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_never_prints_itself() {
+        let secret = Secret::new("sk-very-secret");
+        assert_eq!(format!("{secret:?} {secret}"), "*** ***");
+        let config = Config::parse_from(["x", "--openai-api-key", "sk-very-secret"]);
+        assert!(!format!("{config:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn named_endpoints_parse_and_reject_bad_names() {
+        let endpoint: NamedEndpoint = "ollama=http://localhost:11434/v1".parse().unwrap();
+        assert_eq!(endpoint.name, "ollama");
+        assert_eq!(endpoint.base_url, "http://localhost:11434/v1");
+        assert!("Ollama=http://x".parse::<NamedEndpoint>().is_err());
+        assert!("no-equals-sign".parse::<NamedEndpoint>().is_err());
+    }
+
+    #[test]
+    fn base_urls_must_be_http_or_https() {
+        assert_eq!(checked_base_url("x", "http://h:1/v1/").unwrap(), "http://h:1/v1");
+        assert!(checked_base_url("x", "file:///etc/passwd").is_err());
+        assert!(checked_base_url("x", "not a url").is_err());
+    }
+
+    #[test]
+    fn named_endpoints_become_providers() {
+        let config = Config::parse_from([
+            "x",
+            "--openai-compatible",
+            "local-llm=http://127.0.0.1:9/v1",
+            "--default-provider",
+            "local-llm",
+        ]);
+        let registry = config.providers().unwrap();
+        assert_eq!(registry.names().collect::<Vec<_>>(), ["echo", "local-llm"]);
+        assert_eq!(registry.get("local-llm").unwrap().protocol(), "openai");
+    }
+}

@@ -1,0 +1,9 @@
+//! text-session-api: a REST service that keeps chat sessions with an LLM.
+//!
+//! `routes` speaks HTTP and nothing else; `session` is the domain (history, turn lock,
+//! turns); `provider` talks to the LLMs. `app` wires them together.
+
+pub mod config;
+pub mod provider;
+pub mod session;
+pub mod timestamp;

@@ -1,0 +1,167 @@
+//! Everything that talks to an LLM provider, behind neutral request and reply types.
+//!
+//! One module per wire protocol (`echo`, `openai`, `anthropic`); `Provider` is a closed
+//! enum dispatched by `match`. A call has two steps so that no lock is held across an
+//! `.await` and no history is copied: [`Provider::prepare`] borrows the committed
+//! history and encodes the request (synchronously, under the history's read lock),
+//! then [`Provider::send`] performs it. Sessions, turns and HTTP routes do not belong here.
+
+pub mod anthropic;
+pub mod echo;
+mod http;
+pub mod openai;
+mod registry;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::config::Secret;
+use crate::session::{Defaults, Message, Tool, ToolCall};
+
+pub use registry::{ProviderRegistry, UnknownProvider};
+
+/// What a provider is asked: the whole history (committed, then this turn's new
+/// messages), the session's tools and generation settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatRequest<'a> {
+    pub model: &'a str,
+    /// The session's committed history.
+    pub history: &'a [Message],
+    /// The messages this turn adds before the reply (instructions, user message).
+    pub staged: &'a [Message],
+    pub tools: &'a [Tool],
+    pub params: &'a Defaults,
+}
+
+impl<'a> ChatRequest<'a> {
+    /// Every message to send, oldest first.
+    pub fn messages(&self) -> impl DoubleEndedIterator<Item = &'a Message> + Clone + 'a {
+        self.history.iter().chain(self.staged.iter())
+    }
+}
+
+/// What a provider answered, in neutral form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatReply {
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+}
+
+/// Why the generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    Cancelled,
+    Other,
+}
+
+/// Token counts as the provider reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// Why a provider call failed. None of these ever carries a key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider answered with a non-success status.
+    #[error("the provider answered {status} ({kind}): {message}")]
+    Upstream {
+        status: u16,
+        /// The provider's own error type, e.g. `invalid_request_error`.
+        kind: String,
+        /// The provider's message, or the start of its body.
+        message: String,
+    },
+    /// The provider could not be reached or the connection broke.
+    #[error("could not reach the provider: {0}")]
+    Transport(String),
+    /// The provider did not answer within the configured timeout.
+    #[error("the provider did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The provider answered 2xx with something we cannot read.
+    #[error("the provider's reply could not be read: {0}")]
+    InvalidReply(String),
+}
+
+/// A request encoded for one provider, ready to send.
+#[derive(Debug, Clone)]
+pub enum PreparedCall {
+    /// The echo provider computes its reply while it borrows the history.
+    Echo(ChatReply),
+    /// A JSON body for an HTTP provider.
+    Http(Bytes),
+}
+
+/// How to reach one HTTP provider; built from the configuration.
+#[derive(Debug, Clone)]
+pub struct HttpProviderConfig {
+    /// The name sessions use, e.g. `openai` or `ollama`.
+    pub name: String,
+    /// The base URL without a trailing slash, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    /// The model used when a session names none; `None` makes the model required.
+    pub default_model: Option<String>,
+    /// Bound on one whole provider request.
+    pub timeout: Duration,
+}
+
+/// One configured provider.
+#[derive(Debug)]
+pub enum Provider {
+    Echo(echo::Echo),
+    OpenAi(openai::OpenAi),
+    Anthropic(anthropic::Anthropic),
+}
+
+impl Provider {
+    /// The wire protocol's name: `echo`, `openai` or `anthropic`.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            Provider::Echo(_) => "echo",
+            Provider::OpenAi(_) => "openai",
+            Provider::Anthropic(_) => "anthropic",
+        }
+    }
+
+    /// The model used when a session names none.
+    pub fn default_model(&self) -> Option<&str> {
+        match self {
+            Provider::Echo(p) => Some(p.default_model()),
+            Provider::OpenAi(p) => p.default_model(),
+            Provider::Anthropic(p) => p.default_model(),
+        }
+    }
+
+    /// Encodes the request; runs synchronously while the history is borrowed.
+    pub fn prepare(&self, request: &ChatRequest<'_>) -> Result<PreparedCall, ProviderError> {
+        match self {
+            Provider::Echo(p) => Ok(PreparedCall::Echo(p.reply(request))),
+            Provider::OpenAi(p) => p.encode(request).map(PreparedCall::Http),
+            Provider::Anthropic(p) => p.encode(request).map(PreparedCall::Http),
+        }
+    }
+
+    /// Performs a prepared call.
+    pub async fn send(&self, call: PreparedCall) -> Result<ChatReply, ProviderError> {
+        match (self, call) {
+            (_, PreparedCall::Echo(reply)) => Ok(reply),
+            (Provider::OpenAi(p), PreparedCall::Http(body)) => p.send(body).await,
+            (Provider::Anthropic(p), PreparedCall::Http(body)) => p.send(body).await,
+            (Provider::Echo(_), PreparedCall::Http(_)) => Err(ProviderError::InvalidReply(
+                "the echo provider cannot send an HTTP call".to_owned(),
+            )),
+        }
+    }
+}

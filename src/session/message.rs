@@ -1,0 +1,159 @@
+//! The entries of a session's history and the settings a session is created with:
+//! messages, roles, tool calls, tools and generation defaults. Plain data; how they are
+//! sent to a provider lives in `provider/`, how they are validated on input in `session/new.rs`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::timestamp::Timestamp;
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions and tool outputs.
+    System,
+    /// What the person typed.
+    User,
+    /// What the provider replied.
+    Assistant,
+}
+
+/// One entry of a session's history.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"role": "user", "content": "What is the weather in Oslo?", "createdAt": "2026-11-23T08:00:00.123Z"}))]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+    /// Only on assistant messages that called tools.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// Only on system messages made by `/tool-output`: the call this output answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+}
+
+/// The prefix of a tool output's stored text; the rest is the output itself.
+const TOOL_OUTPUT_PREFIX: &str = "Tool output (";
+
+impl Message {
+    /// A message with no tool calls and no tool call id.
+    pub fn text(role: Role, content: impl Into<String>, created_at: Timestamp) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            created_at,
+        }
+    }
+
+    /// The system message `/tool-output` appends: `Tool output (<callId>): <output>`.
+    pub fn tool_output(call_id: &str, output: &str, created_at: Timestamp) -> Self {
+        Self {
+            role: Role::System,
+            content: format!("{TOOL_OUTPUT_PREFIX}{call_id}): {output}"),
+            tool_calls: Vec::new(),
+            tool_call_id: Some(call_id.to_owned()),
+            created_at,
+        }
+    }
+
+    /// For a tool output, the output alone (without the `Tool output (<id>): ` prefix),
+    /// which is what providers receive in their native tool-result form.
+    pub fn tool_output_body(&self) -> Option<&str> {
+        let id = self.tool_call_id.as_deref()?;
+        self.content
+            .strip_prefix(TOOL_OUTPUT_PREFIX)
+            .and_then(|rest| rest.strip_prefix(id))
+            .and_then(|rest| rest.strip_prefix("): "))
+            .or(Some(&self.content))
+    }
+}
+
+/// A tool call made by the provider in an assistant message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}))]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as JSON text, exactly as the provider produced them.
+    pub arguments: String,
+}
+
+/// The kind of a tool; only functions exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolKind {
+    #[default]
+    Function,
+}
+
+/// A tool the provider may call, as given at session creation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"type": "function", "name": "get_weather", "description": "Current weather for a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}))]
+pub struct Tool {
+    #[serde(rename = "type", default)]
+    pub kind: ToolKind,
+    /// 1–64 characters of `a-z A-Z 0-9 _ -`, unique within the session.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A JSON Schema object for the arguments; `{"type":"object","properties":{}}` when left out.
+    #[serde(default = "empty_parameters")]
+    #[schema(value_type = Object)]
+    pub parameters: Value,
+}
+
+fn empty_parameters() -> Value {
+    serde_json::json!({"type": "object", "properties": {}})
+}
+
+/// Generation settings of a session; every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"temperature": 0.2, "maxTokens": 512}))]
+pub struct Defaults {
+    /// 0 to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// At least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Greater than 0, at most 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Up to 4 stop sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_output_body_strips_the_stored_prefix() {
+        let message = Message::tool_output("call_1", "sunny, 21 °C", Timestamp::now());
+        assert_eq!(message.content, "Tool output (call_1): sunny, 21 °C");
+        assert_eq!(message.tool_output_body(), Some("sunny, 21 °C"));
+    }
+
+    #[test]
+    fn a_plain_message_has_no_tool_output_body() {
+        let message = Message::text(Role::System, "be brief", Timestamp::now());
+        assert_eq!(message.tool_output_body(), None);
+    }
+
+    #[test]
+    fn empty_lists_and_absent_ids_are_left_out_of_the_json() {
+        let message = Message::text(Role::User, "hi", Timestamp::now());
+        let json = serde_json::to_value(&message).unwrap();
+        assert!(json.get("toolCalls").is_none());
+        assert!(json.get("toolCallId").is_none());
+    }
+}

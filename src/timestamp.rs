@@ -1,0 +1,41 @@
+//! Wall-clock timestamps as the API shows them: RFC 3339, UTC, millisecond precision.
+//! Only formatting lives here; durations and deadlines use `std::time::Instant`.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+
+/// A point in time, serialized as `2026-11-23T08:00:00.123Z`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(DateTime<Utc>);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        Self(Utc::now())
+    }
+
+    /// The RFC 3339 text of this time, as it appears in JSON.
+    pub fn to_rfc3339(&self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_rfc3339())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_as_rfc3339_with_milliseconds_and_z() {
+        let text = serde_json::to_string(&Timestamp::now()).unwrap();
+        let inner = text.trim_matches('"');
+        assert!(inner.ends_with('Z'), "{inner}");
+        assert_eq!(inner.len(), "2026-11-23T08:00:00.123Z".len(), "{inner}");
+        assert!(DateTime::parse_from_rfc3339(inner).is_ok());
+    }
+}
