@@ -57,7 +57,11 @@ pub struct Config {
     pub anthropic_base_url: String,
 
     /// Default model of the `anthropic` provider.
-    #[arg(long, env = "ANTHROPIC_DEFAULT_MODEL", default_value = "claude-sonnet-4-5")]
+    #[arg(
+        long,
+        env = "ANTHROPIC_DEFAULT_MODEL",
+        default_value = "claude-sonnet-4-5"
+    )]
     pub anthropic_default_model: String,
 
     /// More OpenAI-compatible endpoints, `name=base_url` separated by commas, e.g.
@@ -114,8 +118,7 @@ impl Config {
             )?;
             providers.push(("openai".to_owned(), Provider::OpenAi(OpenAi::new(config))));
         }
-        if self.anthropic_api_key.is_some()
-            || self.anthropic_base_url != ANTHROPIC_DEFAULT_BASE_URL
+        if self.anthropic_api_key.is_some() || self.anthropic_base_url != ANTHROPIC_DEFAULT_BASE_URL
         {
             let config = http(
                 "anthropic",
@@ -263,7 +266,10 @@ mod tests {
 
     #[test]
     fn base_urls_must_be_http_or_https() {
-        assert_eq!(checked_base_url("x", "http://h:1/v1/").unwrap(), "http://h:1/v1");
+        assert_eq!(
+            checked_base_url("x", "http://h:1/v1/").unwrap(),
+            "http://h:1/v1"
+        );
         assert!(checked_base_url("x", "file:///etc/passwd").is_err());
         assert!(checked_base_url("x", "not a url").is_err());
     }

@@ -1,9 +1,13 @@
 //! text-session-api: a REST service that keeps chat sessions with an LLM.
 //!
 //! `routes` speaks HTTP and nothing else; `session` is the domain (history, turn lock,
-//! turns); `provider` talks to the LLMs. `app` wires them together.
+//! turns); `provider` talks to the LLMs; `app` wires them together.
 
+pub mod app;
 pub mod config;
+pub mod error;
+pub mod openapi;
 pub mod provider;
+pub mod routes;
 pub mod session;
 pub mod timestamp;

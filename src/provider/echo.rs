@@ -51,7 +51,8 @@ mod tests {
     use crate::timestamp::Timestamp;
 
     fn request<'a>(history: &'a [Message], staged: &'a [Message]) -> ChatRequest<'a> {
-        static DEFAULTS: std::sync::LazyLock<Defaults> = std::sync::LazyLock::new(Defaults::default);
+        static DEFAULTS: std::sync::LazyLock<Defaults> =
+            std::sync::LazyLock::new(Defaults::default);
         ChatRequest {
             model: DEFAULT_MODEL,
             history,

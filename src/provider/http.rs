@@ -90,7 +90,11 @@ pub(crate) fn upstream_error(status: u16, body: &[u8]) -> ProviderError {
         Ok(Envelope { error }) => (
             error
                 .kind
-                .or_else(|| error.code.map(|c| c.to_string().trim_matches('"').to_owned()))
+                .or_else(|| {
+                    error
+                        .code
+                        .map(|c| c.to_string().trim_matches('"').to_owned())
+                })
                 .unwrap_or_else(|| "error".to_owned()),
             error.message.unwrap_or_default(),
         ),
@@ -115,7 +119,8 @@ mod tests {
 
     #[test]
     fn reads_the_type_and_message_of_an_anthropic_error() {
-        let body = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let body =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         assert_eq!(
             upstream_error(529, body),
             ProviderError::Upstream {

@@ -58,10 +58,10 @@ impl ProviderRegistry {
 
     /// The model a session of `provider` gets when it names none.
     pub fn default_model(&self, provider: &str) -> Option<&str> {
-        if provider == self.default_name {
-            if let Some(model) = &self.default_model {
-                return Some(model);
-            }
+        if provider == self.default_name
+            && let Some(model) = &self.default_model
+        {
+            return Some(model);
         }
         self.providers.get(provider)?.default_model()
     }
@@ -88,7 +88,10 @@ mod tests {
     #[test]
     fn default_model_override_applies_to_the_default_provider_only() {
         let registry = ProviderRegistry::new(
-            [("echo".into(), Provider::Echo(Echo)), ("other".into(), Provider::Echo(Echo))],
+            [
+                ("echo".into(), Provider::Echo(Echo)),
+                ("other".into(), Provider::Echo(Echo)),
+            ],
             "echo",
             Some("echo-2".into()),
         )

@@ -1,5 +1,99 @@
-//! The domain: sessions, their history and the turn lock. Knows nothing of HTTP.
+//! The domain: sessions, their history, the turn lock and turns. Knows nothing of HTTP.
+//!
+//! A session's committed history sits behind a short-lived `std::sync::RwLock` that is
+//! never held across an `.await`: readers borrow it to render a snapshot, the one
+//! turn holding the turn lock appends to it when it commits.
 
 mod message;
+mod new;
+mod store;
+pub mod turn;
+mod turn_lock;
+mod view;
+
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::provider::Provider;
+use crate::timestamp::Timestamp;
 
 pub use message::{Defaults, Message, Role, Tool, ToolCall, ToolKind};
+pub use new::{Invalid, NewSession, Settings, validate_instructions};
+pub use store::SessionStore;
+pub use turn_lock::{LockError, LockStatus, OnBusy, Priority, TurnLock};
+pub use view::{SessionHead, SessionStatus, SessionSummary, SessionView};
+
+/// One chat session: fixed settings, its committed history and its turn lock.
+#[derive(Debug)]
+pub struct Session {
+    pub id: Uuid,
+    /// The name the session was created with, e.g. `openai` or `ollama`.
+    pub provider_name: String,
+    pub provider: Arc<Provider>,
+    pub model: String,
+    pub defaults: Defaults,
+    pub tools: Vec<Tool>,
+    pub metadata: Map<String, Value>,
+    pub created_at: Timestamp,
+    history: RwLock<History>,
+    lock: TurnLock,
+}
+
+/// The committed history and what changes with it.
+#[derive(Debug)]
+pub struct History {
+    pub messages: Vec<Message>,
+    pub updated_at: Timestamp,
+    /// Bumped on every commit.
+    pub version: u64,
+}
+
+/// Where a commit left the history: `messages[..len]` is the session as of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    /// How many messages the history held before this commit.
+    pub from: usize,
+    /// How many it holds after.
+    pub len: usize,
+    pub version: u64,
+    pub updated_at: Timestamp,
+}
+
+impl Session {
+    /// The turn lock of this session.
+    pub fn lock(&self) -> &TurnLock {
+        &self.lock
+    }
+
+    /// Borrows the committed history; keep the closure short and free of `.await`.
+    pub fn read<R>(&self, f: impl FnOnce(&History) -> R) -> R {
+        f(&self.history())
+    }
+
+    fn history(&self) -> RwLockReadGuard<'_, History> {
+        // Nothing panics while holding the write lock; a poisoned lock is still whole.
+        self.history.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends a turn's messages as one step. Only the holder of the turn lock calls it.
+    pub(crate) fn commit(&self, messages: Vec<Message>) -> Commit {
+        let mut history = self.history.write().unwrap_or_else(PoisonError::into_inner);
+        let from = history.messages.len();
+        history.messages.extend(messages);
+        history.version += 1;
+        history.updated_at = Timestamp::now();
+        Commit {
+            from,
+            len: history.messages.len(),
+            version: history.version,
+            updated_at: history.updated_at,
+        }
+    }
+
+    /// Ends the session: its running turn is cancelled, its waiters turned away.
+    pub fn close(&self) {
+        self.lock.close();
+    }
+}

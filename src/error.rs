@@ -1,0 +1,227 @@
+//! `ApiError`: every way a request can fail, each with its status, its stable `code`
+//! and a message, answered as `{success:false, error:{code, message}}`. Domain errors
+//! and axum's own rejections are turned into it here, so handlers can use `?`.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::provider::ProviderError;
+use crate::session::turn::TurnError;
+use crate::session::{Invalid, LockError};
+
+/// Seconds a client is asked to wait before trying an overloaded session again.
+const RETRY_AFTER_SECS: u32 = 1;
+
+/// An error answered to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body or a parameter breaks a rule; the message names the field.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 404: no session with this id (or the id is not a UUID).
+    #[error("no session with id `{0}`")]
+    SessionNotFound(String),
+    /// 404: no such route.
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    /// 405: the route exists, the method does not.
+    #[error("method not allowed for this route")]
+    MethodNotAllowed,
+    /// 409: `onBusy: reject` and the session is busy.
+    #[error("the session is busy with another turn")]
+    SessionBusy,
+    /// 409: the turn was cancelled (the session was deleted) before it committed.
+    #[error("{0}")]
+    TurnCancelled(String),
+    /// 413: the body is larger than allowed.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: the body is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 429: too many writers wait for this session.
+    #[error("too many writers are waiting for this session (at most {0}); retry later")]
+    SessionOverloaded(usize),
+    /// 502: the provider answered with an error or could not be reached.
+    #[error("provider `{provider}` failed: {error}")]
+    Provider {
+        provider: String,
+        error: ProviderError,
+    },
+    /// 504: the provider did not answer in time.
+    #[error("provider `{provider}` did not answer in time")]
+    ProviderTimeout { provider: String },
+    /// 500: a bug; details go to the log, not to the client.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::SessionNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::SessionBusy | ApiError::TurnCancelled(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::SessionOverloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Provider { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::ProviderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::SessionNotFound(_) => "session_not_found",
+            ApiError::RouteNotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::SessionBusy => "session_busy",
+            ApiError::TurnCancelled(_) => "turn_cancelled",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::SessionOverloaded(_) => "session_overloaded",
+            ApiError::Provider { .. } => "provider_error",
+            ApiError::ProviderTimeout { .. } => "provider_timeout",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The error a session id that matches nothing gets.
+    pub fn session_not_found(id: &str) -> Self {
+        ApiError::SessionNotFound(id.to_owned())
+    }
+
+    /// The error a route that names the session it works on gets from a turn error.
+    pub fn from_turn(error: TurnError, session_id: &str) -> Self {
+        match error {
+            TurnError::Lock(LockError::Busy) => ApiError::SessionBusy,
+            TurnError::Lock(LockError::Overloaded(limit)) => ApiError::SessionOverloaded(limit),
+            TurnError::Lock(LockError::Closed) => ApiError::session_not_found(session_id),
+            TurnError::Lock(LockError::Cancelled) => {
+                ApiError::TurnCancelled("the turn was cancelled before it started".into())
+            }
+            TurnError::Cancelled => ApiError::TurnCancelled(
+                "the turn was cancelled before the provider answered; nothing was appended".into(),
+            ),
+            TurnError::Provider {
+                provider,
+                error: ProviderError::Timeout(_),
+            } => ApiError::ProviderTimeout { provider },
+            TurnError::Provider { provider, error } => ApiError::Provider { provider, error },
+            TurnError::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(invalid: Invalid) -> Self {
+        ApiError::InvalidRequest(invalid.to_string())
+    }
+}
+
+/// The prefix axum puts before serde's `path: message`; dropped for readability.
+const AXUM_DATA_PREFIX: &str = "Failed to deserialize the JSON body into the target type: ";
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let text = rejection.body_text();
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+                "the body must be JSON with `Content-Type: application/json`".into(),
+            ),
+            JsonRejection::JsonDataError(_) => ApiError::InvalidRequest(readable_data_error(&text)),
+            JsonRejection::JsonSyntaxError(_) => {
+                ApiError::InvalidRequest(format!("malformed JSON: {text}"))
+            }
+            JsonRejection::BytesRejection(_)
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                ApiError::PayloadTooLarge("the request body is too large".into())
+            }
+            _ => ApiError::InvalidRequest(text),
+        }
+    }
+}
+
+/// serde's `path: message`, without axum's prefix and Rust type names: a top-level
+/// type error reads `body: … expected a JSON object`.
+fn readable_data_error(text: &str) -> String {
+    let text = text.strip_prefix(AXUM_DATA_PREFIX).unwrap_or(text);
+    match text.find("expected struct ") {
+        Some(at) => {
+            let rest = &text[at + "expected struct ".len()..];
+            let after_name = rest.find(' ').map_or("", |end| &rest[end..]);
+            format!("body: {}expected a JSON object{after_name}", &text[..at])
+        }
+        None => text.to_owned(),
+    }
+}
+
+/// The body of every non-2xx response.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"success": false, "error": {"code": "session_not_found", "message": "no session with id `0d6e…`"}}))]
+pub struct ErrorBody {
+    /// Always `false`.
+    pub success: bool,
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    /// Stable code: `invalid_request`, `session_not_found`, `not_found`,
+    /// `method_not_allowed`, `session_busy`, `turn_cancelled`, `payload_too_large`,
+    /// `unsupported_media_type`, `session_overloaded`, `provider_error`,
+    /// `provider_timeout`, `internal_error`.
+    pub code: String,
+    /// For people; may change.
+    pub message: String,
+    /// With `provider_error`: the status the provider answered, if it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_status: Option<u16>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(detail = %detail, "internal error");
+                "internal error; the history is unchanged".to_owned()
+            }
+            other => other.to_string(),
+        };
+        if let ApiError::Provider { provider, error } = &self {
+            tracing::warn!(provider = %provider, error = %error, "provider call failed");
+        }
+        let provider_status = match &self {
+            ApiError::Provider {
+                error: ProviderError::Upstream { status, .. },
+                ..
+            } => Some(*status),
+            _ => None,
+        };
+        let body = ErrorBody {
+            success: false,
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message,
+                provider_status,
+            },
+        };
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        if matches!(self, ApiError::SessionOverloaded(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}

@@ -1,0 +1,213 @@
+//! Request bodies as clients send them, including the several forms the write routes
+//! accept (a bare string or array for `/instructions`, a bare array or one output for
+//! `/tool-output`). Turning them into domain input is `writes.rs`'s job.
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Map, Value};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
+
+use crate::session::{Defaults, OnBusy, Priority, Tool};
+
+/// One instruction, or several in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Instructions(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Instructions {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::String(text) => Ok(Self(vec![text])),
+            Value::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::String(text) => Ok(text),
+                    _ => Err(de::Error::custom(format!("[{i}] must be a string"))),
+                })
+                .collect::<Result<_, _>>()
+                .map(Self),
+            _ => Err(de::Error::custom(
+                "expected a string or an array of strings",
+            )),
+        }
+    }
+}
+
+impl PartialSchema for Instructions {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)))
+            .description(Some(
+                "One instruction, or several in order; none may be blank.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Instructions {}
+
+/// `POST /text/session`; every field is optional and an empty body is fine.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"provider": "echo", "instructions": "You are terse.", "defaults": {"temperature": 0.2}, "metadata": {"user": "u-42"}}))]
+pub struct CreateSessionRequest {
+    /// A configured provider name; the server's default when left out.
+    pub provider: Option<String>,
+    /// The provider's default model when left out.
+    pub model: Option<String>,
+    /// Become the first system messages.
+    pub instructions: Option<Instructions>,
+    pub defaults: Option<Defaults>,
+    pub tools: Option<Vec<Tool>>,
+    /// Free-form object, at most 16 KiB as JSON.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// `POST /text/session/{id}/message`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"content": "What is the weather in Oslo?", "priority": "normal", "onBusy": "wait"}))]
+pub struct MessageRequest {
+    /// The user's message; trimmed, must not be blank.
+    pub content: String,
+    /// Appended as system messages before the user message.
+    pub instructions: Option<Instructions>,
+    #[serde(default)]
+    pub priority: Priority,
+    #[serde(default)]
+    pub on_busy: OnBusy,
+}
+
+/// The object form of `POST /text/session/{id}/instructions`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"instructions": ["Answer in French."], "priority": "high"}))]
+pub struct InstructionsRequest {
+    pub instructions: Instructions,
+    #[serde(default)]
+    pub priority: Priority,
+    #[serde(default)]
+    pub on_busy: OnBusy,
+}
+
+/// `POST /text/session/{id}/instructions`: the object form, or a bare string or array.
+#[derive(Debug)]
+pub struct InstructionsBody(pub InstructionsRequest);
+
+impl<'de> Deserialize<'de> for InstructionsBody {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        let request = match value {
+            Value::Object(_) => from_value(value)?,
+            bare => InstructionsRequest {
+                instructions: from_value::<Instructions, D::Error>(bare)
+                    .map_err(|e| de::Error::custom(format!("instructions: {e}")))?,
+                priority: Priority::default(),
+                on_busy: OnBusy::default(),
+            },
+        };
+        Ok(Self(request))
+    }
+}
+
+impl PartialSchema for InstructionsBody {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(InstructionsRequest::schema())
+            .item(Instructions::schema())
+            .description(Some(
+                "`{instructions, priority?, onBusy?}`, or a bare string or array of strings.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for InstructionsBody {}
+
+/// One tool output.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"callId": "call_1", "output": "{\"temperature\":21}"}))]
+pub struct ToolOutputInput {
+    /// The id of the tool call this answers; must not be empty.
+    pub call_id: String,
+    /// A string, or any JSON value but null (stored as its compact JSON text).
+    #[schema(value_type = Object)]
+    pub output: Value,
+}
+
+/// The object form of `POST /text/session/{id}/tool-output`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"toolOutputs": [{"callId": "call_1", "output": "sunny, 21 °C"}]}))]
+pub struct ToolOutputRequest {
+    pub tool_outputs: Vec<ToolOutputInput>,
+    #[serde(default)]
+    pub priority: Priority,
+    #[serde(default)]
+    pub on_busy: OnBusy,
+}
+
+/// `POST /text/session/{id}/tool-output`: the object form, a bare array, or one output.
+#[derive(Debug)]
+pub struct ToolOutputBody(pub ToolOutputRequest);
+
+impl<'de> Deserialize<'de> for ToolOutputBody {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        let bare = |outputs| ToolOutputRequest {
+            tool_outputs: outputs,
+            priority: Priority::default(),
+            on_busy: OnBusy::default(),
+        };
+        let request = match value {
+            Value::Array(_) => bare(
+                from_value::<_, D::Error>(value)
+                    .map_err(|e| de::Error::custom(format!("toolOutputs{e}")))?,
+            ),
+            Value::Object(ref fields)
+                if !fields.contains_key("toolOutputs") && fields.contains_key("callId") =>
+            {
+                bare(vec![from_value(value)?])
+            }
+            Value::Object(_) => from_value(value)?,
+            _ => {
+                return Err(de::Error::custom(
+                    "expected {toolOutputs: [...]}, an array of tool outputs, or one {callId, output}",
+                ));
+            }
+        };
+        Ok(Self(request))
+    }
+}
+
+impl PartialSchema for ToolOutputBody {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(ToolOutputRequest::schema())
+            .item(ArrayBuilder::new().items(ToolOutputInput::schema()))
+            .item(ToolOutputInput::schema())
+            .description(Some(
+                "`{toolOutputs, priority?, onBusy?}`, a bare array of outputs, or one `{callId, output}`.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ToolOutputBody {}
+
+/// Deserializes a nested value keeping the JSON path of any error (`a[1].b: …`).
+fn from_value<T: DeserializeOwned, E: de::Error>(value: Value) -> Result<T, E> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            E::custom(e.into_inner())
+        } else {
+            E::custom(format!("{path}: {}", e.into_inner()))
+        }
+    })
+}

@@ -1,0 +1,21 @@
+//! HTTP only: extract, validate, call the domain, shape the JSON. Every route is
+//! registered with its OpenAPI description, so none can exist without its spec.
+
+pub mod bodies;
+mod extract;
+mod health;
+pub mod responses;
+mod sessions;
+mod writes;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::AppState;
+
+/// Every route with its spec.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(sessions::routes())
+        .merge(writes::routes())
+        .merge(health::routes())
+}

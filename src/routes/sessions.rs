@@ -1,0 +1,119 @@
+//! Create, read, list and delete sessions.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::bodies::CreateSessionRequest;
+use super::extract::OptionalJsonBody;
+use super::responses::{self, SessionListResponse, SessionResponse, SuccessResponse};
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::session::NewSession;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_session))
+        .routes(routes!(get_session, delete_session))
+        .routes(routes!(list_sessions))
+}
+
+/// Create a session.
+///
+/// Every field is optional; an empty body (or none) creates a session with every
+/// default. `instructions` become the first system messages.
+#[utoipa::path(
+    post, path = "/text/session", tag = "sessions",
+    request_body(content = Option<CreateSessionRequest>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = SessionResponse),
+        (status = 400, description = "A field breaks a rule (`invalid_request`); the message names it", body = ErrorBody),
+        (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
+    )
+)]
+async fn create_session(
+    State(app): State<AppState>,
+    OptionalJsonBody(body): OptionalJsonBody<CreateSessionRequest>,
+) -> Result<Response, ApiError> {
+    let new = NewSession {
+        provider: body.provider,
+        model: body.model,
+        instructions: body.instructions.map(|i| i.0),
+        defaults: body.defaults.unwrap_or_default(),
+        tools: body.tools.unwrap_or_default(),
+        metadata: body.metadata.unwrap_or_default(),
+    };
+    let session = Arc::new(new.build(&app.providers, app.settings)?);
+    app.sessions.insert(session.clone());
+    tracing::info!(session_id = %session.id, provider = %session.provider_name, "session created");
+    Ok(responses::session(&session, StatusCode::CREATED))
+}
+
+/// Get a session with its committed history.
+///
+/// Never waits for a running turn: it shows the last committed history and the
+/// turn lock's `status` now.
+#[utoipa::path(
+    get, path = "/text/session/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "Session id (UUID)")),
+    responses(
+        (status = 200, description = "The session", body = SessionResponse),
+        (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
+    )
+)]
+async fn get_session(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = app.session(&id)?;
+    Ok(responses::session(&session, StatusCode::OK))
+}
+
+/// List sessions, oldest first, without their messages.
+#[utoipa::path(
+    get, path = "/text/sessions", tag = "sessions",
+    responses((status = 200, description = "Every live session", body = SessionListResponse))
+)]
+async fn list_sessions(State(app): State<AppState>) -> Result<Response, ApiError> {
+    // Each summary is written while it borrows its own session's history, one at a
+    // time, straight into the body: the shape is `SessionListResponse`.
+    let mut body = br#"{"success":true,"sessions":["#.to_vec();
+    for (i, session) in app.sessions.list().iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        session
+            .render_summary(|summary| serde_json::to_writer(&mut body, summary))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    body.extend_from_slice(b"]}");
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Delete a session.
+///
+/// Its running turn is cancelled (that writer gets `409 turn_cancelled`), its waiting
+/// writers get `404 session_not_found`.
+#[utoipa::path(
+    delete, path = "/text/session/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "Session id (UUID)")),
+    responses(
+        (status = 200, description = "Deleted", body = SuccessResponse),
+        (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
+    )
+)]
+async fn delete_session(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<SuccessResponse>, ApiError> {
+    let session = app.session(&id)?;
+    app.sessions
+        .remove(session.id)
+        .ok_or_else(|| ApiError::session_not_found(&id))?;
+    tracing::info!(session_id = %session.id, "session deleted");
+    Ok(axum::Json(SuccessResponse { success: true }))
+}

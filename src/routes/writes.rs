@@ -1,0 +1,192 @@
+//! The three writes: `/message`, `/instructions`, `/tool-output`. Each checks its body,
+//! turns it into a turn's input and runs the turn; ordering, waiting and atomicity are
+//! the turn's business (`session::turn`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::bodies::{InstructionsBody, MessageRequest, ToolOutputBody};
+use super::extract::JsonBody;
+use super::responses::{self, ToolOutputResponse, WriteResponse};
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::session::turn::{self, TurnInput, TurnKind};
+use crate::session::{Invalid, Message, Role, Session, validate_instructions};
+use crate::timestamp::Timestamp;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(post_message))
+        .routes(routes!(post_instructions))
+        .routes(routes!(post_tool_output))
+}
+
+/// Send a user message and get the reply.
+///
+/// Appends the instructions (as system messages), the user message and — once the
+/// provider answers — the assistant message, as one step. On any failure nothing is
+/// appended.
+#[utoipa::path(
+    post, path = "/text/session/{id}/message", tag = "writes",
+    params(("id" = String, Path, description = "Session id (UUID)")),
+    request_body = MessageRequest,
+    responses(
+        (status = 200, description = "Committed", body = WriteResponse),
+        (status = 400, description = "A field breaks a rule (`invalid_request`); nothing appended", body = ErrorBody),
+        (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
+        (status = 409, description = "`session_busy` (with `onBusy: reject`) or `turn_cancelled`; nothing appended", body = ErrorBody),
+        (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 429, description = "Too many writers wait (`session_overloaded`); see `Retry-After`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        (status = 502, description = "The provider failed (`provider_error`); nothing appended", body = ErrorBody),
+        (status = 504, description = "The provider timed out (`provider_timeout`); nothing appended", body = ErrorBody),
+    )
+)]
+async fn post_message(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<JsonBody<MessageRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let session = app.session(&id)?;
+    let JsonBody(body) = body?;
+    let content = body.content.trim();
+    if content.is_empty() {
+        return Err(Invalid::new("content", "must not be blank").into());
+    }
+    let mut staged = system_messages("instructions", body.instructions.map(|i| i.0))?;
+    staged.push(Message::text(Role::User, content, Timestamp::now()));
+    let input = TurnInput {
+        kind: TurnKind::Message,
+        staged,
+        priority: body.priority,
+        on_busy: body.on_busy,
+    };
+    run(session, input, &id).await
+}
+
+/// Add instructions and get the reply.
+///
+/// Appends each instruction as a system message, then the assistant reply, as one
+/// step. The body is `{instructions, priority?, onBusy?}`, or a bare string or array.
+#[utoipa::path(
+    post, path = "/text/session/{id}/instructions", tag = "writes",
+    params(("id" = String, Path, description = "Session id (UUID)")),
+    request_body = InstructionsBody,
+    responses(
+        (status = 200, description = "Committed", body = WriteResponse),
+        (status = 400, description = "A field breaks a rule (`invalid_request`); nothing appended", body = ErrorBody),
+        (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
+        (status = 409, description = "`session_busy` (with `onBusy: reject`) or `turn_cancelled`; nothing appended", body = ErrorBody),
+        (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 429, description = "Too many writers wait (`session_overloaded`); see `Retry-After`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        (status = 502, description = "The provider failed (`provider_error`); nothing appended", body = ErrorBody),
+        (status = 504, description = "The provider timed out (`provider_timeout`); nothing appended", body = ErrorBody),
+    )
+)]
+async fn post_instructions(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<JsonBody<InstructionsBody>, ApiError>,
+) -> Result<Response, ApiError> {
+    let session = app.session(&id)?;
+    let JsonBody(InstructionsBody(body)) = body?;
+    let input = TurnInput {
+        kind: TurnKind::Instructions,
+        staged: system_messages("instructions", Some(body.instructions.0))?,
+        priority: body.priority,
+        on_busy: body.on_busy,
+    };
+    run(session, input, &id).await
+}
+
+/// Add tool outputs.
+///
+/// Appends one system message per output, `Tool output (<callId>): <output>`, with
+/// `toolCallId` set. No generation. The body is `{toolOutputs, priority?, onBusy?}`, a
+/// bare array of outputs, or one `{callId, output}`.
+#[utoipa::path(
+    post, path = "/text/session/{id}/tool-output", tag = "writes",
+    params(("id" = String, Path, description = "Session id (UUID)")),
+    request_body = ToolOutputBody,
+    responses(
+        (status = 200, description = "Committed", body = ToolOutputResponse),
+        (status = 400, description = "A field breaks a rule (`invalid_request`); nothing appended", body = ErrorBody),
+        (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
+        (status = 409, description = "`session_busy` (with `onBusy: reject`) or `turn_cancelled`; nothing appended", body = ErrorBody),
+        (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 429, description = "Too many writers wait (`session_overloaded`); see `Retry-After`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
+async fn post_tool_output(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<JsonBody<ToolOutputBody>, ApiError>,
+) -> Result<Response, ApiError> {
+    let session = app.session(&id)?;
+    let JsonBody(ToolOutputBody(body)) = body?;
+    if body.tool_outputs.is_empty() {
+        return Err(Invalid::new("toolOutputs", "must not be an empty list").into());
+    }
+    let now = Timestamp::now();
+    let mut staged = Vec::with_capacity(body.tool_outputs.len());
+    for (i, item) in body.tool_outputs.iter().enumerate() {
+        if item.call_id.trim().is_empty() {
+            return Err(
+                Invalid::new(format!("toolOutputs[{i}].callId"), "must not be empty").into(),
+            );
+        }
+        let output = match &item.output {
+            serde_json::Value::Null => {
+                return Err(Invalid::new(
+                    format!("toolOutputs[{i}].output"),
+                    "is required (a string or any JSON value but null)",
+                )
+                .into());
+            }
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        staged.push(Message::tool_output(&item.call_id, &output, now));
+    }
+    let input = TurnInput {
+        kind: TurnKind::ToolOutput,
+        staged,
+        priority: body.priority,
+        on_busy: body.on_busy,
+    };
+    run(session, input, &id).await
+}
+
+/// Checks instructions and makes them system messages.
+fn system_messages(field: &str, list: Option<Vec<String>>) -> Result<Vec<Message>, Invalid> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    let now = Timestamp::now();
+    Ok(validate_instructions(field, list)?
+        .into_iter()
+        .map(|text| Message::text(Role::System, text, now))
+        .collect())
+}
+
+/// Runs the turn and answers with the session as of its commit.
+async fn run(session: Arc<Session>, input: TurnInput, id: &str) -> Result<Response, ApiError> {
+    let turn = turn::start(session.clone(), input).map_err(|e| ApiError::from_turn(e, id))?;
+    let turn_id = turn.id;
+    match turn.outcome().await {
+        Ok(outcome) => Ok(responses::write(&session, &outcome)),
+        Err(error) => {
+            let mut response = ApiError::from_turn(error, id).into_response();
+            responses::with_turn_id(&mut response, turn_id);
+            Ok(response)
+        }
+    }
+}

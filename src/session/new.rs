@@ -1,0 +1,323 @@
+//! Checking what a client asks for before anything is created or appended: a new
+//! session's settings and instructions. Each failure names the field at fault.
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{Defaults, History, Message, Role, Session, Tool, TurnLock};
+use crate::provider::ProviderRegistry;
+use crate::timestamp::Timestamp;
+
+/// Most bytes a session's `metadata` may take as compact JSON.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Most tools a session may have (OpenAI's own bound).
+pub const MAX_TOOLS: usize = 128;
+/// Most stop sequences (OpenAI's own bound).
+pub const MAX_STOP_SEQUENCES: usize = 4;
+
+/// Input that breaks a rule; `field` is the JSON path of the culprit, e.g. `tools[1].name`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Settings every session shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Writers that may wait for one session's turn lock.
+    pub max_waiting_per_session: usize,
+}
+
+/// What a client asks for when it creates a session; every field is optional.
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub instructions: Option<Vec<String>>,
+    pub defaults: Defaults,
+    pub tools: Vec<Tool>,
+    pub metadata: Map<String, Value>,
+}
+
+impl NewSession {
+    /// Checks every field and builds the session, its instructions as the first
+    /// system messages.
+    pub fn build(
+        self,
+        providers: &ProviderRegistry,
+        settings: Settings,
+    ) -> Result<Session, Invalid> {
+        let provider_name = self
+            .provider
+            .unwrap_or_else(|| providers.default_name().to_owned());
+        let provider = providers
+            .get(&provider_name)
+            .map_err(|e| Invalid::new("provider", e.to_string()))?
+            .clone();
+        let model = match self.model {
+            Some(model) if model.trim().is_empty() => {
+                return Err(Invalid::new("model", "must not be blank"));
+            }
+            Some(model) => model,
+            None => providers
+                .default_model(&provider_name)
+                .ok_or_else(|| {
+                    Invalid::new(
+                        "model",
+                        format!("provider `{provider_name}` has no default model; name one"),
+                    )
+                })?
+                .to_owned(),
+        };
+        check_defaults(&self.defaults)?;
+        check_tools(&self.tools)?;
+        check_metadata(&self.metadata)?;
+        let now = Timestamp::now();
+        let messages = match self.instructions {
+            Some(list) => validate_instructions("instructions", list)?
+                .into_iter()
+                .map(|text| Message::text(Role::System, text, now))
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(Session {
+            id: Uuid::new_v4(),
+            provider_name,
+            provider,
+            model,
+            defaults: self.defaults,
+            tools: self.tools,
+            metadata: self.metadata,
+            created_at: now,
+            history: RwLock::new(History {
+                messages,
+                updated_at: now,
+                version: 1,
+            }),
+            lock: TurnLock::new(settings.max_waiting_per_session),
+        })
+    }
+}
+
+/// Instructions must be a non-empty list of non-blank texts.
+pub fn validate_instructions(field: &str, list: Vec<String>) -> Result<Vec<String>, Invalid> {
+    if list.is_empty() {
+        return Err(Invalid::new(field, "must not be an empty list"));
+    }
+    if let Some(i) = list.iter().position(|text| text.trim().is_empty()) {
+        return Err(Invalid::new(format!("{field}[{i}]"), "must not be blank"));
+    }
+    Ok(list)
+}
+
+fn check_defaults(defaults: &Defaults) -> Result<(), Invalid> {
+    if let Some(t) = defaults.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(Invalid::new(
+            "defaults.temperature",
+            "must be between 0 and 2",
+        ));
+    }
+    if let Some(p) = defaults.top_p
+        && !(p > 0.0 && p <= 1.0)
+    {
+        return Err(Invalid::new(
+            "defaults.topP",
+            "must be greater than 0 and at most 1",
+        ));
+    }
+    if defaults.max_tokens == Some(0) {
+        return Err(Invalid::new("defaults.maxTokens", "must be at least 1"));
+    }
+    if let Some(stop) = &defaults.stop {
+        if stop.len() > MAX_STOP_SEQUENCES {
+            return Err(Invalid::new(
+                "defaults.stop",
+                format!("at most {MAX_STOP_SEQUENCES} stop sequences"),
+            ));
+        }
+        if let Some(i) = stop.iter().position(String::is_empty) {
+            return Err(Invalid::new(
+                format!("defaults.stop[{i}]"),
+                "must not be empty",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_tools(tools: &[Tool]) -> Result<(), Invalid> {
+    if tools.len() > MAX_TOOLS {
+        return Err(Invalid::new("tools", format!("at most {MAX_TOOLS} tools")));
+    }
+    let mut names = HashSet::new();
+    for (i, tool) in tools.iter().enumerate() {
+        let valid_name = (1..=64).contains(&tool.name.len())
+            && tool
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid_name {
+            return Err(Invalid::new(
+                format!("tools[{i}].name"),
+                "must be 1 to 64 characters of a-z, A-Z, 0-9, _ and -",
+            ));
+        }
+        if !names.insert(tool.name.as_str()) {
+            return Err(Invalid::new(
+                format!("tools[{i}].name"),
+                format!("`{}` is used by another tool", tool.name),
+            ));
+        }
+        if !tool.parameters.is_object() {
+            return Err(Invalid::new(
+                format!("tools[{i}].parameters"),
+                "must be a JSON Schema object",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_metadata(metadata: &Map<String, Value>) -> Result<(), Invalid> {
+    let size = serde_json::to_vec(metadata).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_METADATA_BYTES {
+        return Err(Invalid::new(
+            "metadata",
+            format!("must take at most {MAX_METADATA_BYTES} bytes as JSON, got {size}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{Provider, echo::Echo};
+
+    fn registry() -> ProviderRegistry {
+        ProviderRegistry::new([("echo".to_owned(), Provider::Echo(Echo))], "echo", None).unwrap()
+    }
+
+    const SETTINGS: Settings = Settings {
+        max_waiting_per_session: 4,
+    };
+
+    fn tool(name: &str) -> Tool {
+        Tool {
+            kind: Default::default(),
+            name: name.into(),
+            description: None,
+            parameters: serde_json::json!({"type": "object"}),
+        }
+    }
+
+    #[test]
+    fn an_empty_request_gets_every_default() {
+        let session = NewSession::default().build(&registry(), SETTINGS).unwrap();
+        assert_eq!(session.provider_name, "echo");
+        assert_eq!(session.model, "echo-1");
+        assert_eq!(session.read(|h| h.messages.len()), 0);
+    }
+
+    #[test]
+    fn instructions_become_the_first_system_messages() {
+        let new = NewSession {
+            instructions: Some(vec!["be brief".into(), "be kind".into()]),
+            ..Default::default()
+        };
+        let session = new.build(&registry(), SETTINGS).unwrap();
+        let roles: Vec<_> = session.read(|h| h.messages.iter().map(|m| m.role).collect());
+        assert_eq!(roles, [Role::System, Role::System]);
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        let cases = [
+            (
+                NewSession {
+                    provider: Some("nope".into()),
+                    ..Default::default()
+                },
+                "provider",
+            ),
+            (
+                NewSession {
+                    model: Some(" ".into()),
+                    ..Default::default()
+                },
+                "model",
+            ),
+            (
+                NewSession {
+                    instructions: Some(vec![]),
+                    ..Default::default()
+                },
+                "instructions",
+            ),
+            (
+                NewSession {
+                    instructions: Some(vec!["a".into(), " ".into()]),
+                    ..Default::default()
+                },
+                "instructions[1]",
+            ),
+            (
+                NewSession {
+                    defaults: Defaults {
+                        temperature: Some(3.0),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                "defaults.temperature",
+            ),
+            (
+                NewSession {
+                    tools: vec![tool("ok"), tool("ok")],
+                    ..Default::default()
+                },
+                "tools[1].name",
+            ),
+            (
+                NewSession {
+                    tools: vec![tool("bad name")],
+                    ..Default::default()
+                },
+                "tools[0].name",
+            ),
+        ];
+        for (new, field) in cases {
+            assert_eq!(new.build(&registry(), SETTINGS).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn metadata_over_the_bound_is_refused() {
+        let mut metadata = Map::new();
+        metadata.insert("blob".into(), Value::String("x".repeat(MAX_METADATA_BYTES)));
+        let new = NewSession {
+            metadata,
+            ..Default::default()
+        };
+        assert_eq!(
+            new.build(&registry(), SETTINGS).unwrap_err().field,
+            "metadata"
+        );
+    }
+}

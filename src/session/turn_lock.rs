@@ -1,0 +1,420 @@
+//! The per-session writer lock: one turn at a time, waiting writers served by priority
+//! and then in arrival order, a bound on how many may wait, and a way to end it all when
+//! the session is deleted. No queue of work exists: only the writers waiting for their
+//! turn, each holding its own request. What a turn does with the lock is `turn.rs`'s job.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::timestamp::Timestamp;
+
+/// Who goes first among waiting writers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// A person's interventions, stop-like corrections.
+    High,
+    #[default]
+    Normal,
+    /// Automatic follow-ups.
+    Low,
+}
+
+/// What a writer does when the lock is held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBusy {
+    /// Wait for the lock.
+    #[default]
+    Wait,
+    /// Answer at once that the session is busy.
+    Reject,
+}
+
+/// Why a writer did not get the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LockError {
+    /// `onBusy: reject` and the lock is held or someone waits.
+    #[error("the session is busy with another turn")]
+    Busy,
+    /// The bound on waiting writers is reached.
+    #[error("too many writers are waiting for this session ({0})")]
+    Overloaded(usize),
+    /// The session was deleted.
+    #[error("the session no longer exists")]
+    Closed,
+    /// This waiting writer was removed before its turn.
+    #[error("the turn was cancelled before it started")]
+    Cancelled,
+}
+
+/// What the lock looks like now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockStatus {
+    /// A turn holds the lock.
+    pub busy: bool,
+    /// Writers waiting for it.
+    pub waiting: usize,
+    /// The turn holding the lock, and since when.
+    pub running: Option<(Uuid, Timestamp)>,
+}
+
+/// The turn lock of one session. Cheap to clone; clones share the lock.
+#[derive(Debug, Clone)]
+pub struct TurnLock {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    max_waiting: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    running: Option<Running>,
+    /// Ordered by (priority, arrival): the first entry runs next.
+    waiting: BTreeMap<(Priority, u64), Waiter>,
+    next_arrival: u64,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Running {
+    turn_id: Uuid,
+    since: Timestamp,
+    cancel: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    turn_id: Uuid,
+    grant: oneshot::Sender<Result<TurnGuard, LockError>>,
+}
+
+impl TurnLock {
+    /// A free lock on which at most `max_waiting` writers may wait.
+    pub fn new(max_waiting: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                max_waiting,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding this mutex; if one did, the state is still whole.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Asks for the lock without waiting: the lock is taken at once if free, or a place
+    /// among the waiting writers is reserved, or the writer is turned away.
+    pub fn enter(
+        &self,
+        turn_id: Uuid,
+        priority: Priority,
+        on_busy: OnBusy,
+    ) -> Result<Ticket, LockError> {
+        let mut state = self.state();
+        if state.closed {
+            return Err(LockError::Closed);
+        }
+        if state.running.is_none() && state.waiting.is_empty() {
+            let guard = self.hand_to(&mut state, turn_id);
+            return Ok(Ticket::Ready(guard));
+        }
+        if on_busy == OnBusy::Reject {
+            return Err(LockError::Busy);
+        }
+        if state.waiting.len() >= self.inner.max_waiting {
+            return Err(LockError::Overloaded(self.inner.max_waiting));
+        }
+        let key = (priority, state.next_arrival);
+        state.next_arrival += 1;
+        let (grant, granted) = oneshot::channel();
+        state.waiting.insert(key, Waiter { turn_id, grant });
+        Ok(Ticket::Waiting(WaitTicket {
+            lock: self.clone(),
+            key,
+            granted,
+        }))
+    }
+
+    /// Records `turn_id` as the holder and makes its guard. Called with the state locked.
+    fn hand_to(&self, state: &mut State, turn_id: Uuid) -> TurnGuard {
+        let cancel = CancellationToken::new();
+        state.running = Some(Running {
+            turn_id,
+            since: Timestamp::now(),
+            cancel: cancel.clone(),
+        });
+        TurnGuard {
+            lock: self.clone(),
+            turn_id,
+            cancel,
+        }
+    }
+
+    /// Passes the lock to the first waiter, or frees it.
+    fn release(&self) {
+        let (waiter, guard) = {
+            let mut state = self.state();
+            let Some((_, waiter)) = state.waiting.pop_first() else {
+                state.running = None;
+                return;
+            };
+            let guard = self.hand_to(&mut state, waiter.turn_id);
+            (waiter, guard)
+        };
+        // If the waiter is gone, the returned guard drops here and releases again.
+        let _ = waiter.grant.send(Ok(guard));
+    }
+
+    /// The lock's current state.
+    pub fn status(&self) -> LockStatus {
+        let state = self.state();
+        LockStatus {
+            busy: state.running.is_some(),
+            waiting: state.waiting.len(),
+            running: state.running.as_ref().map(|r| (r.turn_id, r.since)),
+        }
+    }
+
+    /// Ends the lock for good: the running turn is told to stop, every waiter gets
+    /// `Closed`, and later writers are turned away with `Closed`.
+    pub fn close(&self) {
+        let waiters = {
+            let mut state = self.state();
+            state.closed = true;
+            if let Some(running) = &state.running {
+                running.cancel.cancel();
+            }
+            std::mem::take(&mut state.waiting)
+        };
+        for waiter in waiters.into_values() {
+            let _ = waiter.grant.send(Err(LockError::Closed));
+        }
+    }
+}
+
+/// A place reserved by [`TurnLock::enter`].
+#[derive(Debug)]
+pub enum Ticket {
+    /// The lock was free and is now held.
+    Ready(TurnGuard),
+    /// The writer waits for its turn.
+    Waiting(WaitTicket),
+}
+
+impl Ticket {
+    /// Waits until the lock is handed over. Dropping the future gives the place up.
+    pub async fn acquire(self) -> Result<TurnGuard, LockError> {
+        match self {
+            Ticket::Ready(guard) => Ok(guard),
+            Ticket::Waiting(mut ticket) => (&mut ticket.granted)
+                .await
+                .unwrap_or(Err(LockError::Closed)),
+        }
+    }
+}
+
+/// A waiting writer's place; dropping it leaves the line.
+#[derive(Debug)]
+pub struct WaitTicket {
+    lock: TurnLock,
+    key: (Priority, u64),
+    granted: oneshot::Receiver<Result<TurnGuard, LockError>>,
+}
+
+impl Drop for WaitTicket {
+    fn drop(&mut self) {
+        // Still waiting: leave. Already granted: the guard inside `granted` is dropped
+        // with it and releases the lock to the next writer.
+        self.lock.state().waiting.remove(&self.key);
+    }
+}
+
+/// Holding the turn lock. Dropping it, however the turn ends, passes the lock on.
+#[derive(Debug)]
+pub struct TurnGuard {
+    lock: TurnLock,
+    turn_id: Uuid,
+    cancel: CancellationToken,
+}
+
+impl TurnGuard {
+    /// The turn holding the lock.
+    pub fn turn_id(&self) -> Uuid {
+        self.turn_id
+    }
+
+    /// Resolves when someone asks this turn to stop (the session was deleted).
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
+    }
+}
+
+impl Drop for TurnGuard {
+    fn drop(&mut self) {
+        self.lock.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn id() -> Uuid {
+        Uuid::new_v4()
+    }
+
+    async fn hold(lock: &TurnLock) -> TurnGuard {
+        lock.enter(id(), Priority::Normal, OnBusy::Wait)
+            .unwrap()
+            .acquire()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_free_lock_is_taken_at_once_and_freed_on_drop() {
+        let lock = TurnLock::new(4);
+        let guard = hold(&lock).await;
+        assert!(lock.status().busy);
+        assert_eq!(lock.status().running.map(|r| r.0), Some(guard.turn_id()));
+        drop(guard);
+        assert_eq!(
+            lock.status(),
+            LockStatus {
+                busy: false,
+                waiting: 0,
+                running: None
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn waiters_run_by_priority_then_arrival() {
+        let lock = TurnLock::new(8);
+        let first = hold(&lock).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, priority) in [
+            ("low", Priority::Low),
+            ("normal-1", Priority::Normal),
+            ("high", Priority::High),
+            ("normal-2", Priority::Normal),
+        ] {
+            let ticket = lock.enter(id(), priority, OnBusy::Wait).unwrap();
+            let order = order.clone();
+            tasks.push(tokio::spawn(async move {
+                let _guard = ticket.acquire().await.unwrap();
+                order.lock().unwrap().push(name);
+            }));
+        }
+        assert_eq!(lock.status().waiting, 4);
+        drop(first);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["high", "normal-1", "normal-2", "low"]
+        );
+        assert!(!lock.status().busy);
+    }
+
+    #[tokio::test]
+    async fn reject_is_turned_away_while_held_and_succeeds_when_free() {
+        let lock = TurnLock::new(4);
+        let guard = hold(&lock).await;
+        let busy = lock.enter(id(), Priority::High, OnBusy::Reject);
+        assert_eq!(busy.err(), Some(LockError::Busy));
+        drop(guard);
+        assert!(lock.enter(id(), Priority::Normal, OnBusy::Reject).is_ok());
+    }
+
+    #[tokio::test]
+    async fn one_writer_past_the_bound_is_overloaded() {
+        let lock = TurnLock::new(2);
+        let _guard = hold(&lock).await;
+        let _a = lock.enter(id(), Priority::Normal, OnBusy::Wait).unwrap();
+        let _b = lock.enter(id(), Priority::Normal, OnBusy::Wait).unwrap();
+        let third = lock.enter(id(), Priority::High, OnBusy::Wait);
+        assert_eq!(third.err(), Some(LockError::Overloaded(2)));
+        assert_eq!(lock.status().waiting, 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_gives_up_leaves_the_line_and_is_skipped() {
+        let lock = TurnLock::new(4);
+        let guard = hold(&lock).await;
+        let gone = lock.enter(id(), Priority::High, OnBusy::Wait).unwrap();
+        let next = lock.enter(id(), Priority::Normal, OnBusy::Wait).unwrap();
+        drop(gone);
+        assert_eq!(lock.status().waiting, 1);
+        drop(guard);
+        let guard = tokio::time::timeout(Duration::from_secs(1), next.acquire())
+            .await
+            .unwrap()
+            .unwrap();
+        drop(guard);
+        assert!(!lock.status().busy);
+    }
+
+    #[tokio::test]
+    async fn a_granted_but_never_collected_lock_passes_on() {
+        let lock = TurnLock::new(4);
+        let guard = hold(&lock).await;
+        let abandoned = lock.enter(id(), Priority::Normal, OnBusy::Wait).unwrap();
+        let next = lock.enter(id(), Priority::Normal, OnBusy::Wait).unwrap();
+        drop(guard); // hands the lock to `abandoned`, which never looks
+        drop(abandoned);
+        let guard = tokio::time::timeout(Duration::from_secs(1), next.acquire())
+            .await
+            .unwrap()
+            .unwrap();
+        drop(guard);
+        assert!(!lock.status().busy);
+    }
+
+    #[tokio::test]
+    async fn closing_cancels_the_holder_and_fails_waiters_and_newcomers() {
+        let lock = TurnLock::new(4);
+        let guard = hold(&lock).await;
+        let waiter = lock.enter(id(), Priority::Normal, OnBusy::Wait).unwrap();
+        lock.close();
+        tokio::time::timeout(Duration::from_secs(1), guard.cancelled())
+            .await
+            .unwrap();
+        assert_eq!(waiter.acquire().await.err(), Some(LockError::Closed));
+        assert_eq!(
+            lock.enter(id(), Priority::Normal, OnBusy::Wait).err(),
+            Some(LockError::Closed)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_holder_still_releases() {
+        let lock = TurnLock::new(4);
+        let ticket = lock.enter(id(), Priority::Normal, OnBusy::Wait).unwrap();
+        let task = tokio::spawn(async move {
+            let _guard = ticket.acquire().await.unwrap();
+            panic!("inside a turn");
+        });
+        assert!(task.await.is_err());
+        assert!(!lock.status().busy);
+    }
+}

@@ -1,0 +1,106 @@
+//! Snapshots of a session as the API shows them. They borrow the committed history
+//! under its read lock and are serialized there, so no history is copied to answer.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{Commit, Defaults, History, Message, Session, Tool};
+use crate::timestamp::Timestamp;
+
+/// Whether a turn runs now and how many writers wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionStatus {
+    /// A turn holds the turn lock.
+    pub busy: bool,
+    /// Writers waiting for the turn lock now.
+    pub waiting: usize,
+}
+
+/// Everything about a session but its messages.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionHead<'a> {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: Uuid,
+    #[schema(example = "echo")]
+    pub provider: &'a str,
+    #[schema(example = "echo-1")]
+    pub model: &'a str,
+    pub defaults: &'a Defaults,
+    pub tools: &'a [Tool],
+    #[schema(value_type = Object)]
+    pub metadata: &'a Map<String, Value>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+    /// Bumped on every commit.
+    pub version: u64,
+    pub status: SessionStatus,
+}
+
+/// A session with its history.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Session)]
+pub struct SessionView<'a> {
+    #[serde(flatten)]
+    pub head: SessionHead<'a>,
+    pub messages: &'a [Message],
+}
+
+/// A session in a list: no messages, their count instead.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionSummary<'a> {
+    #[serde(flatten)]
+    pub head: SessionHead<'a>,
+    pub message_count: usize,
+}
+
+impl Session {
+    fn head<'a>(&'a self, history: &History, as_of: Option<Commit>) -> SessionHead<'a> {
+        let status = self.lock.status();
+        SessionHead {
+            id: self.id,
+            provider: &self.provider_name,
+            model: &self.model,
+            defaults: &self.defaults,
+            tools: &self.tools,
+            metadata: &self.metadata,
+            created_at: self.created_at,
+            updated_at: as_of.map_or(history.updated_at, |c| c.updated_at),
+            version: as_of.map_or(history.version, |c| c.version),
+            status: SessionStatus {
+                busy: status.busy,
+                waiting: status.waiting,
+            },
+        }
+    }
+
+    /// Renders the session as of `as_of` (a commit of this session), or as it is now.
+    pub fn render<R>(&self, as_of: Option<Commit>, f: impl FnOnce(&SessionView<'_>) -> R) -> R {
+        self.read(|history| {
+            let len = as_of.map_or(history.messages.len(), |c| c.len);
+            let view = SessionView {
+                head: self.head(history, as_of),
+                messages: &history.messages[..len.min(history.messages.len())],
+            };
+            f(&view)
+        })
+    }
+
+    /// Renders the session's summary as it is now.
+    pub fn render_summary<R>(&self, f: impl FnOnce(&SessionSummary<'_>) -> R) -> R {
+        self.read(|history| {
+            let summary = SessionSummary {
+                head: self.head(history, None),
+                message_count: history.messages.len(),
+            };
+            f(&summary)
+        })
+    }
+}

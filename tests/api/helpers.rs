@@ -1,0 +1,144 @@
+//! `spawn_app()`: the real server on port 0, with one mock provider per HTTP protocol,
+//! and small helpers to talk to it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use text_session_api::app::{self, AppState};
+use text_session_api::config::{Config, Secret};
+
+use crate::mock_provider::{MockProvider, Protocol};
+
+/// The key the service is configured with for each mock.
+pub const OPENAI_TEST_KEY: &str = "sk-test-openai-key";
+pub const ANTHROPIC_TEST_KEY: &str = "sk-ant-test-key";
+
+/// A running service and its mock providers.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub openai: MockProvider,
+    pub anthropic: MockProvider,
+}
+
+/// The service with default settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// The service with settings changed by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let anthropic = MockProvider::start(Protocol::Anthropic).await;
+    let mut config = Config::defaults();
+    config.openai_base_url = openai.base_url.clone();
+    config.openai_api_key = Some(Secret::new(OPENAI_TEST_KEY));
+    config.anthropic_base_url = anthropic.base_url.clone();
+    config.anthropic_api_key = Some(Secret::new(ANTHROPIC_TEST_KEY));
+    configure(&mut config);
+    let state = AppState::new(&config).expect("valid test configuration");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(app::serve(listener, state, std::future::pending()));
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        openai,
+        anthropic,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// POSTs a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client.delete(self.url(path)).send().await.unwrap()
+    }
+
+    /// Creates a session and returns its id.
+    pub async fn create_session(&self, body: Value) -> String {
+        let response = self.post("/text/session", &body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let json: Value = response.json().await.unwrap();
+        json["session"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The session as `GET /text/session/{id}` shows it.
+    pub async fn session(&self, id: &str) -> Value {
+        let response = self.get(&format!("/text/session/{id}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let json: Value = response.json().await.unwrap();
+        json["session"].clone()
+    }
+
+    /// The session's messages.
+    pub async fn messages(&self, id: &str) -> Vec<Value> {
+        self.session(id).await["messages"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Sends a user message and returns the status and body.
+    pub async fn message(&self, id: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .post(&format!("/text/session/{id}/message"), &body)
+            .await;
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Waits until the session shows `waiting` writers (bounded by 10 s).
+    pub async fn wait_until_waiting(&self, id: &str, waiting: u64) {
+        self.wait_for_status(id, |status| status["waiting"] == json!(waiting))
+            .await;
+    }
+
+    /// Waits until the session's `status` satisfies `check` (bounded by 10 s).
+    pub async fn wait_for_status(&self, id: &str, check: impl Fn(&Value) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = self.session(id).await["status"].clone();
+            if check(&status) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "status never matched: {status}"
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+/// The (role, content) pairs of a message list.
+pub fn roles_and_contents(messages: &[Value]) -> Vec<(String, String)> {
+    messages
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["content"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}

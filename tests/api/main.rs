@@ -1,0 +1,16 @@
+//! Integration tests: the real server over HTTP, with mock providers on port 0.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+mod mock_anthropic;
+mod mock_openai;
+mod mock_provider;
+
+mod atomicity;
+mod concurrency;
+mod openapi;
+mod ordering;
+mod providers;
+mod sessions;
+mod validation;
+mod writes;

@@ -1,0 +1,253 @@
+//! A mock LLM provider on port 0 that speaks OpenAI Chat Completions or the Anthropic
+//! Messages API: it rejects what the real API rejects (`mock_openai` / `mock_anthropic`),
+//! records every request in arrival order, and lets a test script latency and failures.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::{mock_anthropic, mock_openai};
+
+/// Which wire protocol the mock speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    OpenAi,
+    Anthropic,
+}
+
+/// One request as the mock received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub body: Value,
+    pub headers: HeaderMap,
+}
+
+/// What the mock answers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub delay: Duration,
+}
+
+type Script = Box<dyn Fn(&Value, usize) -> Option<Reply> + Send + Sync>;
+
+struct Inner {
+    protocol: Protocol,
+    requests: Mutex<Vec<Recorded>>,
+    arrived: Notify,
+    /// Random latency up to this bound on every request.
+    jitter: Mutex<Duration>,
+    /// Overrides the default answer when it returns `Some`.
+    script: Mutex<Option<Script>>,
+    /// While `true`, requests are recorded but not answered.
+    paused: tokio::sync::watch::Sender<bool>,
+}
+
+/// A running mock provider.
+#[derive(Clone)]
+pub struct MockProvider {
+    /// What the service's `*_BASE_URL` should be set to.
+    pub base_url: String,
+    inner: Arc<Inner>,
+}
+
+impl MockProvider {
+    pub async fn start(protocol: Protocol) -> Self {
+        let inner = Arc::new(Inner {
+            protocol,
+            requests: Mutex::new(Vec::new()),
+            arrived: Notify::new(),
+            jitter: Mutex::new(Duration::ZERO),
+            script: Mutex::new(None),
+            paused: tokio::sync::watch::Sender::new(false),
+        });
+        let (path, prefix) = match protocol {
+            Protocol::OpenAi => ("/v1/chat/completions", "/v1"),
+            Protocol::Anthropic => ("/v1/messages", ""),
+        };
+        let app = Router::new()
+            .route(path, post(handle))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            base_url: format!("http://{addr}{prefix}"),
+            inner,
+        }
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner.requests.lock().unwrap().clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.inner.requests.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` requests have arrived (bounded by 10 s).
+    pub async fn wait_for_requests(&self, n: usize) {
+        let wait = async {
+            loop {
+                let notified = self.inner.arrived.notified();
+                if self.request_count() >= n {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "expected {n} provider requests, got {}",
+                    self.request_count()
+                )
+            });
+    }
+
+    /// Holds every answer until [`MockProvider::resume`].
+    pub fn pause(&self) {
+        self.inner.paused.send_replace(true);
+    }
+
+    /// Lets held and later answers go.
+    pub fn resume(&self) {
+        self.inner.paused.send_replace(false);
+    }
+
+    /// Adds a random latency of up to `max` to every answer.
+    pub fn set_jitter(&self, max: Duration) {
+        *self.inner.jitter.lock().unwrap() = max;
+    }
+
+    /// Answers with `script(body, index)` where it returns `Some`; `index` counts from 0.
+    pub fn script(&self, script: impl Fn(&Value, usize) -> Option<Reply> + Send + Sync + 'static) {
+        *self.inner.script.lock().unwrap() = Some(Box::new(script));
+    }
+
+    /// Answers every request after `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        let protocol = self.inner.protocol;
+        self.script(move |body, _| {
+            Some(Reply {
+                status: 200,
+                body: default_reply(protocol, body),
+                delay,
+            })
+        });
+    }
+
+    /// A reply of this protocol calling tools: `(id, name, arguments)`.
+    pub fn tool_call_reply(&self, calls: &[(&str, &str, &str)]) -> Value {
+        match self.inner.protocol {
+            Protocol::OpenAi => mock_openai::tool_call_reply("mock-model", calls),
+            Protocol::Anthropic => mock_anthropic::tool_call_reply("mock-model", calls),
+        }
+    }
+
+    /// An error body of this protocol.
+    pub fn error_reply(&self, status: u16, message: &str) -> Reply {
+        let body = match self.inner.protocol {
+            Protocol::OpenAi => {
+                json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}})
+            }
+            Protocol::Anthropic => {
+                json!({"type": "error", "error": {"type": "api_error", "message": message}})
+            }
+        };
+        Reply {
+            status,
+            body,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// The reply text the mock gives by default: `reply to: <last user text>`.
+pub fn reply_text_for(user_text: &str) -> String {
+    format!("reply to: {user_text}")
+}
+
+/// The text of the last user message of a request body, whatever its protocol.
+pub fn last_user_text(body: &Value) -> String {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let Some(last_user) = messages.iter().rev().find(|m| m["role"] == "user") else {
+        return String::new();
+    };
+    match &last_user["content"] {
+        Value::String(text) => text.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter(|b| b["type"] == "text")
+            .filter_map(|b| b["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+fn default_reply(protocol: Protocol, body: &Value) -> Value {
+    let text = reply_text_for(&last_user_text(body));
+    match protocol {
+        Protocol::OpenAi => mock_openai::text_reply("mock-model", &text),
+        Protocol::Anthropic => mock_anthropic::text_reply("mock-model", &text),
+    }
+}
+
+async fn handle(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let index = {
+        let mut requests = inner.requests.lock().unwrap();
+        requests.push(Recorded {
+            body: body.clone(),
+            headers: headers.clone(),
+        });
+        requests.len() - 1
+    };
+    inner.arrived.notify_waiters();
+    let rejection = match inner.protocol {
+        Protocol::OpenAi => mock_openai::reject_reason(&body).map(|r| mock_openai::error_body(&r)),
+        Protocol::Anthropic => {
+            mock_anthropic::reject_reason(&body).map(|r| mock_anthropic::error_body(&r))
+        }
+    };
+    if let Some(error) = rejection {
+        return (StatusCode::BAD_REQUEST, Json(error));
+    }
+    let scripted = inner
+        .script
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|script| script(&body, index));
+    let reply = scripted.unwrap_or_else(|| Reply {
+        status: 200,
+        body: default_reply(inner.protocol, &body),
+        delay: Duration::ZERO,
+    });
+    let mut paused = inner.paused.subscribe();
+    let _ = paused.wait_for(|paused| !*paused).await;
+    let jitter = *inner.jitter.lock().unwrap();
+    let extra = if jitter.is_zero() {
+        Duration::ZERO
+    } else {
+        jitter.mul_f64(rand::random::<f64>())
+    };
+    tokio::time::sleep(reply.delay + extra).await;
+    (
+        StatusCode::from_u16(reply.status).unwrap(),
+        Json(reply.body),
+    )
+}
