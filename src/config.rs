@@ -67,8 +67,8 @@ pub struct Config {
     /// More OpenAI-compatible endpoints, `name=base_url` separated by commas, e.g.
     /// `ollama=http://localhost:11434/v1`. Each takes `<NAME>_API_KEY` and
     /// `<NAME>_DEFAULT_MODEL` from the environment if set.
-    #[arg(long, env = "OPENAI_COMPATIBLE", value_delimiter = ',')]
-    pub openai_compatible: Vec<NamedEndpoint>,
+    #[arg(long, env = "OPENAI_COMPATIBLE", default_value = "")]
+    pub openai_compatible: NamedEndpoints,
 
     /// Writers that may wait for one session's turn lock; one more gets 429.
     #[arg(long, env = "MAX_WAITING_PER_SESSION", default_value_t = 64)]
@@ -109,21 +109,24 @@ impl Config {
                 timeout,
             })
         };
-        if self.openai_api_key.is_some() || self.openai_base_url != OPENAI_DEFAULT_BASE_URL {
+        // An empty value (as a copied `.env.example` has) means "not set".
+        let present = |key: &Option<Secret>| key.clone().filter(|k| !k.expose().is_empty());
+        let openai_key = present(&self.openai_api_key);
+        let anthropic_key = present(&self.anthropic_api_key);
+        if openai_key.is_some() || self.openai_base_url != OPENAI_DEFAULT_BASE_URL {
             let config = http(
                 "openai",
                 &self.openai_base_url,
-                &self.openai_api_key,
+                &openai_key,
                 Some(self.openai_default_model.clone()),
             )?;
             providers.push(("openai".to_owned(), Provider::OpenAi(OpenAi::new(config))));
         }
-        if self.anthropic_api_key.is_some() || self.anthropic_base_url != ANTHROPIC_DEFAULT_BASE_URL
-        {
+        if anthropic_key.is_some() || self.anthropic_base_url != ANTHROPIC_DEFAULT_BASE_URL {
             let config = http(
                 "anthropic",
                 &self.anthropic_base_url,
-                &self.anthropic_api_key,
+                &anthropic_key,
                 Some(self.anthropic_default_model.clone()),
             )?;
             providers.push((
@@ -131,7 +134,7 @@ impl Config {
                 Provider::Anthropic(Anthropic::new(config)),
             ));
         }
-        for endpoint in &self.openai_compatible {
+        for endpoint in &self.openai_compatible.0 {
             if providers.iter().any(|(name, _)| *name == endpoint.name) {
                 return Err(ConfigError(format!(
                     "provider name `{}` is used twice",
@@ -149,12 +152,9 @@ impl Config {
             let config = http(&endpoint.name, &endpoint.base_url, &key, model)?;
             providers.push((endpoint.name.clone(), Provider::OpenAi(OpenAi::new(config))));
         }
-        ProviderRegistry::new(
-            providers,
-            &self.default_provider,
-            self.default_model.clone(),
-        )
-        .map_err(|e| ConfigError(format!("DEFAULT_PROVIDER: {e}")))
+        let default_model = self.default_model.clone().filter(|m| !m.trim().is_empty());
+        ProviderRegistry::new(providers, &self.default_provider, default_model)
+            .map_err(|e| ConfigError(format!("DEFAULT_PROVIDER: {e}")))
     }
 }
 
@@ -205,6 +205,22 @@ impl FromStr for NamedEndpoint {
             name: name.to_owned(),
             base_url: base_url.trim().to_owned(),
         })
+    }
+}
+
+/// Named endpoints, `name=base_url` separated by commas; empty entries are skipped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NamedEndpoints(pub Vec<NamedEndpoint>);
+
+impl FromStr for NamedEndpoints {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.split(',')
+            .filter(|item| !item.trim().is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map(Self)
     }
 }
 
@@ -262,6 +278,56 @@ mod tests {
         assert_eq!(endpoint.base_url, "http://localhost:11434/v1");
         assert!("Ollama=http://x".parse::<NamedEndpoint>().is_err());
         assert!("no-equals-sign".parse::<NamedEndpoint>().is_err());
+        let list: NamedEndpoints = "a=http://x, ,b=http://y".parse().unwrap();
+        assert_eq!(list.0.len(), 2);
+        assert_eq!(
+            "".parse::<NamedEndpoints>().unwrap(),
+            NamedEndpoints::default()
+        );
+    }
+
+    #[test]
+    fn env_example_lists_every_setting_one_to_one() {
+        use clap::CommandFactory;
+        let example = include_str!("../.env.example");
+        let mut listed: Vec<&str> = example
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split_once('=').map(|(key, _)| key.trim()))
+            .filter(|key| !key.is_empty())
+            .collect();
+        let mut known: Vec<String> = Config::command()
+            .get_arguments()
+            .filter_map(|arg| arg.get_env().map(|env| env.to_string_lossy().into_owned()))
+            .collect();
+        known.push("RUST_LOG".to_owned());
+        listed.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(listed, known);
+    }
+
+    #[test]
+    fn the_env_example_as_a_dotenv_file_gives_the_defaults() {
+        let example = include_str!("../.env.example");
+        let mut args = vec!["x".to_owned()];
+        for line in example.lines().filter(|l| !l.starts_with('#')) {
+            if let Some((key, value)) = line.split_once('=') {
+                let flag = match key {
+                    "BIND_ADDR" => "bind".to_owned(),
+                    "RUST_LOG" => continue,
+                    other => other.to_lowercase().replace('_', "-"),
+                };
+                if !value.is_empty() {
+                    args.push(format!("--{flag}={value}"));
+                }
+            }
+        }
+        args.push("--openai-api-key=".to_owned());
+        args.push("--anthropic-api-key=".to_owned());
+        args.push("--default-model=".to_owned());
+        let config = Config::try_parse_from(args).unwrap();
+        let registry = config.providers().unwrap();
+        assert_eq!(registry.names().collect::<Vec<_>>(), ["echo"]);
     }
 
     #[test]
