@@ -74,6 +74,18 @@ pub struct Config {
     #[arg(long, env = "MAX_WAITING_PER_SESSION", default_value_t = 64)]
     pub max_waiting_per_session: usize,
 
+    /// Pause before each word the echo provider streams, in milliseconds.
+    #[arg(long, env = "ECHO_STREAM_DELAY_MS", default_value_t = 0)]
+    pub echo_stream_delay_ms: u64,
+
+    /// Turns per session whose events stay replayable after they end.
+    #[arg(long, env = "TURN_EVENTS_KEEP", default_value_t = 16)]
+    pub turn_events_keep: usize,
+
+    /// Seconds an ended turn's events stay replayable (while among the last kept).
+    #[arg(long, env = "TURN_EVENTS_TTL_SECS", default_value_t = 600)]
+    pub turn_events_ttl_secs: u64,
+
     /// Bound on one provider call, in seconds (fractions allowed).
     #[arg(long, env = "PROVIDER_TIMEOUT_SECS", default_value_t = 120.0, value_parser = positive_secs)]
     pub provider_timeout_secs: f64,
@@ -99,7 +111,8 @@ impl Config {
     /// key or a non-default base URL is set, and each named OpenAI-compatible endpoint.
     pub fn providers(&self) -> Result<ProviderRegistry, ConfigError> {
         let timeout = self.provider_timeout();
-        let mut providers = vec![("echo".to_owned(), Provider::Echo(Echo))];
+        let echo = Echo::new(Duration::from_millis(self.echo_stream_delay_ms));
+        let mut providers = vec![("echo".to_owned(), Provider::Echo(echo))];
         let http = |name: &str, base_url: &str, key: &Option<Secret>, model: Option<String>| {
             Ok::<_, ConfigError>(HttpProviderConfig {
                 name: name.to_owned(),

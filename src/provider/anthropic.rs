@@ -110,6 +110,22 @@ impl Anthropic {
     }
 
     /// Sends an encoded body to `{base_url}/v1/messages` and decodes the reply.
+    /// Streaming: until the streaming mapping lands, the whole reply in one piece.
+    pub async fn stream(
+        &self,
+        body: Bytes,
+        sink: super::StreamSink<'_>,
+    ) -> Result<ChatReply, ProviderError> {
+        let reply = self.send(body).await?;
+        if !reply.text.is_empty() {
+            sink(super::StreamEvent::Text(reply.text.clone()));
+        }
+        for call in &reply.tool_calls {
+            sink(super::StreamEvent::ToolCall(call.clone()));
+        }
+        Ok(reply)
+    }
+
     pub async fn send(&self, body: Bytes) -> Result<ChatReply, ProviderError> {
         let url = format!("{}{MESSAGES_PATH}", self.config.base_url);
         let mut request = self
@@ -525,6 +541,7 @@ mod tests {
             staged: &[],
             tools,
             params,
+            stream: false,
         };
         serde_json::from_slice(&client().encode(&request).unwrap()).unwrap()
     }
@@ -895,6 +912,7 @@ mod tests {
             staged: &staged,
             tools: &[],
             params: &params,
+            stream: false,
         };
         let body: Value = serde_json::from_slice(&client().encode(&request).unwrap()).unwrap();
         assert_eq!(
@@ -1126,6 +1144,7 @@ mod tests {
             staged: &[],
             tools: &[],
             params: &params,
+            stream: false,
         };
         let body = provider.encode(&request).unwrap();
 

@@ -34,6 +34,8 @@ pub struct ChatRequest<'a> {
     pub staged: &'a [Message],
     pub tools: &'a [Tool],
     pub params: &'a Defaults,
+    /// Ask the provider for its streaming mode (deltas as they are generated).
+    pub stream: bool,
 }
 
 impl<'a> ChatRequest<'a> {
@@ -51,6 +53,18 @@ pub struct ChatReply {
     pub finish_reason: FinishReason,
     pub usage: Usage,
 }
+
+/// A piece of a reply as it streams in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// More reply text.
+    Text(String),
+    /// A tool call, once its id, name and arguments are complete.
+    ToolCall(ToolCall),
+}
+
+/// Receives the pieces of a streamed reply as they arrive.
+pub type StreamSink<'a> = &'a mut (dyn FnMut(StreamEvent) + Send);
 
 /// Why the generation stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -147,9 +161,24 @@ impl Provider {
     /// Encodes the request; runs synchronously while the history is borrowed.
     pub fn prepare(&self, request: &ChatRequest<'_>) -> Result<PreparedCall, ProviderError> {
         match self {
-            Provider::Echo(p) => Ok(PreparedCall::Echo(p.reply(request))),
+            Provider::Echo(_) => Ok(PreparedCall::Echo(echo::Echo::reply(request))),
             Provider::OpenAi(p) => p.encode(request).map(PreparedCall::Http),
             Provider::Anthropic(p) => p.encode(request).map(PreparedCall::Http),
+        }
+    }
+
+    /// Performs a call prepared with `stream: true`, handing each piece of the reply to
+    /// `sink` as it arrives; the whole reply is returned at the end.
+    pub async fn stream(
+        &self,
+        call: PreparedCall,
+        sink: StreamSink<'_>,
+    ) -> Result<ChatReply, ProviderError> {
+        match (self, call) {
+            (Provider::Echo(p), PreparedCall::Echo(reply)) => Ok(p.stream(reply, sink).await),
+            (Provider::OpenAi(p), PreparedCall::Http(body)) => p.stream(body, sink).await,
+            (Provider::Anthropic(p), PreparedCall::Http(body)) => p.stream(body, sink).await,
+            (_, call) => Err(mismatched(&call)),
         }
     }
 
@@ -159,9 +188,16 @@ impl Provider {
             (_, PreparedCall::Echo(reply)) => Ok(reply),
             (Provider::OpenAi(p), PreparedCall::Http(body)) => p.send(body).await,
             (Provider::Anthropic(p), PreparedCall::Http(body)) => p.send(body).await,
-            (Provider::Echo(_), PreparedCall::Http(_)) => Err(ProviderError::InvalidReply(
-                "the echo provider cannot send an HTTP call".to_owned(),
-            )),
+            (Provider::Echo(_), call) => Err(mismatched(&call)),
         }
     }
+}
+
+/// A call prepared by one provider and sent by another: a bug, reported, never a panic.
+fn mismatched(call: &PreparedCall) -> ProviderError {
+    let kind = match call {
+        PreparedCall::Echo(_) => "an echo",
+        PreparedCall::Http(_) => "an HTTP",
+    };
+    ProviderError::InvalidReply(format!("{kind} call was sent to another provider"))
 }

@@ -79,6 +79,22 @@ impl OpenAi {
     }
 
     /// Sends an encoded body and reads the reply.
+    /// Streaming: until the streaming mapping lands, the whole reply in one piece.
+    pub async fn stream(
+        &self,
+        body: Bytes,
+        sink: super::StreamSink<'_>,
+    ) -> Result<ChatReply, ProviderError> {
+        let reply = self.send(body).await?;
+        if !reply.text.is_empty() {
+            sink(super::StreamEvent::Text(reply.text.clone()));
+        }
+        for call in &reply.tool_calls {
+            sink(super::StreamEvent::ToolCall(call.clone()));
+        }
+        Ok(reply)
+    }
+
     pub async fn send(&self, body: Bytes) -> Result<ChatReply, ProviderError> {
         let url = format!(
             "{}{CHAT_COMPLETIONS_PATH}",
@@ -399,6 +415,7 @@ mod tests {
             staged: &[],
             tools,
             params,
+            stream: false,
         };
         serde_json::from_slice(&provider.encode(&request).unwrap()).unwrap()
     }
@@ -571,6 +588,7 @@ mod tests {
             staged: &staged,
             tools: &[],
             params: &Defaults::default(),
+            stream: false,
         };
         let body: Value = serde_json::from_slice(&provider.encode(&request).unwrap()).unwrap();
         assert_eq!(

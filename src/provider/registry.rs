@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn the_default_provider_must_be_configured() {
-        let error = ProviderRegistry::new([("echo".into(), Provider::Echo(Echo))], "openai", None)
+        let error = ProviderRegistry::new([("echo".into(), Provider::Echo(Echo::default()))], "openai", None)
             .unwrap_err();
         assert_eq!(error.name, "openai");
         assert_eq!(error.configured, "echo");
@@ -89,8 +89,8 @@ mod tests {
     fn default_model_override_applies_to_the_default_provider_only() {
         let registry = ProviderRegistry::new(
             [
-                ("echo".into(), Provider::Echo(Echo)),
-                ("other".into(), Provider::Echo(Echo)),
+                ("echo".into(), Provider::Echo(Echo::default())),
+                ("other".into(), Provider::Echo(Echo::default())),
             ],
             "echo",
             Some("echo-2".into()),

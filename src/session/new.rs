@@ -211,7 +211,7 @@ mod tests {
     use crate::provider::{Provider, echo::Echo};
 
     fn registry() -> ProviderRegistry {
-        ProviderRegistry::new([("echo".to_owned(), Provider::Echo(Echo))], "echo", None).unwrap()
+        ProviderRegistry::new([("echo".to_owned(), Provider::Echo(Echo::default()))], "echo", None).unwrap()
     }
 
     const SETTINGS: Settings = Settings {

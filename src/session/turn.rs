@@ -161,6 +161,7 @@ async fn generate(session: &Session, staged: &[Message]) -> Result<TurnResult, T
                 staged,
                 tools: &session.tools,
                 params: &session.defaults,
+                stream: false,
             })
         })
         .map_err(provider_error)?;
