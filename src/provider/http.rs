@@ -1,9 +1,12 @@
-//! What the HTTP providers share: building their client and turning a non-success
-//! answer or a transport failure into a [`ProviderError`]. Wire formats do not belong here.
+//! What the HTTP providers share: building their client, sending a request (its answer
+//! read whole, or as server-sent events as they arrive) and turning a non-success answer
+//! or a transport failure into a [`ProviderError`]. Wire formats do not belong here.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 
 use super::ProviderError;
@@ -41,6 +44,44 @@ pub(crate) async fn send(
     } else {
         Err(upstream_error(status.as_u16(), &body))
     }
+}
+
+/// Sends a request whose answer is streamed and returns a 2xx response with its body
+/// unread; a non-2xx answer is read whole and mapped as by [`send`].
+pub(crate) async fn send_streaming(
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<reqwest::Response, ProviderError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| transport_error(e, timeout))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| transport_error(e, timeout))?;
+    Err(upstream_error(status.as_u16(), &body))
+}
+
+/// The server-sent events of a streamed answer, each as soon as it is complete. A broken
+/// connection or the timeout while reading maps as by [`transport_error`]; a body that is
+/// not an event stream is an invalid reply.
+pub(crate) fn sse_events(
+    response: reqwest::Response,
+    timeout: Duration,
+) -> impl Stream<Item = Result<Event, ProviderError>> + Send + 'static {
+    response.bytes_stream().eventsource().map(move |event| {
+        event.map_err(|error| match error {
+            EventStreamError::Transport(error) => transport_error(error, timeout),
+            other => {
+                ProviderError::InvalidReply(format!("the event stream could not be read: {other}"))
+            }
+        })
+    })
 }
 
 /// Decodes a 2xx body.

@@ -79,8 +79,12 @@ mod tests {
 
     #[test]
     fn the_default_provider_must_be_configured() {
-        let error = ProviderRegistry::new([("echo".into(), Provider::Echo(Echo::default()))], "openai", None)
-            .unwrap_err();
+        let error = ProviderRegistry::new(
+            [("echo".into(), Provider::Echo(Echo::default()))],
+            "openai",
+            None,
+        )
+        .unwrap_err();
         assert_eq!(error.name, "openai");
         assert_eq!(error.configured, "echo");
     }

@@ -1,6 +1,7 @@
 //! What a mock Anthropic Messages API needs: the checks the real API makes on a request
-//! body (so that a test fails where the real API would answer 400), its error body and
-//! reply bodies. Serving them (routes, call counting) belongs to the test helpers.
+//! body (so that a test fails where the real API would answer 400), its error body,
+//! reply bodies and streamed replies (the server-sent events, as event name and data).
+//! Serving them (routes, framing, call counting) belongs to the test helpers.
 //!
 //! The checks follow the real API's answers as seen in the wild, messages included:
 //! e.g. ``messages.3: `tool_use` ids were found without `tool_result` blocks immediately
@@ -54,6 +55,88 @@ pub fn tool_call_reply(model: &str, calls: &[(&str, &str, &str)]) -> Value {
     reply(model, content, "tool_use", 10 * calls.len().max(1))
 }
 
+/// A streamed text reply, as (event name, data): `message_start`, a text block with one
+/// `text_delta` per piece, `message_delta` (stop_reason end_turn, the same usage as
+/// [`text_reply`]) and `message_stop`.
+pub fn stream_text_events(model: &str, text_pieces: &[&str]) -> Vec<(String, Value)> {
+    let words = text_pieces.concat().split_whitespace().count().max(1);
+    let mut events = vec![message_start(model), text_block_start(0)];
+    events.extend(text_pieces.iter().map(|piece| {
+        json!({"type": "content_block_delta", "index": 0,
+               "delta": {"type": "text_delta", "text": piece}})
+    }));
+    events.push(block_stop(0));
+    events.extend(message_end("end_turn", words));
+    named(events)
+}
+
+/// A streamed reply calling these tools: (id, name, input JSON object text), each a
+/// `tool_use` block whose input comes in two or more `input_json_delta` fragments, as the
+/// real API splits it; stop_reason tool_use, the same usage as [`tool_call_reply`].
+///
+/// An input that is not a JSON object is sent as `{}`.
+pub fn stream_tool_call_events(model: &str, calls: &[(&str, &str, &str)]) -> Vec<(String, Value)> {
+    let mut events = vec![message_start(model)];
+    for (index, (id, name, input)) in calls.iter().enumerate() {
+        let input = serde_json::from_str::<Value>(input)
+            .ok()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        events.push(json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}));
+        for fragment in fragments(&input.to_string()) {
+            events.push(json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": fragment}}));
+        }
+        events.push(block_stop(index));
+    }
+    events.extend(message_end("tool_use", 10 * calls.len().max(1)));
+    named(events)
+}
+
+/// `message_start`: the message without content; 12 input tokens, and the placeholder
+/// output count the real API sends before the total comes with `message_delta`.
+fn message_start(model: &str) -> Value {
+    json!({"type": "message_start", "message": {
+        "id": "msg_mock_01", "type": "message", "role": "assistant", "model": model,
+        "content": [], "stop_reason": null, "stop_sequence": null,
+        "usage": {"input_tokens": 12, "output_tokens": 1}}})
+}
+
+fn text_block_start(index: usize) -> Value {
+    json!({"type": "content_block_start", "index": index,
+           "content_block": {"type": "text", "text": ""}})
+}
+
+fn block_stop(index: usize) -> Value {
+    json!({"type": "content_block_stop", "index": index})
+}
+
+/// `message_delta` with the stop reason and the output total, then `message_stop`.
+fn message_end(stop_reason: &str, output_tokens: usize) -> [Value; 2] {
+    [
+        json!({"type": "message_delta",
+               "delta": {"stop_reason": stop_reason, "stop_sequence": null},
+               "usage": {"output_tokens": output_tokens}}),
+        json!({"type": "message_stop"}),
+    ]
+}
+
+/// The JSON text in two or three fragments, cut at character boundaries.
+fn fragments(json_text: &str) -> Vec<String> {
+    let chars: Vec<char> = json_text.chars().collect();
+    let third = chars.len().div_ceil(3).max(1);
+    chars.chunks(third).map(|c| c.iter().collect()).collect()
+}
+
+/// Each event with its name, which the real API always sets to the data's `type`.
+fn named(events: Vec<Value>) -> Vec<(String, Value)> {
+    events
+        .into_iter()
+        .map(|event| (event["type"].as_str().unwrap_or_default().to_owned(), event))
+        .collect()
+}
+
 fn reply(model: &str, content: Vec<Value>, stop_reason: &str, output_tokens: usize) -> Value {
     json!({
         "id": "msg_mock_01",
@@ -105,6 +188,12 @@ fn check_request(body: &Value) -> Checked {
         check_system(system)?;
     }
     check_sampling(fields)?;
+    if fields
+        .get("stream")
+        .is_some_and(|stream| !stream.is_boolean())
+    {
+        return Err("stream: Input should be a valid boolean".into());
+    }
     if let Some(tools) = fields.get("tools") {
         check_tools(tools)?;
     }

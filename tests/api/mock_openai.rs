@@ -1,6 +1,7 @@
 //! What the mock OpenAI server needs: the checks the real Chat Completions API makes
-//! before it answers 400, its error body, and the replies it sends. Serving them (the
-//! mock server, call counts) lives in `helpers.rs`.
+//! before it answers 400, its error body, and the replies it sends, whole or as the
+//! chunks of a stream. Serving them (the mock server, SSE framing, call counts) lives in
+//! `helpers.rs` and `mock_provider.rs`.
 //!
 //! The error messages follow the real API's wording where it is known, so a failing test
 //! reads like the production failure it stands for.
@@ -30,6 +31,7 @@ pub fn reject_reason(body: &Value) -> Option<String> {
     messages_reject_reason(messages)
         .or_else(|| body.get("tools").and_then(tools_reject_reason))
         .or_else(|| params_reject_reason(body))
+        .or_else(|| stream_reject_reason(body))
 }
 
 /// An OpenAI-shaped 400 error body for that reason.
@@ -92,6 +94,97 @@ fn completion(model: &str, message: Value, finish_reason: &str, completion_token
             "total_tokens": PROMPT_TOKENS + completion_tokens
         },
         "system_fingerprint": null
+    })
+}
+
+/// The chunks of a streamed text reply, as OpenAI sends them with
+/// `stream_options.include_usage`: a first chunk with the role and empty content, one
+/// chunk per piece, a chunk with finish_reason stop and an empty delta, then the usage
+/// chunk with empty `choices`. Usage as in [`text_reply`].
+pub fn stream_text_chunks(model: &str, text_pieces: &[&str]) -> Vec<Value> {
+    let words = text_pieces.concat().split_whitespace().count() as u64;
+    let mut chunks = vec![chunk(
+        model,
+        json!({"role": "assistant", "content": "", "refusal": null}),
+        None,
+    )];
+    chunks.extend(
+        text_pieces
+            .iter()
+            .map(|piece| chunk(model, json!({"content": piece}), None)),
+    );
+    chunks.push(chunk(model, json!({}), Some("stop")));
+    chunks.push(usage_chunk(model, words));
+    chunks
+}
+
+/// The chunks of a streamed reply calling these tools: (id, name, arguments JSON
+/// text). Each call comes as a fragment with its index, id and name (arguments empty),
+/// then its arguments in two or more fragments carrying only the index; then a chunk
+/// with finish_reason tool_calls, then the usage chunk. Usage as in [`tool_call_reply`].
+pub fn stream_tool_call_chunks(model: &str, calls: &[(&str, &str, &str)]) -> Vec<Value> {
+    let mut chunks = vec![chunk(
+        model,
+        json!({"role": "assistant", "content": null, "refusal": null}),
+        None,
+    )];
+    for (index, (id, name, arguments)) in calls.iter().enumerate() {
+        let first = json!({"index": index, "id": id, "type": "function",
+                           "function": {"name": name, "arguments": ""}});
+        chunks.push(chunk(model, json!({"tool_calls": [first]}), None));
+        for part in halves(arguments) {
+            let fragment = json!({"index": index, "function": {"arguments": part}});
+            chunks.push(chunk(model, json!({"tool_calls": [fragment]}), None));
+        }
+    }
+    chunks.push(chunk(model, json!({}), Some("tool_calls")));
+    chunks.push(usage_chunk(model, 5 * calls.len() as u64));
+    chunks
+}
+
+/// A text cut in two at a character boundary near its middle (either half may be empty).
+fn halves(text: &str) -> [&str; 2] {
+    let middle = (0..=text.len() / 2)
+        .rev()
+        .find(|&at| text.is_char_boundary(at))
+        .unwrap_or(0);
+    let (first, second) = text.split_at(middle);
+    [first, second]
+}
+
+/// One `chat.completion.chunk` with one choice; `usage` is null on every chunk but the
+/// last when usage was asked for.
+fn chunk(model: &str, delta: Value, finish_reason: Option<&str>) -> Value {
+    json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": model,
+        "system_fingerprint": null,
+        "choices": [{
+            "index": 0,
+            "delta": delta,
+            "logprobs": null,
+            "finish_reason": finish_reason
+        }],
+        "usage": null
+    })
+}
+
+/// The last chunk of a stream with `include_usage`: no choices, the whole request's usage.
+fn usage_chunk(model: &str, completion_tokens: u64) -> Value {
+    json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": model,
+        "system_fingerprint": null,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": completion_tokens,
+            "total_tokens": PROMPT_TOKENS + completion_tokens
+        }
     })
 }
 
@@ -308,6 +401,29 @@ fn params_reject_reason(body: &serde_json::Map<String, Value>) -> Option<String>
         })
 }
 
+/// `stream` is a boolean; `stream_options` (`{include_usage: bool}`) only comes with
+/// `stream: true`.
+fn stream_reject_reason(body: &serde_json::Map<String, Value>) -> Option<String> {
+    let streaming = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(stream)) => *stream,
+        Some(_) => return Some("Invalid type for 'stream': expected a boolean.".to_owned()),
+    };
+    match body.get("stream_options") {
+        None | Some(Value::Null) => None,
+        Some(_) if !streaming => Some(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.".to_owned(),
+        ),
+        Some(Value::Object(options)) => match options.get("include_usage") {
+            None | Some(Value::Null) | Some(Value::Bool(_)) => None,
+            Some(_) => Some(
+                "Invalid type for 'stream_options.include_usage': expected a boolean.".to_owned(),
+            ),
+        },
+        Some(_) => Some("Invalid type for 'stream_options': expected an object.".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,5 +529,78 @@ mod tests {
             "get_weather"
         );
         assert_eq!(error_body("bad")["error"]["type"], "invalid_request_error");
+    }
+
+    #[test]
+    fn the_mock_accepts_a_streaming_request_and_rejects_stream_options_without_stream() {
+        let user = json!([{"role": "user", "content": "x"}]);
+        let mut streaming = body(user.clone());
+        streaming["stream"] = json!(true);
+        streaming["stream_options"] = json!({"include_usage": true});
+        assert_eq!(reject_reason(&streaming), None);
+        let mut not_streaming = streaming.clone();
+        not_streaming["stream"] = json!(false);
+        let mut options_only = body(user.clone());
+        options_only["stream_options"] = json!({"include_usage": true});
+        let mut stream_text = body(user);
+        stream_text["stream"] = json!("yes");
+        let mut bad_usage = streaming.clone();
+        bad_usage["stream_options"] = json!({"include_usage": "yes"});
+        for rejected in [not_streaming, options_only, stream_text, bad_usage] {
+            assert!(reject_reason(&rejected).is_some(), "{rejected}");
+        }
+    }
+
+    #[test]
+    fn the_streamed_text_chunks_add_up_to_the_pieces_and_end_with_usage() {
+        let chunks = stream_text_chunks("gpt-test", &["Hello", " there"]);
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, "Hello there");
+        let [.., finish, usage] = chunks.as_slice() else {
+            panic!("too few chunks")
+        };
+        assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"]["completion_tokens"], 2);
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c["object"] == "chat.completion.chunk")
+        );
+    }
+
+    #[test]
+    fn the_streamed_tool_call_chunks_split_each_call_into_fragments_by_index() {
+        let calls = [
+            ("call_1", "get_weather", r#"{"city":"Oslo"}"#),
+            ("call_2", "now", "{}"),
+        ];
+        let chunks = stream_tool_call_chunks("gpt-test", &calls);
+        let fragments: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
+            .collect();
+        for (index, (id, name, arguments)) in calls.iter().enumerate() {
+            let mine: Vec<&&Value> = fragments.iter().filter(|f| f["index"] == index).collect();
+            assert!(mine.len() >= 3, "{mine:?}");
+            assert_eq!(mine[0]["id"], *id);
+            assert_eq!(mine[0]["function"]["name"], *name);
+            assert!(mine[1..].iter().all(|f| f.get("id").is_none()));
+            let joined: String = mine
+                .iter()
+                .filter_map(|f| f["function"]["arguments"].as_str())
+                .collect();
+            assert_eq!(joined, *arguments);
+        }
+        let [.., finish, usage] = chunks.as_slice() else {
+            panic!("too few chunks")
+        };
+        assert_eq!(finish["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(usage["usage"]["completion_tokens"], 10);
+        assert_eq!(halves("é"), ["", "é"]);
     }
 }

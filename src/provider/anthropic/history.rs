@@ -1,0 +1,197 @@
+//! How a history becomes Anthropic's `system` field and `messages` list: rules 1–9 of
+//! the module doc, so that any history gives a request the real API accepts. The rest of
+//! the body (settings, tools) lives in `request`; replies do not belong here.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use super::request::{Block, WireMessage, WireRole};
+use crate::session::{Message, Role, ToolCall};
+
+/// Marks a system message that stands mid-history (rule 2).
+pub(super) const SYSTEM_PREFIX: &str = "[System instruction] ";
+/// The user message put first when the messages would not start with one (rule 7).
+pub(super) const CONVERSATION_START: &str = "(The conversation starts here.)";
+/// The user message put last when the messages would end with an assistant one (rule 9).
+pub(super) const CONTINUE: &str = "(Continue.)";
+/// Stands for an assistant message with neither text nor calls (rule 5).
+pub(super) const EMPTY_REPLY: &str = "(empty reply)";
+/// Stands for an empty tool output (rule 3).
+pub(super) const EMPTY_OUTPUT: &str = "(empty output)";
+/// The error result of a call left without output (rule 4).
+pub(super) const MISSING_OUTPUT: &str = "No output was provided for this tool call.";
+
+/// Messages under construction: blocks of the same role as the last message join it.
+#[derive(Default)]
+struct Conversation<'a> {
+    messages: Vec<WireMessage<'a>>,
+}
+
+impl<'a> Conversation<'a> {
+    fn push(&mut self, role: WireRole, blocks: impl IntoIterator<Item = Block<'a>>) {
+        let mut blocks = blocks.into_iter().peekable();
+        if blocks.peek().is_none() {
+            return;
+        }
+        match self.messages.last_mut() {
+            Some(last) if last.role == role => last.content.extend(blocks),
+            _ => self.messages.push(WireMessage {
+                role,
+                content: blocks.collect(),
+            }),
+        }
+    }
+
+    /// Rules 7 and 9: the first and the last message are user messages.
+    fn finish(mut self) -> Vec<WireMessage<'a>> {
+        let placeholder = |text: &'static str| WireMessage {
+            role: WireRole::User,
+            content: vec![Block::Text {
+                text: Cow::Borrowed(text),
+            }],
+        };
+        if self
+            .messages
+            .first()
+            .is_none_or(|m| m.role == WireRole::Assistant)
+        {
+            self.messages.insert(0, placeholder(CONVERSATION_START));
+        }
+        if self
+            .messages
+            .last()
+            .is_some_and(|m| m.role == WireRole::Assistant)
+        {
+            self.messages.push(placeholder(CONTINUE));
+        }
+        self.messages
+    }
+}
+
+/// Maps the history to `system` and `messages` (rules 1–9 of the module doc).
+pub(super) fn map_history<'a>(
+    history: impl Iterator<Item = &'a Message>,
+) -> (Option<Cow<'a, str>>, Vec<WireMessage<'a>>) {
+    let mut history = history.peekable();
+    let mut leading = Vec::new();
+    while let Some(message) = history.next_if(|m| m.role == Role::System) {
+        if !is_blank(&message.content) {
+            leading.push(message.content.as_str());
+        }
+    }
+    let system = match leading.as_slice() {
+        [] => None,
+        [one] => Some(Cow::Borrowed(*one)),
+        many => Some(Cow::Owned(many.join("\n\n"))),
+    };
+
+    let mut conversation = Conversation::default();
+    while let Some(message) = history.next() {
+        match message.role {
+            Role::User => conversation.push(WireRole::User, text_block(&message.content)),
+            Role::System => conversation.push(WireRole::User, system_block(message)),
+            Role::Assistant => {
+                conversation.push(WireRole::Assistant, assistant_blocks(message));
+                if !message.tool_calls.is_empty() {
+                    let mut outputs = Vec::new();
+                    while let Some(output) = history.next_if(is_tool_output) {
+                        outputs.push(output);
+                    }
+                    conversation.push(WireRole::User, answers(&message.tool_calls, &outputs));
+                }
+            }
+        }
+    }
+    (system, conversation.finish())
+}
+
+fn is_tool_output(message: &&Message) -> bool {
+    message.role == Role::System && message.tool_call_id.is_some()
+}
+
+/// A text block, unless the text is blank.
+fn text_block(text: &str) -> Option<Block<'_>> {
+    (!is_blank(text)).then_some(Block::Text {
+        text: Cow::Borrowed(text),
+    })
+}
+
+/// A system message after the first user or assistant message (rules 2 and 3).
+fn system_block(message: &Message) -> Option<Block<'_>> {
+    if message.tool_call_id.is_some() {
+        return text_block(&message.content);
+    }
+    (!is_blank(&message.content)).then(|| Block::Text {
+        text: Cow::Owned(format!("{SYSTEM_PREFIX}{}", message.content)),
+    })
+}
+
+/// Rule 5: the text, if any, then the calls; a placeholder when there is neither.
+fn assistant_blocks(message: &Message) -> Vec<Block<'_>> {
+    let calls = &message.tool_calls;
+    let mut blocks = Vec::with_capacity(1 + calls.len());
+    blocks.extend(text_block(&message.content));
+    for (index, call) in calls.iter().enumerate() {
+        // A repeated id would make the API reject the request; its first call stands.
+        if calls[..index].iter().any(|c| c.id == call.id) {
+            continue;
+        }
+        blocks.push(Block::ToolUse {
+            id: &call.id,
+            name: &call.name,
+            input: tool_input(&call.arguments),
+        });
+    }
+    if blocks.is_empty() {
+        blocks.push(Block::Text {
+            text: Cow::Borrowed(EMPTY_REPLY),
+        });
+    }
+    blocks
+}
+
+/// The arguments as a JSON object: parsed, `{}` when blank, else wrapped as text.
+pub(super) fn tool_input(arguments: &str) -> Value {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(input @ Value::Object(_)) => input,
+        _ if is_blank(arguments) => Value::Object(serde_json::Map::new()),
+        _ => serde_json::json!({ "arguments": arguments }),
+    }
+}
+
+/// Rules 3 and 4: the user blocks answering `calls`, from the tool outputs directly after
+/// them; one `tool_result` per call, in call order, then the outputs that answer nothing.
+fn answers<'a>(calls: &'a [ToolCall], outputs: &[&'a Message]) -> Vec<Block<'a>> {
+    let mut answered: Vec<(&str, &str)> = Vec::with_capacity(outputs.len());
+    let mut unmatched = Vec::new();
+    for output in outputs {
+        let id = output.tool_call_id.as_deref().unwrap_or_default();
+        let first_answer =
+            calls.iter().any(|c| c.id == id) && answered.iter().all(|(a, _)| *a != id);
+        if first_answer {
+            let body = output.tool_output_body().unwrap_or(&output.content);
+            answered.push((id, if is_blank(body) { EMPTY_OUTPUT } else { body }));
+        } else {
+            unmatched.extend(text_block(&output.content));
+        }
+    }
+    let mut blocks = Vec::with_capacity(calls.len() + unmatched.len());
+    for (index, call) in calls.iter().enumerate() {
+        if calls[..index].iter().any(|c| c.id == call.id) {
+            continue;
+        }
+        let answer = answered.iter().find(|(id, _)| *id == call.id);
+        blocks.push(Block::ToolResult {
+            tool_use_id: &call.id,
+            content: answer.map_or(MISSING_OUTPUT, |(_, body)| body),
+            is_error: answer.is_none(),
+        });
+    }
+    blocks.extend(unmatched);
+    blocks
+}
+
+pub(super) fn is_blank(text: &str) -> bool {
+    text.trim().is_empty()
+}
