@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::Uri;
@@ -15,6 +16,7 @@ use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
 use crate::openapi;
 use crate::provider::ProviderRegistry;
+use crate::session::turns::Retention;
 use crate::session::{SessionStore, Settings};
 
 /// Shared by every handler; cheap to clone.
@@ -51,6 +53,10 @@ impl AppState {
             config.providers()?,
             Settings {
                 max_waiting_per_session: config.max_waiting_per_session,
+                turn_events: Retention {
+                    keep: config.turn_events_keep,
+                    ttl: Duration::from_secs(config.turn_events_ttl_secs),
+                },
             },
         ))
     }

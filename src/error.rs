@@ -24,6 +24,9 @@ pub enum ApiError {
     /// 404: no session with this id (or the id is not a UUID).
     #[error("no session with id `{0}`")]
     SessionNotFound(String),
+    /// 404: no such turn in this session (or it is no longer kept, or the id is not a UUID).
+    #[error("no turn with id `{0}` in this session")]
+    TurnNotFound(String),
     /// 404: no such route.
     #[error("no route for {0}")]
     RouteNotFound(String),
@@ -63,7 +66,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::SessionNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::SessionNotFound(_)
+            | ApiError::TurnNotFound(_)
+            | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SessionBusy | ApiError::TurnCancelled(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -80,6 +85,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::SessionNotFound(_) => "session_not_found",
+            ApiError::TurnNotFound(_) => "turn_not_found",
             ApiError::RouteNotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::SessionBusy => "session_busy",
@@ -107,8 +113,13 @@ impl ApiError {
             TurnError::Lock(LockError::Cancelled) => {
                 ApiError::TurnCancelled("the turn was cancelled before it started".into())
             }
-            TurnError::Cancelled => ApiError::TurnCancelled(
+            TurnError::Cancelled { commit: None, .. } => ApiError::TurnCancelled(
                 "the turn was cancelled before the provider answered; nothing was appended".into(),
+            ),
+            TurnError::Cancelled {
+                commit: Some(_), ..
+            } => ApiError::TurnCancelled(
+                "the turn was cancelled; its messages and the partial reply were kept, marked `interrupted`".into(),
             ),
             TurnError::Provider {
                 provider,
@@ -177,7 +188,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorDetail {
-    /// Stable code: `invalid_request`, `session_not_found`, `not_found`,
+    /// Stable code: `invalid_request`, `session_not_found`, `turn_not_found`, `not_found`,
     /// `method_not_allowed`, `session_busy`, `turn_cancelled`, `payload_too_large`,
     /// `unsupported_media_type`, `session_overloaded`, `provider_error`,
     /// `provider_timeout`, `internal_error`.
@@ -189,32 +200,40 @@ pub struct ErrorDetail {
     pub provider_status: Option<u16>,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let message = match &self {
+impl ApiError {
+    /// The `error` object of the body (also what a `turn.failed` event carries); logs
+    /// what the client is not told.
+    pub fn detail(&self) -> ErrorDetail {
+        let message = match self {
             ApiError::Internal(detail) => {
                 tracing::error!(detail = %detail, "internal error");
                 "internal error; the history is unchanged".to_owned()
             }
             other => other.to_string(),
         };
-        if let ApiError::Provider { provider, error } = &self {
+        if let ApiError::Provider { provider, error } = self {
             tracing::warn!(provider = %provider, error = %error, "provider call failed");
         }
-        let provider_status = match &self {
+        let provider_status = match self {
             ApiError::Provider {
                 error: ProviderError::Upstream { status, .. },
                 ..
             } => Some(*status),
             _ => None,
         };
+        ErrorDetail {
+            code: self.code().to_owned(),
+            message,
+            provider_status,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
         let body = ErrorBody {
             success: false,
-            error: ErrorDetail {
-                code: self.code().to_owned(),
-                message,
-                provider_status,
-            },
+            error: self.detail(),
         };
         let mut response = (self.status(), axum::Json(body)).into_response();
         if matches!(self, ApiError::SessionOverloaded(_)) {

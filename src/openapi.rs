@@ -18,6 +18,7 @@ use crate::routes;
     tags(
         (name = "sessions", description = "Create, read, list and delete sessions"),
         (name = "writes", description = "Messages, instructions and tool outputs; each write is one turn"),
+        (name = "turns", description = "Replay a turn's events; cancel the running turn"),
         (name = "operations", description = "Health and this document"),
     ),
     components(schemas(ErrorBody))

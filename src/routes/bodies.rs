@@ -9,7 +9,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::session::{Defaults, OnBusy, Priority, Tool};
+use crate::session::{CancelMode, Defaults, OnBusy, Priority, Tool};
 
 /// One instruction, or several in order.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -80,6 +80,9 @@ pub struct MessageRequest {
     pub priority: Priority,
     #[serde(default)]
     pub on_busy: OnBusy,
+    /// Answer with Server-Sent Events (as does `Accept: text/event-stream`).
+    #[serde(default)]
+    pub stream: bool,
 }
 
 /// The object form of `POST /text/session/{id}/instructions`.
@@ -92,6 +95,9 @@ pub struct InstructionsRequest {
     pub priority: Priority,
     #[serde(default)]
     pub on_busy: OnBusy,
+    /// Answer with Server-Sent Events (as does `Accept: text/event-stream`).
+    #[serde(default)]
+    pub stream: bool,
 }
 
 /// `POST /text/session/{id}/instructions`: the object form, or a bare string or array.
@@ -108,6 +114,7 @@ impl<'de> Deserialize<'de> for InstructionsBody {
                     .map_err(|e| de::Error::custom(format!("instructions: {e}")))?,
                 priority: Priority::default(),
                 on_busy: OnBusy::default(),
+                stream: false,
             },
         };
         Ok(Self(request))
@@ -199,6 +206,20 @@ impl PartialSchema for ToolOutputBody {
 }
 
 impl ToSchema for ToolOutputBody {}
+
+/// `POST /text/session/{id}/cancel`; the body is optional.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"mode": "rollback", "waiting": true}))]
+pub struct CancelRequest {
+    /// `keep` (default): commit the turn's messages and the partial reply, marked
+    /// `interrupted`; `rollback`: leave the history as it was before the turn.
+    #[serde(default)]
+    pub mode: CancelMode,
+    /// Also turn every waiting writer away with `409 turn_cancelled`.
+    #[serde(default)]
+    pub waiting: bool,
+}
 
 /// Deserializes a nested value keeping the JSON path of any error (`a[1].b: …`).
 fn from_value<T: DeserializeOwned, E: de::Error>(value: Value) -> Result<T, E> {

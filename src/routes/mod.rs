@@ -6,6 +6,8 @@ mod extract;
 mod health;
 pub mod responses;
 mod sessions;
+mod stream;
+mod turns;
 mod writes;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -17,5 +19,6 @@ pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(sessions::routes())
         .merge(writes::routes())
+        .merge(turns::routes())
         .merge(health::routes())
 }

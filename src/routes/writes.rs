@@ -5,12 +5,14 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::bodies::{InstructionsBody, MessageRequest, ToolOutputBody};
 use super::extract::JsonBody;
 use super::responses::{self, ToolOutputResponse, WriteResponse};
+use super::stream::{self, TurnEventData};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::session::turn::{self, TurnInput, TurnKind};
@@ -28,16 +30,22 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 ///
 /// Appends the instructions (as system messages), the user message and — once the
 /// provider answers — the assistant message, as one step. On any failure nothing is
-/// appended.
+/// appended. With `stream: true` (or `Accept: text/event-stream`) the reply streams as
+/// Server-Sent Events; the turn runs to its end even if the client goes away.
 #[utoipa::path(
     post, path = "/text/session/{id}/message", tag = "writes",
     params(("id" = String, Path, description = "Session id (UUID)")),
     request_body = MessageRequest,
     responses(
-        (status = 200, description = "Committed", body = WriteResponse),
+        (status = 200, description = "Committed (JSON), or the turn's events (`text/event-stream`) when the body has `stream: true` or the request `Accept: text/event-stream`: `turn.queued`, `turn.started`, `text.delta`, `tool_call`, then one of `turn.completed`, `turn.failed`, `turn.cancelled`; each with `id: <turnId>:<seq>`",
+            content(
+                (WriteResponse = "application/json"),
+                (TurnEventData = "text/event-stream"),
+            ),
+            headers(("x-turn-id" = String, description = "The turn this write ran as"))),
         (status = 400, description = "A field breaks a rule (`invalid_request`); nothing appended", body = ErrorBody),
         (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
-        (status = 409, description = "`session_busy` (with `onBusy: reject`) or `turn_cancelled`; nothing appended", body = ErrorBody),
+        (status = 409, description = "`session_busy` (with `onBusy: reject`), or `turn_cancelled` (a cancel stopped the turn: with `keep` its messages and the partial reply were kept)", body = ErrorBody),
         (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
         (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
         (status = 429, description = "Too many writers wait (`session_overloaded`); see `Retry-After`", body = ErrorBody,
@@ -49,6 +57,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 async fn post_message(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Result<JsonBody<MessageRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     let session = app.session(&id)?;
@@ -64,6 +73,7 @@ async fn post_message(
         staged,
         priority: body.priority,
         on_busy: body.on_busy,
+        stream: body.stream || stream::wants_event_stream(&headers),
     };
     run(session, input, &id).await
 }
@@ -77,10 +87,15 @@ async fn post_message(
     params(("id" = String, Path, description = "Session id (UUID)")),
     request_body = InstructionsBody,
     responses(
-        (status = 200, description = "Committed", body = WriteResponse),
+        (status = 200, description = "Committed (JSON), or the turn's events (`text/event-stream`) when the body has `stream: true` or the request `Accept: text/event-stream`",
+            content(
+                (WriteResponse = "application/json"),
+                (TurnEventData = "text/event-stream"),
+            ),
+            headers(("x-turn-id" = String, description = "The turn this write ran as"))),
         (status = 400, description = "A field breaks a rule (`invalid_request`); nothing appended", body = ErrorBody),
         (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
-        (status = 409, description = "`session_busy` (with `onBusy: reject`) or `turn_cancelled`; nothing appended", body = ErrorBody),
+        (status = 409, description = "`session_busy` (with `onBusy: reject`), or `turn_cancelled` (a cancel stopped the turn: with `keep` its messages and the partial reply were kept)", body = ErrorBody),
         (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
         (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
         (status = 429, description = "Too many writers wait (`session_overloaded`); see `Retry-After`", body = ErrorBody,
@@ -92,6 +107,7 @@ async fn post_message(
 async fn post_instructions(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Result<JsonBody<InstructionsBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     let session = app.session(&id)?;
@@ -101,6 +117,7 @@ async fn post_instructions(
         staged: system_messages("instructions", Some(body.instructions.0))?,
         priority: body.priority,
         on_busy: body.on_busy,
+        stream: body.stream || stream::wants_event_stream(&headers),
     };
     run(session, input, &id).await
 }
@@ -118,7 +135,7 @@ async fn post_instructions(
         (status = 200, description = "Committed", body = ToolOutputResponse),
         (status = 400, description = "A field breaks a rule (`invalid_request`); nothing appended", body = ErrorBody),
         (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
-        (status = 409, description = "`session_busy` (with `onBusy: reject`) or `turn_cancelled`; nothing appended", body = ErrorBody),
+        (status = 409, description = "`session_busy` (with `onBusy: reject`), or `turn_cancelled` (a cancel stopped the turn: with `keep` its messages and the partial reply were kept)", body = ErrorBody),
         (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
         (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
         (status = 429, description = "Too many writers wait (`session_overloaded`); see `Retry-After`", body = ErrorBody,
@@ -161,6 +178,7 @@ async fn post_tool_output(
         staged,
         priority: body.priority,
         on_busy: body.on_busy,
+        stream: false,
     };
     run(session, input, &id).await
 }
@@ -177,9 +195,14 @@ fn system_messages(field: &str, list: Option<Vec<String>>) -> Result<Vec<Message
         .collect())
 }
 
-/// Runs the turn and answers with the session as of its commit.
+/// Runs the turn; answers with its events as they happen (streaming), or with the
+/// session as of its commit once it ends.
 async fn run(session: Arc<Session>, input: TurnInput, id: &str) -> Result<Response, ApiError> {
+    let streaming = input.stream;
     let turn = turn::start(session.clone(), input).map_err(|e| ApiError::from_turn(e, id))?;
+    if streaming {
+        return Ok(stream::events(session, &turn.record, 0));
+    }
     let turn_id = turn.id;
     match turn.outcome().await {
         Ok(outcome) => Ok(responses::write(&session, &outcome)),

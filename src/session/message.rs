@@ -33,6 +33,10 @@ pub struct Message {
     /// Only on system messages made by `/tool-output`: the call this output answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// Only on an assistant message whose turn was cancelled mid-reply: the text is
+    /// what had arrived by then. Providers receive it as ordinary assistant text.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
@@ -48,6 +52,7 @@ impl Message {
             content: content.into(),
             tool_calls: Vec::new(),
             tool_call_id: None,
+            interrupted: false,
             created_at,
         }
     }
@@ -59,6 +64,7 @@ impl Message {
             content: format!("{TOOL_OUTPUT_PREFIX}{call_id}): {output}"),
             tool_calls: Vec::new(),
             tool_call_id: Some(call_id.to_owned()),
+            interrupted: false,
             created_at,
         }
     }

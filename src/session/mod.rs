@@ -4,11 +4,13 @@
 //! never held across an `.await`: readers borrow it to render a snapshot, the one
 //! turn holding the turn lock appends to it when it commits.
 
+pub mod events;
 mod message;
 mod new;
 mod store;
 pub mod turn;
 mod turn_lock;
+pub mod turns;
 mod view;
 
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
@@ -16,13 +18,14 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use self::turns::TurnRecords;
 use crate::provider::Provider;
 use crate::timestamp::Timestamp;
 
 pub use message::{Defaults, Message, Role, Tool, ToolCall, ToolKind};
 pub use new::{Invalid, NewSession, Settings, validate_instructions};
 pub use store::SessionStore;
-pub use turn_lock::{LockError, LockStatus, OnBusy, Priority, TurnLock};
+pub use turn_lock::{CancelMode, LockError, LockStatus, OnBusy, Priority, TurnLock};
 pub use view::{SessionHead, SessionStatus, SessionSummary, SessionView};
 
 /// One chat session: fixed settings, its committed history and its turn lock.
@@ -39,6 +42,7 @@ pub struct Session {
     pub created_at: Timestamp,
     history: RwLock<History>,
     lock: TurnLock,
+    turns: TurnRecords,
 }
 
 /// The committed history and what changes with it.
@@ -65,6 +69,11 @@ impl Session {
     /// The turn lock of this session.
     pub fn lock(&self) -> &TurnLock {
         &self.lock
+    }
+
+    /// The session's recent turns.
+    pub fn turns(&self) -> &TurnRecords {
+        &self.turns
     }
 
     /// Borrows the committed history; keep the closure short and free of `.await`.

@@ -7,6 +7,7 @@ use std::sync::RwLock;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::turns::{Retention, TurnRecords};
 use super::{Defaults, History, Message, Role, Session, Tool, TurnLock};
 use crate::provider::ProviderRegistry;
 use crate::timestamp::Timestamp;
@@ -40,6 +41,8 @@ impl Invalid {
 pub struct Settings {
     /// Writers that may wait for one session's turn lock.
     pub max_waiting_per_session: usize,
+    /// How long ended turns stay replayable.
+    pub turn_events: Retention,
 }
 
 /// What a client asks for when it creates a session; every field is optional.
@@ -109,6 +112,7 @@ impl NewSession {
                 version: 1,
             }),
             lock: TurnLock::new(settings.max_waiting_per_session),
+            turns: TurnRecords::new(settings.turn_events),
         })
     }
 }
@@ -211,11 +215,20 @@ mod tests {
     use crate::provider::{Provider, echo::Echo};
 
     fn registry() -> ProviderRegistry {
-        ProviderRegistry::new([("echo".to_owned(), Provider::Echo(Echo::default()))], "echo", None).unwrap()
+        ProviderRegistry::new(
+            [("echo".to_owned(), Provider::Echo(Echo::default()))],
+            "echo",
+            None,
+        )
+        .unwrap()
     }
 
     const SETTINGS: Settings = Settings {
         max_waiting_per_session: 4,
+        turn_events: Retention {
+            keep: 4,
+            ttl: std::time::Duration::from_secs(60),
+        },
     };
 
     fn tool(name: &str) -> Tool {

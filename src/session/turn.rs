@@ -3,18 +3,26 @@
 //! anything fails or the turn is cancelled, commit nothing.
 //!
 //! A turn runs in a task of its own, so it belongs to the session and not to the HTTP
-//! connection: a client that goes away does not cut a turn in half. How the outcome is
-//! shaped into a response is the routes' business.
+//! connection: a client that goes away does not cut a turn in half. Everything it does
+//! is also appended to its event log (`events.rs`), which streaming clients follow.
+//! A cancel stops the provider call at once (its future, and so its HTTP request, is
+//! dropped) and keeps or rolls back as asked. How the outcome is shaped into a
+//! response is the routes' business.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::events::TurnEvent;
+use super::turn_lock::{CancelMode, Ticket};
+use super::turns::TurnRecord;
 use super::{Commit, LockError, Message, OnBusy, Priority, Role, Session, ToolCall};
-use crate::provider::{ChatRequest, FinishReason, ProviderError, Usage};
+use crate::provider::{ChatRequest, FinishReason, ProviderError, StreamEvent, Usage};
 use crate::timestamp::Timestamp;
 
 /// Which write started the turn.
@@ -37,6 +45,8 @@ pub struct TurnInput {
     pub staged: Vec<Message>,
     pub priority: Priority,
     pub on_busy: OnBusy,
+    /// Call the provider in its streaming mode.
+    pub stream: bool,
 }
 
 /// What one generation returned.
@@ -62,7 +72,7 @@ pub struct TurnOutcome {
     pub commit: Commit,
 }
 
-/// Why a turn committed nothing.
+/// Why a turn did not complete.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TurnError {
     /// The turn never got the lock.
@@ -74,18 +84,24 @@ pub enum TurnError {
         provider: String,
         error: ProviderError,
     },
-    /// The turn was stopped before the provider answered (the session was deleted).
-    #[error("the turn was cancelled before the provider answered")]
-    Cancelled,
+    /// The turn was cancelled while it ran. With `keep`, its messages and the partial
+    /// reply were committed (`commit`); with `rollback`, nothing was.
+    #[error("the turn was cancelled")]
+    Cancelled {
+        /// The reply text that had arrived.
+        partial: String,
+        commit: Option<Commit>,
+    },
     /// The turn's task died (a bug); the history is as it was.
     #[error("the turn failed unexpectedly: {0}")]
     Internal(String),
 }
 
-/// A started turn; its outcome can be awaited, or left to finish on its own.
+/// A started turn; its outcome can be awaited, its events followed, or both left alone.
 #[derive(Debug)]
 pub struct Turn {
     pub id: Uuid,
+    pub record: Arc<TurnRecord>,
     task: JoinHandle<Result<TurnOutcome, TurnError>>,
 }
 
@@ -99,43 +115,128 @@ impl Turn {
 }
 
 /// Starts a turn: asks for the turn lock at once (so a busy or overloaded session is
-/// refused before anything runs), then runs the rest in a task of its own.
+/// refused before anything runs), records the turn, then runs the rest in a task of its
+/// own.
 pub fn start(session: Arc<Session>, input: TurnInput) -> Result<Turn, TurnError> {
     let id = Uuid::new_v4();
     let ticket = session.lock().enter(id, input.priority, input.on_busy)?;
-    let task = tokio::spawn(async move {
-        let guard = ticket.acquire().await?;
-        let staged = stamp(input.staged);
-        let result = match input.kind {
-            TurnKind::ToolOutput => None,
-            TurnKind::Message | TurnKind::Instructions => {
-                let run = generate(&session, &staged);
-                tokio::select! {
-                    biased;
-                    () = guard.cancelled() => return Err(TurnError::Cancelled),
-                    result = run => Some(result?),
-                }
-            }
-        };
-        let mut messages = staged;
-        if let Some(result) = &result {
-            messages.push(Message {
-                role: Role::Assistant,
-                content: result.text.clone(),
-                tool_calls: result.tool_calls.clone(),
-                tool_call_id: None,
-                created_at: Timestamp::now(),
-            });
-        }
-        let commit = session.commit(messages);
-        drop(guard);
-        Ok(TurnOutcome {
-            turn_id: id,
-            result,
-            commit,
-        })
+    let record = session.turns().start(id, input.kind);
+    if let Some(position) = ticket.position() {
+        record.push(TurnEvent::Queued { position });
+    }
+    let task = tokio::spawn(run(session, record.clone(), ticket, input));
+    Ok(Turn { id, record, task })
+}
+
+/// Runs the turn and ends its event log, whatever way it ends (a panic included).
+async fn run(
+    session: Arc<Session>,
+    record: Arc<TurnRecord>,
+    ticket: Ticket,
+    input: TurnInput,
+) -> Result<TurnOutcome, TurnError> {
+    let outcome = AssertUnwindSafe(execute(&session, &record, ticket, input))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_owned());
+            Err(TurnError::Internal(format!("the turn panicked: {detail}")))
+        });
+    record.push(match &outcome {
+        Ok(outcome) => TurnEvent::Completed {
+            result: outcome.result.clone(),
+            commit: outcome.commit,
+        },
+        Err(TurnError::Cancelled { partial, commit }) => TurnEvent::Cancelled {
+            result: cancelled_result(&session, partial.clone()),
+            commit: *commit,
+        },
+        Err(TurnError::Lock(LockError::Cancelled)) => TurnEvent::Cancelled {
+            result: cancelled_result(&session, String::new()),
+            commit: None,
+        },
+        Err(error) => TurnEvent::Failed(error.clone()),
     });
-    Ok(Turn { id, task })
+    outcome
+}
+
+async fn execute(
+    session: &Session,
+    record: &TurnRecord,
+    ticket: Ticket,
+    input: TurnInput,
+) -> Result<TurnOutcome, TurnError> {
+    let guard = ticket.acquire().await?;
+    record.push(TurnEvent::Started);
+    let mut messages = stamp(input.staged);
+    let turn_id = guard.turn_id();
+    if input.kind == TurnKind::ToolOutput {
+        let commit = session.commit(messages);
+        return Ok(TurnOutcome {
+            turn_id,
+            result: None,
+            commit,
+        });
+    }
+    let generated = tokio::select! {
+        biased;
+        mode = guard.cancelled() => Err(mode),
+        result = generate(session, &messages, record, input.stream) => Ok(result?),
+    };
+    match generated {
+        Ok(result) => {
+            messages.push(assistant(
+                result.text.clone(),
+                result.tool_calls.clone(),
+                false,
+            ));
+            let commit = session.commit(messages);
+            Ok(TurnOutcome {
+                turn_id,
+                result: Some(result),
+                commit,
+            })
+        }
+        Err(CancelMode::Rollback) => Err(TurnError::Cancelled {
+            partial: record.events.text_so_far(),
+            commit: None,
+        }),
+        Err(CancelMode::Keep) => {
+            let partial = record.events.text_so_far();
+            messages.push(assistant(partial.clone(), Vec::new(), true));
+            let commit = session.commit(messages);
+            Err(TurnError::Cancelled {
+                partial,
+                commit: Some(commit),
+            })
+        }
+    }
+}
+
+fn assistant(text: String, tool_calls: Vec<ToolCall>, interrupted: bool) -> Message {
+    Message {
+        role: Role::Assistant,
+        content: text,
+        tool_calls,
+        tool_call_id: None,
+        interrupted,
+        created_at: Timestamp::now(),
+    }
+}
+
+fn cancelled_result(session: &Session, text: String) -> TurnResult {
+    TurnResult {
+        text,
+        tool_calls: Vec::new(),
+        finish_reason: FinishReason::Cancelled,
+        usage: Usage::default(),
+        provider: session.provider_name.clone(),
+        model: session.model.clone(),
+    }
 }
 
 /// The time the turn took the lock is the time its messages enter the history.
@@ -147,8 +248,14 @@ fn stamp(mut staged: Vec<Message>) -> Vec<Message> {
     staged
 }
 
-/// Calls the provider with the committed history plus the staged messages.
-async fn generate(session: &Session, staged: &[Message]) -> Result<TurnResult, TurnError> {
+/// Calls the provider with the committed history plus the staged messages; every piece
+/// of the reply goes to the turn's events as it arrives.
+async fn generate(
+    session: &Session,
+    staged: &[Message],
+    record: &TurnRecord,
+    stream: bool,
+) -> Result<TurnResult, TurnError> {
     let provider_error = |error| TurnError::Provider {
         provider: session.provider_name.clone(),
         error,
@@ -161,11 +268,31 @@ async fn generate(session: &Session, staged: &[Message]) -> Result<TurnResult, T
                 staged,
                 tools: &session.tools,
                 params: &session.defaults,
-                stream: false,
+                stream,
             })
         })
         .map_err(provider_error)?;
-    let reply = session.provider.send(call).await.map_err(provider_error)?;
+    let reply = if stream {
+        let mut sink = |piece| {
+            record.push(match piece {
+                StreamEvent::Text(text) => TurnEvent::TextDelta(text),
+                StreamEvent::ToolCall(call) => TurnEvent::ToolCall(call),
+            })
+        };
+        session.provider.stream(call, &mut sink).await
+    } else {
+        let reply = session.provider.send(call).await;
+        if let Ok(reply) = &reply {
+            if !reply.text.is_empty() {
+                record.push(TurnEvent::TextDelta(reply.text.clone()));
+            }
+            for call in &reply.tool_calls {
+                record.push(TurnEvent::ToolCall(call.clone()));
+            }
+        }
+        reply
+    }
+    .map_err(provider_error)?;
     Ok(TurnResult {
         text: reply.text,
         tool_calls: reply.tool_calls,

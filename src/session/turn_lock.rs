@@ -1,10 +1,12 @@
 //! The per-session writer lock: one turn at a time, waiting writers served by priority
-//! and then in arrival order, a bound on how many may wait, and a way to end it all when
-//! the session is deleted. No queue of work exists: only the writers waiting for their
-//! turn, each holding its own request. What a turn does with the lock is `turn.rs`'s job.
+//! and then in arrival order (`interrupt` before all), a bound on how many may wait,
+//! cancelling the holder or the waiters without waiting for the lock, and a way to end
+//! it all when the session is deleted. No queue of work exists: only the writers
+//! waiting for their turn, each holding its own request. What a turn does with the lock
+//! is `turn.rs`'s job.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use serde::Deserialize;
 use tokio::sync::oneshot;
@@ -35,6 +37,26 @@ pub enum OnBusy {
     Wait,
     /// Answer at once that the session is busy.
     Reject,
+    /// Cancel the running turn (keeping what it had) and go before every waiter.
+    Interrupt,
+}
+
+/// What a cancelled turn leaves in the history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CancelMode {
+    /// Commit the turn's own messages and the partial reply, marked `interrupted`.
+    #[default]
+    Keep,
+    /// Leave the history as it was before the turn.
+    Rollback,
+}
+
+/// Where a waiting writer stands: `interrupt` first, then by priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    Interrupt,
+    Priority(Priority),
 }
 
 /// Why a writer did not get the lock.
@@ -77,11 +99,13 @@ struct Inner {
     state: Mutex<State>,
 }
 
+type Key = (Rank, u64);
+
 #[derive(Debug, Default)]
 struct State {
     running: Option<Running>,
-    /// Ordered by (priority, arrival): the first entry runs next.
-    waiting: BTreeMap<(Priority, u64), Waiter>,
+    /// Ordered by (rank, arrival): the first entry runs next.
+    waiting: BTreeMap<Key, Waiter>,
     next_arrival: u64,
     closed: bool,
 }
@@ -90,7 +114,21 @@ struct State {
 struct Running {
     turn_id: Uuid,
     since: Timestamp,
-    cancel: CancellationToken,
+    cancel: Arc<Cancel>,
+}
+
+/// How the holder is told to stop: the first mode asked for wins.
+#[derive(Debug, Default)]
+struct Cancel {
+    token: CancellationToken,
+    mode: OnceLock<CancelMode>,
+}
+
+impl Cancel {
+    fn request(&self, mode: CancelMode) {
+        let _ = self.mode.set(mode);
+        self.token.cancel();
+    }
 }
 
 #[derive(Debug)]
@@ -140,20 +178,30 @@ impl TurnLock {
         if state.waiting.len() >= self.inner.max_waiting {
             return Err(LockError::Overloaded(self.inner.max_waiting));
         }
-        let key = (priority, state.next_arrival);
+        let rank = if on_busy == OnBusy::Interrupt {
+            if let Some(running) = &state.running {
+                running.cancel.request(CancelMode::Keep);
+            }
+            Rank::Interrupt
+        } else {
+            Rank::Priority(priority)
+        };
+        let key = (rank, state.next_arrival);
         state.next_arrival += 1;
         let (grant, granted) = oneshot::channel();
         state.waiting.insert(key, Waiter { turn_id, grant });
+        let position = state.waiting.range(..key).count() + 1;
         Ok(Ticket::Waiting(WaitTicket {
             lock: self.clone(),
             key,
+            position,
             granted,
         }))
     }
 
     /// Records `turn_id` as the holder and makes its guard. Called with the state locked.
     fn hand_to(&self, state: &mut State, turn_id: Uuid) -> TurnGuard {
-        let cancel = CancellationToken::new();
+        let cancel = Arc::new(Cancel::default());
         state.running = Some(Running {
             turn_id,
             since: Timestamp::now(),
@@ -191,20 +239,62 @@ impl TurnLock {
         }
     }
 
-    /// Ends the lock for good: the running turn is told to stop, every waiter gets
-    /// `Closed`, and later writers are turned away with `Closed`.
+    /// The waiting writers' turn ids in the order they will run.
+    pub fn waiting_order(&self) -> Vec<Uuid> {
+        self.state().waiting.values().map(|w| w.turn_id).collect()
+    }
+
+    /// Tells the running turn to stop, without waiting for anything; its id, if one runs.
+    pub fn cancel_running(&self, mode: CancelMode) -> Option<Uuid> {
+        let state = self.state();
+        let running = state.running.as_ref()?;
+        running.cancel.request(mode);
+        Some(running.turn_id)
+    }
+
+    /// Turns every waiting writer away with `Cancelled`; their turn ids.
+    pub fn cancel_waiting(&self) -> Vec<Uuid> {
+        let waiters = std::mem::take(&mut self.state().waiting);
+        Self::fail(waiters, LockError::Cancelled)
+    }
+
+    /// Turns one waiting writer away with `Cancelled`; whether it was waiting.
+    pub fn cancel_waiter(&self, turn_id: Uuid) -> bool {
+        let waiter = {
+            let mut state = self.state();
+            let key = state
+                .waiting
+                .iter()
+                .find(|(_, w)| w.turn_id == turn_id)
+                .map(|(key, _)| *key);
+            key.and_then(|key| state.waiting.remove_entry(&key))
+        };
+        !Self::fail(waiter.into_iter().collect(), LockError::Cancelled).is_empty()
+    }
+
+    /// Ends the lock for good: the running turn is told to stop (as `rollback`), every
+    /// waiter gets `Closed`, and later writers are turned away with `Closed`.
     pub fn close(&self) {
         let waiters = {
             let mut state = self.state();
             state.closed = true;
             if let Some(running) = &state.running {
-                running.cancel.cancel();
+                running.cancel.request(CancelMode::Rollback);
             }
             std::mem::take(&mut state.waiting)
         };
-        for waiter in waiters.into_values() {
-            let _ = waiter.grant.send(Err(LockError::Closed));
-        }
+        Self::fail(waiters, LockError::Closed);
+    }
+
+    /// Answers waiters that were taken out of the line (outside the state lock).
+    fn fail(waiters: BTreeMap<Key, Waiter>, error: LockError) -> Vec<Uuid> {
+        waiters
+            .into_values()
+            .map(|waiter| {
+                let _ = waiter.grant.send(Err(error));
+                waiter.turn_id
+            })
+            .collect()
     }
 }
 
@@ -229,11 +319,22 @@ impl Ticket {
     }
 }
 
+impl Ticket {
+    /// Where the writer stood when it entered (1 = next); `None` if it did not wait.
+    pub fn position(&self) -> Option<usize> {
+        match self {
+            Ticket::Ready(_) => None,
+            Ticket::Waiting(ticket) => Some(ticket.position),
+        }
+    }
+}
+
 /// A waiting writer's place; dropping it leaves the line.
 #[derive(Debug)]
 pub struct WaitTicket {
     lock: TurnLock,
-    key: (Priority, u64),
+    key: Key,
+    position: usize,
     granted: oneshot::Receiver<Result<TurnGuard, LockError>>,
 }
 
@@ -250,7 +351,7 @@ impl Drop for WaitTicket {
 pub struct TurnGuard {
     lock: TurnLock,
     turn_id: Uuid,
-    cancel: CancellationToken,
+    cancel: Arc<Cancel>,
 }
 
 impl TurnGuard {
@@ -259,9 +360,10 @@ impl TurnGuard {
         self.turn_id
     }
 
-    /// Resolves when someone asks this turn to stop (the session was deleted).
-    pub async fn cancelled(&self) {
-        self.cancel.cancelled().await;
+    /// Resolves, with the mode asked for, when someone tells this turn to stop.
+    pub async fn cancelled(&self) -> CancelMode {
+        self.cancel.token.cancelled().await;
+        self.cancel.mode.get().copied().unwrap_or_default()
     }
 }
 
@@ -404,6 +506,63 @@ mod tests {
             lock.enter(id(), Priority::Normal, OnBusy::Wait).err(),
             Some(LockError::Closed)
         );
+    }
+
+    #[tokio::test]
+    async fn an_interrupt_cancels_the_holder_as_keep_and_goes_before_high_waiters() {
+        let lock = TurnLock::new(8);
+        let holder = hold(&lock).await;
+        let high = lock.enter(id(), Priority::High, OnBusy::Wait).unwrap();
+        let interrupt_id = id();
+        let interrupt = lock
+            .enter(interrupt_id, Priority::Low, OnBusy::Interrupt)
+            .unwrap();
+        assert_eq!(interrupt.position(), Some(1));
+        assert_eq!(high.position(), Some(1));
+        assert_eq!(lock.waiting_order()[0], interrupt_id);
+        let mode = tokio::time::timeout(Duration::from_secs(1), holder.cancelled())
+            .await
+            .unwrap();
+        assert_eq!(mode, CancelMode::Keep);
+        drop(holder);
+        let next = interrupt.acquire().await.unwrap();
+        assert_eq!(next.turn_id(), interrupt_id);
+        drop(next);
+        drop(high);
+    }
+
+    #[tokio::test]
+    async fn cancel_running_tells_the_holder_the_mode_and_the_first_mode_wins() {
+        let lock = TurnLock::new(4);
+        assert_eq!(lock.cancel_running(CancelMode::Keep), None);
+        let holder = hold(&lock).await;
+        assert_eq!(
+            lock.cancel_running(CancelMode::Rollback),
+            Some(holder.turn_id())
+        );
+        lock.cancel_running(CancelMode::Keep);
+        assert_eq!(holder.cancelled().await, CancelMode::Rollback);
+    }
+
+    #[tokio::test]
+    async fn waiters_can_be_cancelled_all_at_once_or_one_by_one() {
+        let lock = TurnLock::new(8);
+        let holder = hold(&lock).await;
+        let (a, b, c) = (id(), id(), id());
+        let ta = lock.enter(a, Priority::Normal, OnBusy::Wait).unwrap();
+        let tb = lock.enter(b, Priority::Normal, OnBusy::Wait).unwrap();
+        let tc = lock.enter(c, Priority::Normal, OnBusy::Wait).unwrap();
+        assert_eq!(tc.position(), Some(3));
+        assert!(lock.cancel_waiter(b));
+        assert!(!lock.cancel_waiter(b));
+        assert_eq!(lock.waiting_order(), [a, c]);
+        assert_eq!(tb.acquire().await.err(), Some(LockError::Cancelled));
+        assert_eq!(lock.cancel_waiting(), [a, c]);
+        assert_eq!(ta.acquire().await.err(), Some(LockError::Cancelled));
+        assert_eq!(tc.acquire().await.err(), Some(LockError::Cancelled));
+        assert!(lock.status().busy);
+        drop(holder);
+        assert!(!lock.status().busy);
     }
 
     #[tokio::test]

@@ -5,12 +5,15 @@ mod helpers;
 mod mock_anthropic;
 mod mock_openai;
 mod mock_provider;
+mod sse;
 
 mod atomicity;
+mod cancel;
 mod concurrency;
 mod openapi;
 mod ordering;
 mod providers;
 mod sessions;
+mod streaming;
 mod validation;
 mod writes;

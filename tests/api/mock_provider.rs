@@ -5,8 +5,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -48,6 +50,21 @@ struct Inner {
     script: Mutex<Option<Script>>,
     /// While `true`, requests are recorded but not answered.
     paused: tokio::sync::watch::Sender<bool>,
+    /// How streamed answers (requests with `"stream": true`) are paced and shaped.
+    stream_plan: Mutex<StreamPlan>,
+    /// Streamed answers whose client went away before the end.
+    disconnects: tokio::sync::watch::Sender<usize>,
+}
+
+/// How the mock streams: the reply's pieces (by default the words of
+/// `reply to: <last user text>`), or tool calls, one event every `interval`, and
+/// optionally a broken connection after `fail_after` events.
+#[derive(Debug, Clone, Default)]
+pub struct StreamPlan {
+    pub pieces: Option<Vec<String>>,
+    pub tool_calls: Option<Vec<(String, String, String)>>,
+    pub interval: Duration,
+    pub fail_after: Option<usize>,
 }
 
 /// A running mock provider.
@@ -67,6 +84,8 @@ impl MockProvider {
             jitter: Mutex::new(Duration::ZERO),
             script: Mutex::new(None),
             paused: tokio::sync::watch::Sender::new(false),
+            stream_plan: Mutex::new(StreamPlan::default()),
+            disconnects: tokio::sync::watch::Sender::new(0),
         });
         let (path, prefix) = match protocol {
             Protocol::OpenAi => ("/v1/chat/completions", "/v1"),
@@ -112,6 +131,20 @@ impl MockProvider {
                     self.request_count()
                 )
             });
+    }
+
+    /// Shapes the streamed answers from now on.
+    pub fn set_stream_plan(&self, plan: StreamPlan) {
+        *self.inner.stream_plan.lock().unwrap() = plan;
+    }
+
+    /// Waits until a streamed answer's client has gone away (bounded by 5 s).
+    pub async fn wait_for_disconnect(&self) {
+        let mut disconnects = self.inner.disconnects.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), disconnects.wait_for(|n| *n > 0))
+            .await
+            .expect("the provider connection was never closed")
+            .unwrap();
     }
 
     /// Holds every answer until [`MockProvider::resume`].
@@ -207,7 +240,7 @@ async fn handle(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,
     Json(body): Json<Value>,
-) -> (StatusCode, Json<Value>) {
+) -> Response {
     let index = {
         let mut requests = inner.requests.lock().unwrap();
         requests.push(Recorded {
@@ -224,7 +257,7 @@ async fn handle(
         }
     };
     if let Some(error) = rejection {
-        return (StatusCode::BAD_REQUEST, Json(error));
+        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
     }
     let scripted = inner
         .script
@@ -246,8 +279,104 @@ async fn handle(
         jitter.mul_f64(rand::random::<f64>())
     };
     tokio::time::sleep(reply.delay + extra).await;
+    if reply.status == 200 && body["stream"] == true {
+        return stream_reply(&inner, &body);
+    }
     (
         StatusCode::from_u16(reply.status).unwrap(),
         Json(reply.body),
     )
+        .into_response()
+}
+
+/// The SSE frames of a streamed answer in the mock's protocol.
+fn frames(protocol: Protocol, plan: &StreamPlan, body: &Value) -> Vec<String> {
+    let default_pieces = || {
+        let text = reply_text_for(&last_user_text(body));
+        text.split(' ')
+            .enumerate()
+            .map(|(i, word)| {
+                if i == 0 {
+                    word.to_owned()
+                } else {
+                    format!(" {word}")
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let pieces = plan.pieces.clone().unwrap_or_else(default_pieces);
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let calls: Option<Vec<(&str, &str, &str)>> = plan.tool_calls.as_ref().map(|calls| {
+        calls
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+            .collect()
+    });
+    match protocol {
+        Protocol::OpenAi => {
+            let chunks = match &calls {
+                Some(calls) => mock_openai::stream_tool_call_chunks("mock-model", calls),
+                None => mock_openai::stream_text_chunks("mock-model", &pieces),
+            };
+            let mut frames: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+            frames.push("data: [DONE]\n\n".to_owned());
+            frames
+        }
+        Protocol::Anthropic => {
+            let events = match &calls {
+                Some(calls) => mock_anthropic::stream_tool_call_events("mock-model", calls),
+                None => mock_anthropic::stream_text_events("mock-model", &pieces),
+            };
+            events
+                .iter()
+                .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+                .collect()
+        }
+    }
+}
+
+/// Counts a client that went away before the last frame.
+struct DisconnectWatch {
+    inner: Arc<Inner>,
+    finished: bool,
+}
+
+impl Drop for DisconnectWatch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.inner.disconnects.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+fn stream_reply(inner: &Arc<Inner>, body: &Value) -> Response {
+    let plan = inner.stream_plan.lock().unwrap().clone();
+    let frames = frames(inner.protocol, &plan, body);
+    let watch = DisconnectWatch {
+        inner: inner.clone(),
+        finished: false,
+    };
+    let state = (frames.into_iter().enumerate(), plan, watch);
+    let stream = futures::stream::unfold(state, |(mut frames, plan, mut watch)| async move {
+        let (index, frame) = frames.next()?;
+        if index > 0 {
+            tokio::time::sleep(plan.interval).await;
+        }
+        if plan.fail_after == Some(index) {
+            watch.finished = true;
+            return Some((
+                Err(std::io::Error::other("connection broken")),
+                (frames, plan, watch),
+            ));
+        }
+        if frames.len() == 0 {
+            watch.finished = true;
+        }
+        Some((Ok::<_, std::io::Error>(frame), (frames, plan, watch)))
+    });
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }

@@ -1,0 +1,235 @@
+//! A turn's events, in order: what a streaming client receives, what a client that
+//! reconnects replays, what a non-streaming client never sees. Appended only by the
+//! turn's own task; followed by any number of readers, each from the event it names.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures::Stream;
+use tokio::sync::watch;
+
+use super::turn::{TurnError, TurnResult};
+use super::{Commit, ToolCall};
+
+/// What happened in a turn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnEvent {
+    /// The turn had to wait; `position` 1 is next.
+    Queued { position: usize },
+    /// The turn took the turn lock.
+    Started,
+    /// More reply text.
+    TextDelta(String),
+    /// A complete tool call.
+    ToolCall(ToolCall),
+    /// Committed; the session as of `commit` goes with it. No result for tool outputs.
+    Completed {
+        result: Option<TurnResult>,
+        commit: Commit,
+    },
+    /// Nothing was committed.
+    Failed(TurnError),
+    /// Stopped by a cancel: `result` holds the partial text, `commit` what was kept.
+    Cancelled {
+        result: TurnResult,
+        commit: Option<Commit>,
+    },
+}
+
+impl TurnEvent {
+    /// Whether the turn ends with this event.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            TurnEvent::Completed { .. } | TurnEvent::Failed(_) | TurnEvent::Cancelled { .. }
+        )
+    }
+}
+
+/// The events of one turn. Sequence numbers start at 1 and have no gaps.
+#[derive(Debug)]
+pub struct EventLog {
+    state: Mutex<LogState>,
+    /// How many events were appended; followers wait on it.
+    appended: watch::Sender<usize>,
+}
+
+#[derive(Debug, Default)]
+struct LogState {
+    events: Vec<Arc<TurnEvent>>,
+    ended: bool,
+    /// The events were dropped to bound memory; the turn can no longer be replayed.
+    forgotten: bool,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            appended: watch::Sender::new(0),
+        }
+    }
+}
+
+impl EventLog {
+    fn state(&self) -> MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends an event; a terminal event ends the log. Nothing is appended after the end.
+    pub fn push(&self, event: TurnEvent) {
+        let count = {
+            let mut state = self.state();
+            if state.ended {
+                return;
+            }
+            state.ended = event.is_terminal();
+            state.events.push(Arc::new(event));
+            state.events.len()
+        };
+        self.appended.send_replace(count);
+    }
+
+    /// Whether the terminal event was appended.
+    pub fn has_ended(&self) -> bool {
+        self.state().ended
+    }
+
+    /// Whether the events were dropped to bound memory.
+    pub fn is_forgotten(&self) -> bool {
+        self.state().forgotten
+    }
+
+    /// Drops the events of an ended turn.
+    pub fn forget(&self) {
+        let mut state = self.state();
+        state.events = Vec::new();
+        state.forgotten = true;
+    }
+
+    /// The reply text streamed so far.
+    pub fn text_so_far(&self) -> String {
+        self.state()
+            .events
+            .iter()
+            .filter_map(|event| match event.as_ref() {
+                TurnEvent::TextDelta(text) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The events after sequence number `after` (0 for all), then the live ones as they
+    /// come, until the terminal event. Each item is `(seq, event)`.
+    pub fn follow(
+        self: &Arc<Self>,
+        after: usize,
+    ) -> impl Stream<Item = (usize, Arc<TurnEvent>)> + Send + 'static {
+        let follower = Follower {
+            log: self.clone(),
+            next: after + 1,
+            ready: VecDeque::new(),
+            appended: self.appended.subscribe(),
+        };
+        futures::stream::unfold(follower, |mut follower| async move {
+            let item = follower.next_event().await?;
+            Some((item, follower))
+        })
+    }
+
+    /// Whether there is anything after sequence number `after`, or more may come.
+    pub fn has_more_after(&self, after: usize) -> bool {
+        let state = self.state();
+        !state.ended || state.events.len() > after
+    }
+}
+
+struct Follower {
+    log: Arc<EventLog>,
+    /// The sequence number of the next event to hand out.
+    next: usize,
+    ready: VecDeque<(usize, Arc<TurnEvent>)>,
+    appended: watch::Receiver<usize>,
+}
+
+impl Follower {
+    async fn next_event(&mut self) -> Option<(usize, Arc<TurnEvent>)> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Some(item);
+            }
+            {
+                let state = self.log.state();
+                let start = self.next - 1;
+                if start < state.events.len() {
+                    for (offset, event) in state.events[start..].iter().enumerate() {
+                        self.ready.push_back((self.next + offset, event.clone()));
+                    }
+                    self.next = state.events.len() + 1;
+                    continue;
+                }
+                if state.ended || state.forgotten {
+                    return None;
+                }
+            }
+            // Wakes on the next push; a push between the check and here is not lost,
+            // since the receiver remembers what it has seen.
+            self.appended.changed().await.ok()?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn text(t: &str) -> TurnEvent {
+        TurnEvent::TextDelta(t.into())
+    }
+
+    #[tokio::test]
+    async fn a_follower_gets_past_events_then_live_ones_until_the_end() {
+        let log = Arc::new(EventLog::default());
+        log.push(TurnEvent::Started);
+        log.push(text("a"));
+        let follower = log.follow(0);
+        let writer = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                log.push(text("b"));
+                log.push(TurnEvent::Failed(TurnError::Internal("x".into())));
+                log.push(text("after the end is ignored"));
+            })
+        };
+        let events: Vec<_> = follower.collect().await;
+        writer.await.unwrap();
+        let seqs: Vec<_> = events.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        assert!(events[3].1.is_terminal());
+        assert_eq!(log.text_so_far(), "ab");
+    }
+
+    #[tokio::test]
+    async fn following_after_an_event_skips_it_and_those_before() {
+        let log = Arc::new(EventLog::default());
+        for t in ["a", "b", "c"] {
+            log.push(text(t));
+        }
+        log.push(TurnEvent::Failed(TurnError::Internal("x".into())));
+        let seqs: Vec<_> = log.follow(2).map(|(seq, _)| seq).collect().await;
+        assert_eq!(seqs, [3, 4]);
+        assert!(!log.has_more_after(4));
+        assert!(log.has_more_after(3));
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_log_replays_nothing() {
+        let log = Arc::new(EventLog::default());
+        log.push(TurnEvent::Failed(TurnError::Internal("x".into())));
+        log.forget();
+        assert!(log.is_forgotten());
+        assert_eq!(log.follow(0).count().await, 0);
+    }
+}
