@@ -11,16 +11,15 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Serialize;
-use serde_json::{Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::responses;
 use crate::error::{ApiError, ErrorDetail};
-use crate::session::Session;
 use crate::session::events::TurnEvent;
 use crate::session::turn::TurnResult;
 use crate::session::turns::TurnRecord;
+use crate::session::{Session, SessionView};
 
 /// How often an idle stream sends a comment so that proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -53,56 +52,66 @@ fn sse_event(session: &Session, turn_id: Uuid, seq: usize, event: &TurnEvent) ->
     Event::default()
         .id(format!("{turn_id}:{seq}"))
         .event(name)
-        .data(data.to_string())
+        .data(data.unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
 }
 
 /// The name and JSON data of one event.
-fn event_data(session: &Session, turn_id: Uuid, event: &TurnEvent) -> (&'static str, Value) {
+fn event_data(
+    session: &Session,
+    turn_id: Uuid,
+    event: &TurnEvent,
+) -> (&'static str, serde_json::Result<String>) {
+    use serde_json::to_string;
     match event {
         TurnEvent::Queued { position } => (
             "turn.queued",
-            json!({"turnId": turn_id, "position": position}),
+            to_string(&QueuedData {
+                turn_id,
+                position: *position,
+            }),
         ),
-        TurnEvent::Started => ("turn.started", json!({"turnId": turn_id})),
-        TurnEvent::TextDelta(text) => ("text.delta", json!({"text": text})),
-        TurnEvent::ToolCall(call) => ("tool_call", json!(call)),
-        TurnEvent::Completed { result, commit } => {
-            let session = session
-                .render(Some(*commit), |view| serde_json::to_value(view))
-                .unwrap_or(Value::Null);
-            (
-                "turn.completed",
-                json!({"result": result, "session": session}),
-            )
-        }
+        TurnEvent::Started => ("turn.started", to_string(&StartedData { turn_id })),
+        TurnEvent::TextDelta(text) => ("text.delta", to_string(&TextDeltaData { text })),
+        TurnEvent::ToolCall(call) => ("tool_call", to_string(call)),
+        TurnEvent::Completed { result, commit } => (
+            "turn.completed",
+            session.render(Some(*commit), |view| {
+                to_string(&CompletedData {
+                    result: result.as_ref(),
+                    session: view,
+                })
+            }),
+        ),
         TurnEvent::Failed(error) => {
-            let detail = ApiError::from_turn(error.clone(), &session.id.to_string()).detail();
-            ("turn.failed", json!({"error": detail}))
+            let error = ApiError::from_turn(error.clone(), &session.id.to_string()).detail();
+            ("turn.failed", to_string(&FailedData { error }))
         }
-        TurnEvent::Cancelled { result, .. } => ("turn.cancelled", json!({"result": result})),
+        TurnEvent::Cancelled { result, .. } => {
+            ("turn.cancelled", to_string(&CancelledData { result }))
+        }
     }
 }
 
-/// A stream of events, for the OpenAPI document: each SSE event's `data` is one of
-/// these, named by its `event:` line.
+/// For the OpenAPI document: each SSE event's `data` is one of these, named by its
+/// `event:` line.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
-pub enum TurnEventData {
+pub enum TurnEventData<'a> {
     /// `turn.queued`: the turn waits; position 1 is next. Only if it had to wait.
     Queued(QueuedData),
     /// `turn.started`: the turn took the turn lock.
     Started(StartedData),
     /// `text.delta`: more reply text, as the provider sent it.
-    TextDelta(TextDeltaData),
+    TextDelta(TextDeltaData<'a>),
     /// `tool_call`: a complete tool call.
     ToolCall(crate::session::ToolCall),
     /// `turn.completed`: committed; the session as of the commit.
-    Completed(CompletedData),
+    Completed(CompletedData<'a>),
     /// `turn.failed`: nothing committed.
     Failed(FailedData),
     /// `turn.cancelled`: stopped by a cancel; the partial reply.
-    Cancelled(CancelledData),
+    Cancelled(CancelledData<'a>),
 }
 
 /// `turn.queued`.
@@ -124,17 +133,16 @@ pub struct StartedData {
 
 /// `text.delta`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TextDeltaData {
-    pub text: String,
+pub struct TextDeltaData<'a> {
+    pub text: &'a str,
 }
 
 /// `turn.completed`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CompletedData {
+pub struct CompletedData<'a> {
     /// `null` for tool outputs.
-    pub result: Option<TurnResult>,
-    #[schema(value_type = crate::session::SessionView)]
-    pub session: Value,
+    pub result: Option<&'a TurnResult>,
+    pub session: &'a SessionView<'a>,
 }
 
 /// `turn.failed`.
@@ -145,6 +153,6 @@ pub struct FailedData {
 
 /// `turn.cancelled`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CancelledData {
-    pub result: TurnResult,
+pub struct CancelledData<'a> {
+    pub result: &'a TurnResult,
 }
