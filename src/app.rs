@@ -53,9 +53,12 @@ impl AppState {
             config.providers()?,
             Settings {
                 max_waiting_per_session: config.max_waiting_per_session,
-                turn_events: Retention {
-                    keep: config.turn_events_keep,
-                    ttl: Duration::from_secs(config.turn_events_ttl_secs),
+                turns: Retention {
+                    records: config.turns_keep,
+                    failed: config.failed_turns_keep,
+                    max_age: Duration::from_secs(config.turns_max_age_secs),
+                    events: config.turn_events_keep,
+                    events_ttl: Duration::from_secs(config.turn_events_ttl_secs),
                 },
             },
         ))

@@ -78,6 +78,18 @@ pub struct Config {
     #[arg(long, env = "ECHO_STREAM_DELAY_MS", default_value_t = 0)]
     pub echo_stream_delay_ms: u64,
 
+    /// Ended turns of any status each session remembers (`GET …/turns`).
+    #[arg(long, env = "TURNS_KEEP", default_value_t = 100)]
+    pub turns_keep: usize,
+
+    /// Failed turns each session remembers besides those (the dead-letter view).
+    #[arg(long, env = "FAILED_TURNS_KEEP", default_value_t = 50)]
+    pub failed_turns_keep: usize,
+
+    /// Seconds an ended turn is remembered at most.
+    #[arg(long, env = "TURNS_MAX_AGE_SECS", default_value_t = 86400)]
+    pub turns_max_age_secs: u64,
+
     /// Turns per session whose events stay replayable after they end.
     #[arg(long, env = "TURN_EVENTS_KEEP", default_value_t = 16)]
     pub turn_events_keep: usize,

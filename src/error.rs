@@ -39,6 +39,9 @@ pub enum ApiError {
     /// 409: the turn was cancelled (the session was deleted) before it committed.
     #[error("{0}")]
     TurnCancelled(String),
+    /// 409: only failed or cancelled turns can be retried, once.
+    #[error("{0}")]
+    TurnNotRetryable(String),
     /// 413: the body is larger than allowed.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -70,7 +73,9 @@ impl ApiError {
             | ApiError::TurnNotFound(_)
             | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::SessionBusy | ApiError::TurnCancelled(_) => StatusCode::CONFLICT,
+            ApiError::SessionBusy | ApiError::TurnCancelled(_) | ApiError::TurnNotRetryable(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::SessionOverloaded(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -90,6 +95,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::SessionBusy => "session_busy",
             ApiError::TurnCancelled(_) => "turn_cancelled",
+            ApiError::TurnNotRetryable(_) => "turn_not_retryable",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::SessionOverloaded(_) => "session_overloaded",
@@ -161,6 +167,18 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl ApiError {
+    /// A body that does not fit its type: `path: message` (`body: …` at the top).
+    pub fn invalid_body(path: &str, message: &str) -> Self {
+        let text = if path == "." {
+            message.to_owned()
+        } else {
+            format!("{path}: {message}")
+        };
+        ApiError::InvalidRequest(readable_data_error(&text))
+    }
+}
+
 /// serde's `path: message`, without axum's prefix and Rust type names: a top-level
 /// type error reads `body: … expected a JSON object`.
 fn readable_data_error(text: &str) -> String {
@@ -189,7 +207,8 @@ pub struct ErrorBody {
 #[serde(rename_all = "camelCase")]
 pub struct ErrorDetail {
     /// Stable code: `invalid_request`, `session_not_found`, `turn_not_found`, `not_found`,
-    /// `method_not_allowed`, `session_busy`, `turn_cancelled`, `payload_too_large`,
+    /// `method_not_allowed`, `session_busy`, `turn_cancelled`, `turn_not_retryable`,
+    /// `payload_too_large`,
     /// `unsupported_media_type`, `session_overloaded`, `provider_error`,
     /// `provider_timeout`, `internal_error`.
     pub code: String,

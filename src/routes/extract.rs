@@ -7,22 +7,33 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::header;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::session::Session;
 
-/// A JSON body; bad JSON, a wrong type or a wrong content type become [`ApiError`]s.
+/// A JSON body, typed and as received; bad JSON, a wrong type or a wrong content type
+/// become [`ApiError`]s naming the field at fault.
 #[derive(Debug)]
-pub struct JsonBody<T>(pub T);
+pub struct JsonBody<T> {
+    pub value: T,
+    /// The body as received (kept in turn records).
+    pub raw: Value,
+}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
-        Ok(Self(value))
+        let axum::Json(raw) = axum::Json::<Value>::from_request(req, state).await?;
+        let value = serde_path_to_error::deserialize(&raw).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            ApiError::invalid_body(&path, &message)
+        })?;
+        Ok(Self { value, raw })
     }
 }
 

@@ -7,6 +7,7 @@ mod health;
 pub mod responses;
 mod sessions;
 mod stream;
+mod turn_view;
 mod turns;
 mod writes;
 

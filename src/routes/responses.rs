@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::session::turn::{TurnOutcome, TurnResult};
-use crate::session::{Session, SessionSummary, SessionView};
+use crate::session::{Session, SessionDelta, SessionSummary, SessionView};
 
 /// Header naming the turn a write ran as.
 pub const TURN_ID_HEADER: &str = "x-turn-id";
@@ -36,6 +36,34 @@ pub struct SuccessResponse {
     pub success: bool,
 }
 
+/// `?view=…` on a write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum View {
+    /// The whole session (the default).
+    #[default]
+    Full,
+    /// Everything but `messages`, plus `newMessages`: what this write appended.
+    Delta,
+}
+
+/// `?view=full|delta`.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ViewQuery {
+    /// `full` (default): the whole session; `delta`: everything but `messages`, plus
+    /// `newMessages`.
+    pub view: Option<View>,
+}
+
+/// The session in a write's answer, whole or as a delta.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum WrittenSession<'a> {
+    Full(&'a SessionView<'a>),
+    Delta(&'a SessionDelta<'a>),
+}
+
 /// `{success: true, turnId, result, session}`: a write that generated a reply.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -47,7 +75,7 @@ pub struct WriteResponse<'a> {
     pub turn_id: Uuid,
     pub result: &'a TurnResult,
     /// The session as of this write's commit.
-    pub session: &'a SessionView<'a>,
+    pub session: WrittenSession<'a>,
 }
 
 /// `{success: true, turnId, session}`: a write without generation (tool outputs).
@@ -60,7 +88,7 @@ pub struct ToolOutputResponse<'a> {
     #[schema(value_type = String, format = Uuid)]
     pub turn_id: Uuid,
     /// The session as of this write's commit.
-    pub session: &'a SessionView<'a>,
+    pub session: WrittenSession<'a>,
 }
 
 /// The session as it is now, with `status`.
@@ -77,23 +105,27 @@ pub fn session(session: &Session, status: StatusCode) -> Response {
     })
 }
 
-/// The answer to a committed write: the session as of its commit.
-pub fn write(session: &Session, outcome: &TurnOutcome) -> Response {
-    let mut response = session.render(Some(outcome.commit), |view| match &outcome.result {
+/// The answer to a committed write: the session as of its commit, whole or as a delta.
+pub fn write(session: &Session, outcome: &TurnOutcome, view: View) -> Response {
+    let answer = |written: WrittenSession<'_>| match &outcome.result {
         Some(result) => axum::Json(WriteResponse {
             success: true,
             turn_id: outcome.turn_id,
             result,
-            session: view,
+            session: written,
         })
         .into_response(),
         None => axum::Json(ToolOutputResponse {
             success: true,
             turn_id: outcome.turn_id,
-            session: view,
+            session: written,
         })
         .into_response(),
-    });
+    };
+    let mut response = match view {
+        View::Full => session.render(Some(outcome.commit), |v| answer(WrittenSession::Full(v))),
+        View::Delta => session.render_delta(outcome.commit, |d| answer(WrittenSession::Delta(d))),
+    };
     with_turn_id(&mut response, outcome.turn_id);
     response
 }

@@ -1,6 +1,9 @@
-//! A session's turns from outside: replay a turn's events, and cancel the running turn.
+//! A session's turns from outside: list and inspect them, take a waiting one back,
+//! retry a failed one, replay a turn's events, and cancel the running turn.
 
-use axum::extract::{Path, State};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -10,14 +13,226 @@ use uuid::Uuid;
 
 use super::bodies::CancelRequest;
 use super::extract::OptionalJsonBody;
+use super::responses::View;
 use super::stream::{self, TurnEventData};
+use super::turn_view::TurnView;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::session::turns::{TurnRecord, TurnStatus};
+use crate::session::{CancelMode, Session};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(list_turns))
+        .routes(routes!(get_turn, delete_turn))
+        .routes(routes!(retry_turn))
         .routes(routes!(turn_events))
         .routes(routes!(cancel))
+}
+
+/// The session and one of its remembered turns.
+fn session_and_turn(
+    app: &AppState,
+    id: &str,
+    turn_id: &str,
+) -> Result<(Arc<Session>, Arc<TurnRecord>), ApiError> {
+    let session = app.session(id)?;
+    let record = Uuid::parse_str(turn_id)
+        .ok()
+        .and_then(|turn| session.turns().get(turn))
+        .ok_or_else(|| ApiError::TurnNotFound(turn_id.to_owned()))?;
+    Ok((session, record))
+}
+
+/// The record with its place in the turn lock's line, if it waits.
+fn view(session: &Session, record: &TurnRecord) -> TurnView {
+    let position = session
+        .lock()
+        .waiting_order()
+        .iter()
+        .position(|id| *id == record.id)
+        .map(|i| i + 1);
+    TurnView::new(session.id, record, position)
+}
+
+/// `?status=…`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TurnFilter {
+    /// Only turns with this status; `failed` is the dead-letter view.
+    pub status: Option<TurnStatus>,
+}
+
+/// `{success: true, turns}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TurnListResponse {
+    /// Always `true`.
+    pub success: bool,
+    pub turns: Vec<TurnView>,
+}
+
+/// `{success: true, turn}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TurnResponse {
+    /// Always `true`.
+    pub success: bool,
+    pub turn: TurnView,
+}
+
+/// List the session's turns, oldest first.
+///
+/// Waiting turns carry `position`, the order they will run in (1 = next), which follows
+/// the turn lock's real order (`interrupt`, then priority, then arrival);
+/// `?status=waiting` lists them in that order, the order they will commit in. Kept: every
+/// waiting and running turn, the last `TURNS_KEEP` ended ones and besides them the
+/// last `FAILED_TURNS_KEEP` failed ones (`?status=failed` is the dead-letter view), none
+/// older than `TURNS_MAX_AGE_SECS` once ended.
+#[utoipa::path(
+    get, path = "/text/session/{id}/turns", tag = "turns",
+    params(("id" = String, Path, description = "Session id (UUID)"), TurnFilter),
+    responses(
+        (status = 200, description = "The turns, oldest first", body = TurnListResponse),
+        (status = 400, description = "Unknown `status` (`invalid_request`)", body = ErrorBody),
+        (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
+    )
+)]
+async fn list_turns(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    filter: Result<Query<TurnFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<TurnListResponse>, ApiError> {
+    let session = app.session(&id)?;
+    let Query(filter) = filter.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let order = session.lock().waiting_order();
+    let records = session.turns().list();
+    let turns = records
+        .iter()
+        .map(|record| {
+            let position = order.iter().position(|id| *id == record.id).map(|i| i + 1);
+            TurnView::new(session.id, record, position)
+        })
+        .filter(|turn| filter.status.is_none_or(|status| turn.status == status));
+    let mut turns: Vec<_> = turns.collect();
+    if filter.status == Some(TurnStatus::Waiting) {
+        // The line itself: in the order the turns will run.
+        turns.sort_by_key(|turn| turn.position);
+    }
+    Ok(axum::Json(TurnListResponse {
+        success: true,
+        turns,
+    }))
+}
+
+/// Get one turn.
+#[utoipa::path(
+    get, path = "/text/session/{id}/turns/{turnId}", tag = "turns",
+    params(
+        ("id" = String, Path, description = "Session id (UUID)"),
+        ("turnId" = String, Path, description = "Turn id (UUID)"),
+    ),
+    responses(
+        (status = 200, description = "The turn", body = TurnResponse),
+        (status = 404, description = "No such session (`session_not_found`) or turn (`turn_not_found`)", body = ErrorBody),
+    )
+)]
+async fn get_turn(
+    State(app): State<AppState>,
+    Path((id, turn_id)): Path<(String, String)>,
+) -> Result<axum::Json<TurnResponse>, ApiError> {
+    let (session, record) = session_and_turn(&app, &id, &turn_id)?;
+    Ok(axum::Json(TurnResponse {
+        success: true,
+        turn: view(&session, &record),
+    }))
+}
+
+/// Take a waiting turn back, or cancel the running one.
+///
+/// A waiting turn leaves the line (its writer gets `409 turn_cancelled`; the record
+/// stays, as `cancelled`); a running turn is cancelled as `keep`. An ended turn is left
+/// as it is. Answers with the turn as it stands after.
+#[utoipa::path(
+    delete, path = "/text/session/{id}/turns/{turnId}", tag = "turns",
+    params(
+        ("id" = String, Path, description = "Session id (UUID)"),
+        ("turnId" = String, Path, description = "Turn id (UUID)"),
+    ),
+    responses(
+        (status = 200, description = "The turn after the removal or cancel", body = TurnResponse),
+        (status = 404, description = "No such session (`session_not_found`) or turn (`turn_not_found`)", body = ErrorBody),
+    )
+)]
+async fn delete_turn(
+    State(app): State<AppState>,
+    Path((id, turn_id)): Path<(String, String)>,
+) -> Result<axum::Json<TurnResponse>, ApiError> {
+    let (session, record) = session_and_turn(&app, &id, &turn_id)?;
+    let lock = session.lock();
+    if !lock.cancel_waiter(record.id) && lock.status().running.map(|r| r.0) == Some(record.id) {
+        lock.cancel_running(CancelMode::Keep);
+    }
+    // The turn's own task records the end; wait for it so the answer shows it.
+    let mut events = std::pin::pin!(record.events.follow(0));
+    let settle = async { while futures::StreamExt::next(&mut events).await.is_some() {} };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), settle).await;
+    tracing::info!(session_id = %session.id, turn_id = %record.id, "turn removed");
+    Ok(axum::Json(TurnResponse {
+        success: true,
+        turn: view(&session, &record),
+    }))
+}
+
+/// Retry a failed or cancelled turn.
+///
+/// Runs the turn's input again as a new turn (same priority) and answers like the
+/// original write (with events if it streamed). The old record stays as it was, plus
+/// `retriedBy`. Any other turn, or one already retried, is `409 turn_not_retryable`.
+#[utoipa::path(
+    post, path = "/text/session/{id}/turns/{turnId}/retry", tag = "turns",
+    params(
+        ("id" = String, Path, description = "Session id (UUID)"),
+        ("turnId" = String, Path, description = "Turn id (UUID)"),
+    ),
+    responses(
+        (status = 200, description = "Like the original write: committed (JSON) or its events (`text/event-stream`)",
+            content(
+                (super::responses::WriteResponse = "application/json"),
+                (TurnEventData = "text/event-stream"),
+            ),
+            headers(("x-turn-id" = String, description = "The new turn"))),
+        (status = 404, description = "No such session (`session_not_found`) or turn (`turn_not_found`)", body = ErrorBody),
+        (status = 409, description = "Not failed or cancelled, or already retried (`turn_not_retryable`); or the new turn was refused or cancelled (`session_busy`, `turn_cancelled`)", body = ErrorBody),
+        (status = 429, description = "Too many writers wait (`session_overloaded`)", body = ErrorBody),
+        (status = 502, description = "The provider failed again (`provider_error`)", body = ErrorBody),
+        (status = 504, description = "The provider timed out again (`provider_timeout`)", body = ErrorBody),
+    )
+)]
+async fn retry_turn(
+    State(app): State<AppState>,
+    Path((id, turn_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (session, record) = session_and_turn(&app, &id, &turn_id)?;
+    let status = record.snapshot().status;
+    if !matches!(status, TurnStatus::Failed | TurnStatus::Cancelled) {
+        let status = serde_json::to_value(status).unwrap_or_default();
+        return Err(ApiError::TurnNotRetryable(format!(
+            "turn `{}` is {}; only failed or cancelled turns can be retried",
+            record.id,
+            status.as_str().unwrap_or("not retryable")
+        )));
+    }
+    if let Err(by) = record.claim_retry() {
+        let by = by.map_or_else(|| "another request".to_owned(), |by| format!("`{by}`"));
+        return Err(ApiError::TurnNotRetryable(format!(
+            "turn `{}` was already retried by {by}",
+            record.id
+        )));
+    }
+    let input = record.input.clone();
+    super::writes::run(session, input, &id, View::Full, |new| {
+        record.retried_by(new)
+    })
+    .await
 }
 
 /// Replay a turn's events, then follow it live.
@@ -46,12 +261,10 @@ async fn turn_events(
     Path((id, turn_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let session = app.session(&id)?;
-    let record = Uuid::parse_str(&turn_id)
-        .ok()
-        .and_then(|turn| session.turns().get(turn))
-        .filter(|record| !record.events.is_forgotten())
-        .ok_or_else(|| ApiError::TurnNotFound(turn_id.clone()))?;
+    let (session, record) = session_and_turn(&app, &id, &turn_id)?;
+    if record.events.is_forgotten() {
+        return Err(ApiError::TurnNotFound(turn_id));
+    }
     let after = match headers.get("last-event-id") {
         None => 0,
         Some(value) => value

@@ -4,14 +4,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
 
 use super::bodies::{InstructionsBody, MessageRequest, ToolOutputBody};
 use super::extract::JsonBody;
-use super::responses::{self, ToolOutputResponse, WriteResponse};
+use super::responses::{self, ToolOutputResponse, View, ViewQuery, WriteResponse};
 use super::stream::{self, TurnEventData};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -34,7 +36,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 /// Server-Sent Events; the turn runs to its end even if the client goes away.
 #[utoipa::path(
     post, path = "/text/session/{id}/message", tag = "writes",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, description = "Session id (UUID)"), ViewQuery),
     request_body = MessageRequest,
     responses(
         (status = 200, description = "Committed (JSON), or the turn's events (`text/event-stream`) when the body has `stream: true` or the request `Accept: text/event-stream`: `turn.queued`, `turn.started`, `text.delta`, `tool_call`, then one of `turn.completed`, `turn.failed`, `turn.cancelled`; each with `id: <turnId>:<seq>`",
@@ -57,11 +59,13 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 async fn post_message(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    view: Result<Query<ViewQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<JsonBody<MessageRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     let session = app.session(&id)?;
-    let JsonBody(body) = body?;
+    let view = view_of(view)?;
+    let JsonBody { value: body, raw } = body?;
     let content = body.content.trim();
     if content.is_empty() {
         return Err(Invalid::new("content", "must not be blank").into());
@@ -74,8 +78,9 @@ async fn post_message(
         priority: body.priority,
         on_busy: body.on_busy,
         stream: body.stream || stream::wants_event_stream(&headers),
+        body: raw,
     };
-    run(session, input, &id).await
+    run(session, input, &id, view, |_| {}).await
 }
 
 /// Add instructions and get the reply.
@@ -84,7 +89,7 @@ async fn post_message(
 /// step. The body is `{instructions, priority?, onBusy?}`, or a bare string or array.
 #[utoipa::path(
     post, path = "/text/session/{id}/instructions", tag = "writes",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, description = "Session id (UUID)"), ViewQuery),
     request_body = InstructionsBody,
     responses(
         (status = 200, description = "Committed (JSON), or the turn's events (`text/event-stream`) when the body has `stream: true` or the request `Accept: text/event-stream`",
@@ -107,19 +112,25 @@ async fn post_message(
 async fn post_instructions(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    view: Result<Query<ViewQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<JsonBody<InstructionsBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     let session = app.session(&id)?;
-    let JsonBody(InstructionsBody(body)) = body?;
+    let view = view_of(view)?;
+    let JsonBody {
+        value: InstructionsBody(body),
+        raw,
+    } = body?;
     let input = TurnInput {
         kind: TurnKind::Instructions,
         staged: system_messages("instructions", Some(body.instructions.0))?,
         priority: body.priority,
         on_busy: body.on_busy,
         stream: body.stream || stream::wants_event_stream(&headers),
+        body: raw,
     };
-    run(session, input, &id).await
+    run(session, input, &id, view, |_| {}).await
 }
 
 /// Add tool outputs.
@@ -129,7 +140,7 @@ async fn post_instructions(
 /// bare array of outputs, or one `{callId, output}`.
 #[utoipa::path(
     post, path = "/text/session/{id}/tool-output", tag = "writes",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, description = "Session id (UUID)"), ViewQuery),
     request_body = ToolOutputBody,
     responses(
         (status = 200, description = "Committed", body = ToolOutputResponse),
@@ -145,10 +156,15 @@ async fn post_instructions(
 async fn post_tool_output(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    view: Result<Query<ViewQuery>, QueryRejection>,
     body: Result<JsonBody<ToolOutputBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     let session = app.session(&id)?;
-    let JsonBody(ToolOutputBody(body)) = body?;
+    let view = view_of(view)?;
+    let JsonBody {
+        value: ToolOutputBody(body),
+        raw,
+    } = body?;
     if body.tool_outputs.is_empty() {
         return Err(Invalid::new("toolOutputs", "must not be an empty list").into());
     }
@@ -179,8 +195,15 @@ async fn post_tool_output(
         priority: body.priority,
         on_busy: body.on_busy,
         stream: false,
+        body: raw,
     };
-    run(session, input, &id).await
+    run(session, input, &id, view, |_| {}).await
+}
+
+/// The `?view=` of a write; an unknown one is a 400.
+fn view_of(query: Result<Query<ViewQuery>, QueryRejection>) -> Result<View, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    Ok(query.view.unwrap_or_default())
 }
 
 /// Checks instructions and makes them system messages.
@@ -196,16 +219,32 @@ fn system_messages(field: &str, list: Option<Vec<String>>) -> Result<Vec<Message
 }
 
 /// Runs the turn; answers with its events as they happen (streaming), or with the
-/// session as of its commit once it ends.
-async fn run(session: Arc<Session>, input: TurnInput, id: &str) -> Result<Response, ApiError> {
+/// session as of its commit once it ends. Every answer names the turn in `x-turn-id`.
+/// `started` learns the new turn's id, whether it runs or was turned away.
+pub(super) async fn run(
+    session: Arc<Session>,
+    input: TurnInput,
+    id: &str,
+    view: View,
+    started: impl FnOnce(Uuid),
+) -> Result<Response, ApiError> {
     let streaming = input.stream;
-    let turn = turn::start(session.clone(), input).map_err(|e| ApiError::from_turn(e, id))?;
+    let turn = turn::start(session.clone(), input);
+    started(turn.as_ref().map_or_else(|r| r.turn_id, |t| t.id));
+    let turn = match turn {
+        Ok(turn) => turn,
+        Err(rejected) => {
+            let mut response = ApiError::from_turn(rejected.error, id).into_response();
+            responses::with_turn_id(&mut response, rejected.turn_id);
+            return Ok(response);
+        }
+    };
     if streaming {
         return Ok(stream::events(session, &turn.record, 0));
     }
     let turn_id = turn.id;
     match turn.outcome().await {
-        Ok(outcome) => Ok(responses::write(&session, &outcome)),
+        Ok(outcome) => Ok(responses::write(&session, &outcome, view)),
         Err(error) => {
             let mut response = ApiError::from_turn(error, id).into_response();
             responses::with_turn_id(&mut response, turn_id);

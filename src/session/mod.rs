@@ -26,7 +26,7 @@ pub use message::{Defaults, Message, Role, Tool, ToolCall, ToolKind};
 pub use new::{Invalid, NewSession, Settings, validate_instructions};
 pub use store::SessionStore;
 pub use turn_lock::{CancelMode, LockError, LockStatus, OnBusy, Priority, TurnLock};
-pub use view::{SessionHead, SessionStatus, SessionSummary, SessionView};
+pub use view::{SessionDelta, SessionHead, SessionStatus, SessionSummary, SessionView};
 
 /// One chat session: fixed settings, its committed history and its turn lock.
 #[derive(Debug)]

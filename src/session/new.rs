@@ -41,8 +41,8 @@ impl Invalid {
 pub struct Settings {
     /// Writers that may wait for one session's turn lock.
     pub max_waiting_per_session: usize,
-    /// How long ended turns stay replayable.
-    pub turn_events: Retention,
+    /// How many ended turns are remembered, and for how long.
+    pub turns: Retention,
 }
 
 /// What a client asks for when it creates a session; every field is optional.
@@ -112,7 +112,7 @@ impl NewSession {
                 version: 1,
             }),
             lock: TurnLock::new(settings.max_waiting_per_session),
-            turns: TurnRecords::new(settings.turn_events),
+            turns: TurnRecords::new(settings.turns),
         })
     }
 }
@@ -225,9 +225,12 @@ mod tests {
 
     const SETTINGS: Settings = Settings {
         max_waiting_per_session: 4,
-        turn_events: Retention {
-            keep: 4,
-            ttl: std::time::Duration::from_secs(60),
+        turns: Retention {
+            records: 4,
+            failed: 4,
+            max_age: std::time::Duration::from_secs(60),
+            events: 4,
+            events_ttl: std::time::Duration::from_secs(60),
         },
     };
 

@@ -26,7 +26,8 @@ use crate::provider::{ChatRequest, FinishReason, ProviderError, StreamEvent, Usa
 use crate::timestamp::Timestamp;
 
 /// Which write started the turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum TurnKind {
     /// A user message (and optional instructions), then a generation.
     Message,
@@ -47,6 +48,8 @@ pub struct TurnInput {
     pub on_busy: OnBusy,
     /// Call the provider in its streaming mode.
     pub stream: bool,
+    /// The request body as received, for the turn's record.
+    pub body: serde_json::Value,
 }
 
 /// What one generation returned.
@@ -117,15 +120,33 @@ impl Turn {
 /// Starts a turn: asks for the turn lock at once (so a busy or overloaded session is
 /// refused before anything runs), records the turn, then runs the rest in a task of its
 /// own.
-pub fn start(session: Arc<Session>, input: TurnInput) -> Result<Turn, TurnError> {
+/// A write turned away is still recorded (as `rejected`) and named by `turn_id`.
+pub fn start(session: Arc<Session>, input: TurnInput) -> Result<Turn, Rejected> {
     let id = Uuid::new_v4();
-    let ticket = session.lock().enter(id, input.priority, input.on_busy)?;
-    let record = session.turns().start(id, input.kind);
+    let ticket = match session.lock().enter(id, input.priority, input.on_busy) {
+        Ok(ticket) => ticket,
+        Err(error) => {
+            session.turns().reject(id, input, error.into());
+            return Err(Rejected {
+                turn_id: id,
+                error: error.into(),
+            });
+        }
+    };
+    let record = session.turns().start(id, input.clone());
     if let Some(position) = ticket.position() {
         record.push(TurnEvent::Queued { position });
     }
     let task = tokio::spawn(run(session, record.clone(), ticket, input));
     Ok(Turn { id, record, task })
+}
+
+/// A write turned away before it ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// The turn id the write was recorded under.
+    pub turn_id: Uuid,
+    pub error: TurnError,
 }
 
 /// Runs the turn and ends its event log, whatever way it ends (a panic included).
@@ -173,6 +194,8 @@ async fn execute(
     let guard = ticket.acquire().await?;
     record.push(TurnEvent::Started);
     let mut messages = stamp(input.staged);
+    #[cfg(feature = "fault-injection")]
+    fault_injection::panic_if_asked(&messages);
     let turn_id = guard.turn_id();
     if input.kind == TurnKind::ToolOutput {
         let commit = session.commit(messages);
@@ -272,6 +295,7 @@ async fn generate(
             })
         })
         .map_err(provider_error)?;
+    let started = std::time::Instant::now();
     let reply = if stream {
         let mut sink = |piece| {
             record.push(match piece {
@@ -291,8 +315,9 @@ async fn generate(
             }
         }
         reply
-    }
-    .map_err(provider_error)?;
+    };
+    record.provider_call(started.elapsed());
+    let reply = reply.map_err(provider_error)?;
     Ok(TurnResult {
         text: reply.text,
         tool_calls: reply.tool_calls,
@@ -301,4 +326,21 @@ async fn generate(
         provider: session.provider_name.clone(),
         model: session.model.clone(),
     })
+}
+
+/// Test builds only (`--features fault-injection`): a way to make a turn panic from
+/// outside, so that tests can show a panic never leaves a session busy.
+#[cfg(feature = "fault-injection")]
+pub mod fault_injection {
+    use super::Message;
+
+    /// A message with exactly this content makes its turn panic after taking the lock.
+    pub const PANIC: &str = "__fault_injection: panic in the turn__";
+
+    #[allow(clippy::panic)]
+    pub(super) fn panic_if_asked(messages: &[Message]) {
+        if messages.iter().any(|m| m.content == PANIC) {
+            panic!("fault injection: a panic inside the turn");
+        }
+    }
 }

@@ -1,53 +1,200 @@
-//! The session's record of its recent turns: each turn's id, kind and events, so that
-//! a client can replay a turn after it dropped off. Bounded: the events of only the
-//! last `keep` ended turns are kept, and none longer than `ttl` after they ended.
+//! The session's record of its recent turns: what each asked for, where it stands
+//! (waiting, running, ended and how), its timings, and its events for replay. This is a
+//! view onto the turn lock's waiters and the turns' own tasks, not a queue: nothing here
+//! decides what runs next. Bounded in count and age; waiting and running turns are
+//! always kept.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::events::{EventLog, TurnEvent};
-use super::turn::TurnKind;
+use super::turn::{TurnError, TurnInput, TurnResult};
+
+/// Where a turn stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TurnStatus {
+    /// Waiting for the turn lock.
+    Waiting,
+    /// Holding the turn lock.
+    Running,
+    /// Committed.
+    Completed,
+    /// Ended without committing (provider error, timeout, a bug).
+    Failed,
+    /// Stopped by a cancel, an interrupt, a removal or a delete.
+    Cancelled,
+    /// Turned away before it ran (busy, overloaded, stale version).
+    Rejected,
+}
+
+impl TurnStatus {
+    fn has_ended(self) -> bool {
+        !matches!(self, TurnStatus::Waiting | TurnStatus::Running)
+    }
+}
 
 /// One turn as the session remembers it.
 #[derive(Debug)]
 pub struct TurnRecord {
     pub id: Uuid,
-    pub kind: TurnKind,
+    /// What the write asked for; a retry runs it again.
+    pub input: TurnInput,
+    pub created_at: crate::timestamp::Timestamp,
+    created: Instant,
     pub events: Arc<EventLog>,
-    ended_at: OnceLock<Instant>,
+    state: Mutex<RecordState>,
+}
+
+/// What changes as the turn runs.
+#[derive(Debug, Clone)]
+pub struct RecordState {
+    pub status: TurnStatus,
+    pub result: Option<TurnResult>,
+    pub error: Option<TurnError>,
+    /// Provider calls made (retries included).
+    pub attempts: u32,
+    pub started_at: Option<crate::timestamp::Timestamp>,
+    pub ended_at: Option<crate::timestamp::Timestamp>,
+    /// From creation to taking the lock.
+    pub waited: Option<Duration>,
+    /// Time spent in provider calls.
+    pub provider: Option<Duration>,
+    /// From taking the lock to the first piece of the reply.
+    pub first_token: Option<Duration>,
+    /// The turn that retried this one.
+    pub retried_by: Option<Uuid>,
+    retry_claimed: bool,
+    started: Option<Instant>,
+    ended: Option<Instant>,
 }
 
 impl TurnRecord {
-    fn new(id: Uuid, kind: TurnKind) -> Self {
+    fn new(id: Uuid, input: TurnInput, status: TurnStatus) -> Self {
         Self {
             id,
-            kind,
+            input,
+            created_at: crate::timestamp::Timestamp::now(),
+            created: Instant::now(),
             events: Arc::new(EventLog::default()),
-            ended_at: OnceLock::new(),
+            state: Mutex::new(RecordState {
+                status,
+                result: None,
+                error: None,
+                attempts: 0,
+                started_at: None,
+                ended_at: None,
+                waited: None,
+                provider: None,
+                first_token: None,
+                retried_by: None,
+                retry_claimed: false,
+                started: None,
+                ended: None,
+            }),
         }
     }
 
-    /// Appends an event; a terminal one marks the turn ended.
+    fn state(&self) -> MutexGuard<'_, RecordState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A copy of where the turn stands now.
+    pub fn snapshot(&self) -> RecordState {
+        self.state().clone()
+    }
+
+    /// Appends an event and updates the record to match.
     pub fn push(&self, event: TurnEvent) {
-        if event.is_terminal() {
-            let _ = self.ended_at.set(Instant::now());
+        {
+            let mut state = self.state();
+            let now = Instant::now();
+            match &event {
+                TurnEvent::Queued { .. } => {}
+                TurnEvent::Started => {
+                    state.status = TurnStatus::Running;
+                    state.started = Some(now);
+                    state.started_at = Some(crate::timestamp::Timestamp::now());
+                    state.waited = Some(now.duration_since(self.created));
+                }
+                TurnEvent::TextDelta(_) | TurnEvent::ToolCall(_) => {
+                    if state.first_token.is_none() {
+                        state.first_token = state.started.map(|s| now.duration_since(s));
+                    }
+                }
+                TurnEvent::Completed { result, .. } => {
+                    state.result = result.clone();
+                    end(&mut state, TurnStatus::Completed);
+                }
+                TurnEvent::Failed(error) => {
+                    state.error = Some(error.clone());
+                    end(&mut state, TurnStatus::Failed);
+                }
+                TurnEvent::Cancelled { result, .. } => {
+                    state.result = Some(result.clone());
+                    end(&mut state, TurnStatus::Cancelled);
+                }
+            }
         }
         self.events.push(event);
     }
 
-    fn ended_at(&self) -> Option<Instant> {
-        self.ended_at.get().copied()
+    /// Counts one provider call and the time it took.
+    pub fn provider_call(&self, took: Duration) {
+        let mut state = self.state();
+        state.attempts += 1;
+        state.provider = Some(state.provider.unwrap_or_default() + took);
+    }
+
+    /// Claims the one retry of this turn; fails with the retrying turn (if known yet)
+    /// when it was claimed before.
+    pub fn claim_retry(&self) -> Result<(), Option<Uuid>> {
+        let mut state = self.state();
+        if state.retry_claimed {
+            return Err(state.retried_by);
+        }
+        state.retry_claimed = true;
+        Ok(())
+    }
+
+    /// Marks the turn as retried by `by`.
+    pub fn retried_by(&self, by: Uuid) {
+        self.state().retried_by = Some(by);
+    }
+
+    fn ended(&self) -> Option<(Instant, TurnStatus)> {
+        let state = self.state();
+        state.ended.map(|at| (at, state.status))
     }
 }
 
-/// How many ended turns keep their events, and for how long.
+fn end(state: &mut RecordState, status: TurnStatus) {
+    if state.status.has_ended() {
+        return;
+    }
+    state.status = status;
+    state.ended = Some(Instant::now());
+    state.ended_at = Some(crate::timestamp::Timestamp::now());
+}
+
+/// How many ended turns are remembered, and for how long.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
-    pub keep: usize,
-    pub ttl: Duration,
+    /// Ended turns of any status kept.
+    pub records: usize,
+    /// Failed turns kept besides those (the dead-letter view).
+    pub failed: usize,
+    /// No ended turn is kept longer than this.
+    pub max_age: Duration,
+    /// Ended turns whose events stay replayable.
+    pub events: usize,
+    /// How long an ended turn's events stay replayable.
+    pub events_ttl: Duration,
 }
 
 /// The recent turns of one session, oldest first.
@@ -69,51 +216,71 @@ impl TurnRecords {
         self.records.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records a new turn and lets go of what is past the bounds.
-    pub fn start(&self, id: Uuid, kind: TurnKind) -> Arc<TurnRecord> {
-        let record = Arc::new(TurnRecord::new(id, kind));
+    /// Records a new turn that waits for (or is about to take) the lock.
+    pub fn start(&self, id: Uuid, input: TurnInput) -> Arc<TurnRecord> {
+        self.add(TurnRecord::new(id, input, TurnStatus::Waiting))
+    }
+
+    /// Records a write that was turned away before it ran.
+    pub fn reject(&self, id: Uuid, input: TurnInput, error: TurnError) -> Arc<TurnRecord> {
+        let record = TurnRecord::new(id, input, TurnStatus::Waiting);
+        {
+            let mut state = record.state();
+            state.error = Some(error.clone());
+            end(&mut state, TurnStatus::Rejected);
+        }
+        record.events.push(TurnEvent::Failed(error));
+        self.add(record)
+    }
+
+    fn add(&self, record: TurnRecord) -> Arc<TurnRecord> {
+        let record = Arc::new(record);
         let mut records = self.records();
         records.push_back(record.clone());
         self.prune(&mut records);
         record
     }
 
-    /// The turn with this id, if it is still replayable.
+    /// The turn with this id, if it is still remembered.
     pub fn get(&self, id: Uuid) -> Option<Arc<TurnRecord>> {
         let mut records = self.records();
         self.prune(&mut records);
         records.iter().find(|r| r.id == id).cloned()
     }
 
-    /// How many turns are remembered (running and waiting ones included).
-    pub fn len(&self) -> usize {
-        self.records().len()
+    /// Every remembered turn, oldest first.
+    pub fn list(&self) -> Vec<Arc<TurnRecord>> {
+        let mut records = self.records();
+        self.prune(&mut records);
+        records.iter().cloned().collect()
     }
 
-    /// Whether no turn is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Ended turns beyond the last `keep`, or ended longer than `ttl` ago, are dropped;
-    /// turns that still wait or run are always kept.
+    /// Drops what is past the bounds, newest first: waiting and running turns always
+    /// stay; of the ended ones, the last `records` and besides them the last `failed`
+    /// failed ones, none older than `max_age`. Events go sooner: only the last `events`
+    /// ended turns keep theirs, for `events_ttl`.
     fn prune(&self, records: &mut VecDeque<Arc<TurnRecord>>) {
         let now = Instant::now();
-        let mut ended_seen = 0;
+        let retention = self.retention;
+        let (mut ended_seen, mut failed_seen) = (0, 0);
         let mut kept = VecDeque::with_capacity(records.len());
         for record in records.drain(..).rev() {
-            let keep = match record.ended_at() {
-                None => true,
-                Some(ended) => {
-                    ended_seen += 1;
-                    ended_seen <= self.retention.keep
-                        && now.duration_since(ended) <= self.retention.ttl
-                }
-            };
-            if keep {
+            let Some((ended, status)) = record.ended() else {
                 kept.push_front(record);
-            } else {
+                continue;
+            };
+            ended_seen += 1;
+            let age = now.duration_since(ended);
+            if ended_seen > retention.events || age > retention.events_ttl {
                 record.events.forget();
+            }
+            let recent = ended_seen <= retention.records;
+            let dead_letter = status == TurnStatus::Failed && {
+                failed_seen += 1;
+                failed_seen <= retention.failed
+            };
+            if (recent || dead_letter) && age <= retention.max_age {
+                kept.push_front(record);
             }
         }
         *records = kept;
@@ -123,42 +290,121 @@ impl TurnRecords {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::turn::TurnError;
+    use crate::session::turn::{TurnInput, TurnKind};
+    use crate::session::{OnBusy, Priority};
 
-    fn ended(records: &TurnRecords) -> Uuid {
+    fn input() -> TurnInput {
+        TurnInput {
+            kind: TurnKind::Message,
+            staged: Vec::new(),
+            priority: Priority::Normal,
+            on_busy: OnBusy::Wait,
+            stream: false,
+            body: serde_json::json!({"content": "x"}),
+        }
+    }
+
+    fn retention() -> Retention {
+        Retention {
+            records: 3,
+            failed: 2,
+            max_age: Duration::from_secs(60),
+            events: 2,
+            events_ttl: Duration::from_secs(60),
+        }
+    }
+
+    fn ended(records: &TurnRecords, failed: bool) -> Uuid {
         let id = Uuid::new_v4();
-        records
-            .start(id, TurnKind::Message)
-            .push(TurnEvent::Failed(TurnError::Internal("x".into())));
+        let record = records.start(id, input());
+        record.push(TurnEvent::Started);
+        if failed {
+            record.push(TurnEvent::Failed(TurnError::Internal("x".into())));
+        } else {
+            record.push(TurnEvent::Cancelled {
+                result: TurnResult {
+                    text: String::new(),
+                    tool_calls: Vec::new(),
+                    finish_reason: crate::provider::FinishReason::Cancelled,
+                    usage: Default::default(),
+                    provider: "echo".into(),
+                    model: "echo-1".into(),
+                },
+                commit: None,
+            });
+        }
         id
     }
 
     #[test]
-    fn only_the_last_few_ended_turns_are_kept_but_running_ones_always() {
-        let records = TurnRecords::new(Retention {
-            keep: 2,
-            ttl: Duration::from_secs(60),
-        });
+    fn the_last_few_ended_turns_and_the_last_failed_ones_are_kept_and_running_ones_always() {
+        let records = TurnRecords::new(retention());
         let running = Uuid::new_v4();
-        records.start(running, TurnKind::Message);
-        let first = ended(&records);
-        let ids: Vec<_> = (0..3).map(|_| ended(&records)).collect();
-        assert!(records.get(first).is_none());
-        assert!(records.get(ids[0]).is_none());
-        assert!(records.get(ids[1]).is_some());
-        assert!(records.get(ids[2]).is_some());
-        assert!(records.get(running).is_some());
-        assert_eq!(records.len(), 3);
+        records.start(running, input());
+        let old_failed: Vec<_> = (0..3).map(|_| ended(&records, true)).collect();
+        let recent: Vec<_> = (0..3).map(|_| ended(&records, false)).collect();
+        let kept: Vec<_> = records.list().iter().map(|r| r.id).collect();
+        assert_eq!(
+            kept,
+            [
+                running,
+                old_failed[1],
+                old_failed[2],
+                recent[0],
+                recent[1],
+                recent[2]
+            ]
+        );
     }
 
     #[test]
-    fn ended_turns_past_their_time_are_dropped() {
+    fn only_the_last_few_ended_turns_keep_their_events() {
+        let records = TurnRecords::new(retention());
+        let ids: Vec<_> = (0..3).map(|_| ended(&records, false)).collect();
+        let forgotten: Vec<_> = ids
+            .iter()
+            .map(|id| records.get(*id).unwrap().events.is_forgotten())
+            .collect();
+        assert_eq!(forgotten, [true, false, false]);
+    }
+
+    #[test]
+    fn ended_turns_past_their_age_are_dropped() {
         let records = TurnRecords::new(Retention {
-            keep: 10,
-            ttl: Duration::ZERO,
+            max_age: Duration::ZERO,
+            ..retention()
         });
-        let id = ended(&records);
+        let id = ended(&records, false);
         std::thread::sleep(Duration::from_millis(2));
         assert!(records.get(id).is_none());
+    }
+
+    #[test]
+    fn a_record_follows_its_events_and_times() {
+        let records = TurnRecords::new(retention());
+        let record = records.start(Uuid::new_v4(), input());
+        assert_eq!(record.snapshot().status, TurnStatus::Waiting);
+        record.push(TurnEvent::Started);
+        record.provider_call(Duration::from_millis(5));
+        record.push(TurnEvent::TextDelta("a".into()));
+        let state = record.snapshot();
+        assert_eq!(state.status, TurnStatus::Running);
+        assert_eq!(state.attempts, 1);
+        assert!(state.waited.is_some() && state.first_token.is_some());
+        record.push(TurnEvent::Failed(TurnError::Internal("x".into())));
+        let state = record.snapshot();
+        assert_eq!(state.status, TurnStatus::Failed);
+        assert!(state.ended_at.is_some());
+    }
+
+    #[test]
+    fn a_rejected_write_is_recorded_as_ended() {
+        let records = TurnRecords::new(retention());
+        let record = records.reject(
+            Uuid::new_v4(),
+            input(),
+            TurnError::Lock(crate::session::LockError::Busy),
+        );
+        assert_eq!(record.snapshot().status, TurnStatus::Rejected);
     }
 }

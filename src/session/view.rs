@@ -17,6 +17,14 @@ pub struct SessionStatus {
     pub busy: bool,
     /// Writers waiting for the turn lock now.
     pub waiting: usize,
+    /// The turn holding the turn lock, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub running_turn_id: Option<Uuid>,
+    /// When that turn took the lock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<Timestamp>,
 }
 
 /// Everything about a session but its messages.
@@ -52,6 +60,16 @@ pub struct SessionView<'a> {
     pub messages: &'a [Message],
 }
 
+/// A session after a write, without its history but with what the write appended.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionDelta<'a> {
+    #[serde(flatten)]
+    pub head: SessionHead<'a>,
+    /// The messages this write appended, in order.
+    pub new_messages: &'a [Message],
+}
+
 /// A session in a list: no messages, their count instead.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -77,6 +95,8 @@ impl Session {
             status: SessionStatus {
                 busy: status.busy,
                 waiting: status.waiting,
+                running_turn_id: status.running.map(|(id, _)| id),
+                started_at: status.running.map(|(_, since)| since),
             },
         }
     }
@@ -90,6 +110,18 @@ impl Session {
                 messages: &history.messages[..len.min(history.messages.len())],
             };
             f(&view)
+        })
+    }
+
+    /// Renders the session as of `commit` with only what that commit appended.
+    pub fn render_delta<R>(&self, commit: Commit, f: impl FnOnce(&SessionDelta<'_>) -> R) -> R {
+        self.read(|history| {
+            let end = commit.len.min(history.messages.len());
+            let delta = SessionDelta {
+                head: self.head(history, Some(commit)),
+                new_messages: &history.messages[commit.from.min(end)..end],
+            };
+            f(&delta)
         })
     }
 

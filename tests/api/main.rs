@@ -15,5 +15,7 @@ mod ordering;
 mod providers;
 mod sessions;
 mod streaming;
+mod turn_endings;
+mod turns;
 mod validation;
 mod writes;

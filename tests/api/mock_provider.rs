@@ -50,6 +50,8 @@ struct Inner {
     script: Mutex<Option<Script>>,
     /// While `true`, requests are recorded but not answered.
     paused: tokio::sync::watch::Sender<bool>,
+    /// While set, each answer waits for one permit (see [`MockProvider::step`]).
+    gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
     /// How streamed answers (requests with `"stream": true`) are paced and shaped.
     stream_plan: Mutex<StreamPlan>,
     /// Streamed answers whose client went away before the end.
@@ -84,6 +86,7 @@ impl MockProvider {
             jitter: Mutex::new(Duration::ZERO),
             script: Mutex::new(None),
             paused: tokio::sync::watch::Sender::new(false),
+            gate: Mutex::new(None),
             stream_plan: Mutex::new(StreamPlan::default()),
             disconnects: tokio::sync::watch::Sender::new(0),
         });
@@ -145,6 +148,18 @@ impl MockProvider {
             .await
             .expect("the provider connection was never closed")
             .unwrap();
+    }
+
+    /// From now on each answer waits until [`MockProvider::step`] lets one through.
+    pub fn gate(&self) {
+        *self.inner.gate.lock().unwrap() = Some(Arc::new(tokio::sync::Semaphore::new(0)));
+    }
+
+    /// Lets one gated answer through.
+    pub fn step(&self) {
+        if let Some(gate) = self.inner.gate.lock().unwrap().as_ref() {
+            gate.add_permits(1);
+        }
     }
 
     /// Holds every answer until [`MockProvider::resume`].
@@ -272,6 +287,10 @@ async fn handle(
     });
     let mut paused = inner.paused.subscribe();
     let _ = paused.wait_for(|paused| !*paused).await;
+    let gate = inner.gate.lock().unwrap().clone();
+    if let Some(gate) = gate {
+        gate.acquire().await.unwrap().forget();
+    }
     let jitter = *inner.jitter.lock().unwrap();
     let extra = if jitter.is_zero() {
         Duration::ZERO

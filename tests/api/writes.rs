@@ -207,3 +207,55 @@ fn chrono_like(text: &str) -> bool {
         && text.ends_with('Z')
         && text.as_bytes()[10] == b'T'
 }
+
+#[tokio::test]
+async fn view_delta_answers_without_the_history_but_with_what_the_write_appended() {
+    let app = spawn_app().await;
+    let id = app.create_session(json!({"instructions": "sys"})).await;
+    let response = app
+        .post(
+            &format!("/text/session/{id}/message?view=delta"),
+            &json!({"content": "hi", "instructions": "now"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    let session = &body["session"];
+    assert!(session.get("messages").is_none());
+    assert_eq!(
+        roles_and_contents(session["newMessages"].as_array().unwrap()),
+        pairs(&[("system", "now"), ("user", "hi"), ("assistant", "echo: hi")])
+    );
+    assert_eq!(session["id"], id.as_str());
+    assert_eq!(session["version"], 2);
+    let response = app
+        .post(
+            &format!("/text/session/{id}/tool-output?view=delta"),
+            &json!({"callId": "c", "output": "o"}),
+        )
+        .await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["session"]["newMessages"].as_array().unwrap().len(), 1);
+    let full: Value = app
+        .post(
+            &format!("/text/session/{id}/instructions?view=full"),
+            &json!("x"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(full["session"]["messages"].as_array().unwrap().len(), 7);
+    let bad = app
+        .post(
+            &format!("/text/session/{id}/message?view=some"),
+            &json!({"content": "x"}),
+        )
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.messages(&id).await.len(),
+        7,
+        "nothing appended for a bad view"
+    );
+}
