@@ -98,6 +98,38 @@ pub struct Config {
     #[arg(long, env = "TURN_EVENTS_TTL_SECS", default_value_t = 600)]
     pub turn_events_ttl_secs: u64,
 
+    /// Provider calls in flight across all sessions; past it turns wait for a slot.
+    #[arg(long, env = "MAX_CONCURRENT_TURNS", default_value_t = 1024)]
+    pub max_concurrent_turns: usize,
+
+    /// Turns that may wait for a provider slot; past it new writes get 503 overloaded.
+    #[arg(long, env = "MAX_WAITING_TURNS", default_value_t = 4096)]
+    pub max_waiting_turns: usize,
+
+    /// Retries of a provider call that failed with 429, 5xx or a broken connection.
+    #[arg(long, env = "PROVIDER_MAX_RETRIES", default_value_t = 2)]
+    pub provider_max_retries: u32,
+
+    /// Backoff before the first retry, in milliseconds (doubled each time, full jitter).
+    #[arg(long, env = "PROVIDER_RETRY_BASE_MS", default_value_t = 500)]
+    pub provider_retry_base_ms: u64,
+
+    /// Longest backoff between retries, in milliseconds.
+    #[arg(long, env = "PROVIDER_RETRY_MAX_MS", default_value_t = 8000)]
+    pub provider_retry_max_ms: u64,
+
+    /// Seconds running turns get to finish after SIGTERM/SIGINT; the rest are rolled back.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30.0, value_parser = non_negative_secs)]
+    pub shutdown_grace_secs: f64,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
+    /// Log message content (user messages, replies); off by default.
+    #[arg(long, env = "LOG_CONTENT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub log_content: bool,
+
     /// Bound on one provider call, in seconds (fractions allowed).
     #[arg(long, env = "PROVIDER_TIMEOUT_SECS", default_value_t = 120.0, value_parser = positive_secs)]
     pub provider_timeout_secs: f64,
@@ -112,6 +144,11 @@ impl Config {
     /// The defaults, as `cargo run` with no flags and no environment would have them.
     pub fn defaults() -> Self {
         Self::parse_from(["text-session-api"])
+    }
+
+    /// The grace period of shutdown.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_grace_secs)
     }
 
     /// The provider timeout as a duration.
@@ -180,6 +217,13 @@ impl Config {
         let default_model = self.default_model.clone().filter(|m| !m.trim().is_empty());
         ProviderRegistry::new(providers, &self.default_provider, default_model)
             .map_err(|e| ConfigError(format!("DEFAULT_PROVIDER: {e}")))
+    }
+}
+
+fn non_negative_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok(secs),
+        _ => Err(format!("`{text}` is not a number of seconds")),
     }
 }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::provider::ProviderError;
+use crate::session::runtime::NotAdmitted;
 use crate::session::turn::TurnError;
 use crate::session::{Invalid, LockError};
 
@@ -60,6 +61,12 @@ pub enum ApiError {
     /// 504: the provider did not answer in time.
     #[error("provider `{provider}` did not answer in time")]
     ProviderTimeout { provider: String },
+    /// 503: every provider slot is taken and too many turns wait for one.
+    #[error("the service is overloaded; retry later")]
+    Overloaded,
+    /// 503: the service is shutting down and takes no new turns.
+    #[error("the service is shutting down; retry on another instance")]
+    ShuttingDown,
     /// 500: a bug; details go to the log, not to the client.
     #[error("internal error")]
     Internal(String),
@@ -81,6 +88,7 @@ impl ApiError {
             ApiError::SessionOverloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Provider { .. } => StatusCode::BAD_GATEWAY,
             ApiError::ProviderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Overloaded | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -101,6 +109,8 @@ impl ApiError {
             ApiError::SessionOverloaded(_) => "session_overloaded",
             ApiError::Provider { .. } => "provider_error",
             ApiError::ProviderTimeout { .. } => "provider_timeout",
+            ApiError::Overloaded => "overloaded",
+            ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -132,6 +142,8 @@ impl ApiError {
                 error: ProviderError::Timeout(_),
             } => ApiError::ProviderTimeout { provider },
             TurnError::Provider { provider, error } => ApiError::Provider { provider, error },
+            TurnError::NotAdmitted(NotAdmitted::Overloaded) => ApiError::Overloaded,
+            TurnError::NotAdmitted(NotAdmitted::ShuttingDown) => ApiError::ShuttingDown,
             TurnError::Internal(detail) => ApiError::Internal(detail),
         }
     }
@@ -210,7 +222,7 @@ pub struct ErrorDetail {
     /// `method_not_allowed`, `session_busy`, `turn_cancelled`, `turn_not_retryable`,
     /// `payload_too_large`,
     /// `unsupported_media_type`, `session_overloaded`, `provider_error`,
-    /// `provider_timeout`, `internal_error`.
+    /// `provider_timeout`, `overloaded`, `shutting_down`, `internal_error`.
     pub code: String,
     /// For people; may change.
     pub message: String,
@@ -255,7 +267,10 @@ impl IntoResponse for ApiError {
             error: self.detail(),
         };
         let mut response = (self.status(), axum::Json(body)).into_response();
-        if matches!(self, ApiError::SessionOverloaded(_)) {
+        if matches!(
+            self,
+            ApiError::SessionOverloaded(_) | ApiError::Overloaded | ApiError::ShuttingDown
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));

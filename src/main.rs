@@ -1,4 +1,4 @@
-//! Start-up: read `.env`, set up logging, parse the configuration, bind, serve.
+//! Start-up: read `.env`, parse the configuration, set up logging, bind, serve.
 
 use clap::Parser;
 use text_session_api::app::{self, AppState};
@@ -9,18 +9,32 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let _ = dotenvy::dotenv();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let config = Config::parse();
+    init_logging(&config);
     match run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("text-session-api: {error}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Text or JSON lines on stderr, filtered by `RUST_LOG` (default `info`). JSON lines
+/// carry the fields of their spans: the request id, the session id, the turn id.
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    } else {
+        builder.init();
     }
 }
 
@@ -35,6 +49,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         state.providers.default_name(),
     );
     app::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -60,5 +75,5 @@ async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
-    tracing::info!("shutting down");
+    tracing::info!("signal received");
 }

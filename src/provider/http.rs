@@ -35,6 +35,7 @@ pub(crate) async fn send(
         .await
         .map_err(|e| transport_error(e, timeout))?;
     let status = response.status();
+    let retry_after = retry_after(response.headers());
     let body = response
         .bytes()
         .await
@@ -42,7 +43,10 @@ pub(crate) async fn send(
     if status.is_success() {
         Ok(body)
     } else {
-        Err(upstream_error(status.as_u16(), &body))
+        Err(with_retry_after(
+            upstream_error(status.as_u16(), &body),
+            retry_after,
+        ))
     }
 }
 
@@ -60,11 +64,15 @@ pub(crate) async fn send_streaming(
     if status.is_success() {
         return Ok(response);
     }
+    let retry_after = retry_after(response.headers());
     let body = response
         .bytes()
         .await
         .map_err(|e| transport_error(e, timeout))?;
-    Err(upstream_error(status.as_u16(), &body))
+    Err(with_retry_after(
+        upstream_error(status.as_u16(), &body),
+        retry_after,
+    ))
 }
 
 /// The server-sent events of a streamed answer, each as soon as it is complete. A broken
@@ -151,12 +159,58 @@ pub(crate) fn upstream_error(status: u16, body: &[u8]) -> ProviderError {
         status,
         kind,
         message,
+        retry_after: None,
     }
+}
+
+fn with_retry_after(mut error: ProviderError, after: Option<Duration>) -> ProviderError {
+    if let ProviderError::Upstream { retry_after, .. } = &mut error {
+        *retry_after = after;
+    }
+    error
+}
+
+/// `Retry-After` as seconds or as an HTTP date (a date in the past means now).
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = date.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert("retry-after", "2".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        let soon = chrono::Utc::now() + chrono::Duration::seconds(30);
+        let date = soon.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        headers.insert("retry-after", date.parse().unwrap());
+        let wait = retry_after(&headers).unwrap();
+        assert!(
+            wait > Duration::from_secs(28) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        headers.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        headers.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers), None);
+    }
 
     #[test]
     fn reads_the_type_and_message_of_an_anthropic_error() {
@@ -167,7 +221,8 @@ mod tests {
             ProviderError::Upstream {
                 status: 529,
                 kind: "overloaded_error".into(),
-                message: "Overloaded".into()
+                message: "Overloaded".into(),
+                retry_after: None,
             }
         );
     }

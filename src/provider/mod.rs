@@ -96,6 +96,8 @@ pub enum ProviderError {
         kind: String,
         /// The provider's message, or the start of its body.
         message: String,
+        /// How long the provider asked us to wait before trying again (`Retry-After`).
+        retry_after: Option<Duration>,
     },
     /// The provider could not be reached or the connection broke.
     #[error("could not reach the provider: {0}")]
@@ -106,6 +108,47 @@ pub enum ProviderError {
     /// The provider answered 2xx with something we cannot read.
     #[error("the provider's reply could not be read: {0}")]
     InvalidReply(String),
+}
+
+impl ProviderError {
+    /// Whether trying the same call again may succeed: rate limits, server errors and
+    /// overload (also when reported inside a stream), and broken connections.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProviderError::Upstream { status, kind, .. } => {
+                *status == 429
+                    || *status >= 500
+                    || matches!(
+                        kind.as_str(),
+                        "overloaded_error" | "rate_limit_error" | "api_error" | "server_error"
+                    )
+            }
+            ProviderError::Transport(_) => true,
+            ProviderError::Timeout(_) | ProviderError::InvalidReply(_) => false,
+        }
+    }
+
+    /// The provider's `Retry-After`, if it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Upstream { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short name for metrics: `rate_limited`, `upstream_4xx`, `upstream_5xx`,
+    /// `stream_error`, `transport`, `timeout` or `invalid_reply`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Upstream { status: 429, .. } => "rate_limited",
+            ProviderError::Upstream { status, .. } if (400..500).contains(status) => "upstream_4xx",
+            ProviderError::Upstream { status, .. } if *status >= 500 => "upstream_5xx",
+            ProviderError::Upstream { .. } => "stream_error",
+            ProviderError::Transport(_) => "transport",
+            ProviderError::Timeout(_) => "timeout",
+            ProviderError::InvalidReply(_) => "invalid_reply",
+        }
+    }
 }
 
 /// A request encoded for one provider, ready to send.

@@ -85,6 +85,7 @@ fn is_json_content_type(value: &str) -> bool {
 impl AppState {
     /// The session a path names; ids that are not UUIDs match nothing.
     pub fn session(&self, id: &str) -> Result<Arc<Session>, ApiError> {
+        tracing::Span::current().record("session_id", id);
         Uuid::parse_str(id)
             .ok()
             .and_then(|uuid| self.sessions.get(uuid))

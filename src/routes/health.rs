@@ -1,17 +1,20 @@
-//! Liveness and the served OpenAPI document.
+//! Operations: liveness, readiness, metrics, and the served OpenAPI document.
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::app::AppState;
+use crate::session::RANK_NAMES;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
         .routes(routes!(openapi_json))
 }
 
@@ -27,6 +30,61 @@ pub struct Health {
     responses((status = 200, description = "Alive", body = Health)))]
 async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
+}
+
+/// Readiness: 200 while serving, 503 once shutdown has begun.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Shutting down: send no more work here", body = Health),
+    ))]
+async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
+    if app.runtime.is_shutting_down() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(Health {
+                status: "shutting_down",
+            }),
+        )
+    } else {
+        (StatusCode::OK, axum::Json(Health { status: "ok" }))
+    }
+}
+
+/// The content type of the metrics (OpenMetrics text, which Prometheus scrapes).
+const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Metrics in Prometheus' text format.
+///
+/// Sessions live; writers waiting (total and by priority); turns by outcome; turn
+/// duration, lock-wait and overhead histograms; provider call duration, errors by kind
+/// and retries by provider; tokens in and out by provider; turns waiting for a
+/// provider slot.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "The metrics", content_type = "application/openmetrics-text", body = String)))]
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    let metrics = &app.runtime.metrics;
+    let sessions = app.sessions.list();
+    let mut by_rank = [0usize; 4];
+    for session in &sessions {
+        for (total, count) in by_rank.iter_mut().zip(session.lock().waiting_by_rank()) {
+            *total += count;
+        }
+    }
+    metrics.sessions_live.set(sessions.len() as i64);
+    metrics
+        .writers_waiting
+        .set(by_rank.iter().sum::<usize>() as i64);
+    for (priority, count) in RANK_NAMES.into_iter().zip(by_rank) {
+        metrics
+            .writers_waiting_by_priority
+            .get_or_create(&crate::metrics::PriorityLabel { priority })
+            .set(count as i64);
+    }
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        metrics.encode(),
+    )
 }
 
 /// This API's OpenAPI 3.1 document, identical to `openapi/openapi.json`.

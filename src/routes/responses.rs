@@ -130,6 +130,20 @@ pub fn write(session: &Session, outcome: &TurnOutcome, view: View) -> Response {
     response
 }
 
+/// Header with what the service itself added to a turn, in microseconds: the time the
+/// turn held its session's turn lock minus the time spent in provider calls.
+pub const OVERHEAD_HEADER: &str = "x-overhead-us";
+
+/// Adds the `x-overhead-us` header of an ended turn.
+pub fn with_overhead(response: &mut Response, record: &crate::session::turns::TurnRecord) {
+    if let Some(overhead) = record.snapshot().overhead() {
+        response.headers_mut().insert(
+            OVERHEAD_HEADER,
+            HeaderValue::from(overhead.as_micros() as u64),
+        );
+    }
+}
+
 /// Adds the `x-turn-id` header.
 pub fn with_turn_id(response: &mut Response, turn_id: Uuid) {
     if let Ok(value) = HeaderValue::from_str(&turn_id.to_string()) {

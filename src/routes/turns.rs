@@ -229,7 +229,7 @@ async fn retry_turn(
         )));
     }
     let input = record.input.clone();
-    super::writes::run(session, input, &id, View::Full, |new| {
+    super::writes::run(&app, session, input, &id, View::Full, |new| {
         record.retried_by(new)
     })
     .await

@@ -80,7 +80,7 @@ async fn post_message(
         stream: body.stream || stream::wants_event_stream(&headers),
         body: raw,
     };
-    run(session, input, &id, view, |_| {}).await
+    run(&app, session, input, &id, view, |_| {}).await
 }
 
 /// Add instructions and get the reply.
@@ -130,7 +130,7 @@ async fn post_instructions(
         stream: body.stream || stream::wants_event_stream(&headers),
         body: raw,
     };
-    run(session, input, &id, view, |_| {}).await
+    run(&app, session, input, &id, view, |_| {}).await
 }
 
 /// Add tool outputs.
@@ -197,7 +197,7 @@ async fn post_tool_output(
         stream: false,
         body: raw,
     };
-    run(session, input, &id, view, |_| {}).await
+    run(&app, session, input, &id, view, |_| {}).await
 }
 
 /// The `?view=` of a write; an unknown one is a 400.
@@ -222,6 +222,7 @@ fn system_messages(field: &str, list: Option<Vec<String>>) -> Result<Vec<Message
 /// session as of its commit once it ends. Every answer names the turn in `x-turn-id`.
 /// `started` learns the new turn's id, whether it runs or was turned away.
 pub(super) async fn run(
+    app: &AppState,
     session: Arc<Session>,
     input: TurnInput,
     id: &str,
@@ -229,7 +230,7 @@ pub(super) async fn run(
     started: impl FnOnce(Uuid),
 ) -> Result<Response, ApiError> {
     let streaming = input.stream;
-    let turn = turn::start(session.clone(), input);
+    let turn = turn::start(session.clone(), input, &app.runtime);
     started(turn.as_ref().map_or_else(|r| r.turn_id, |t| t.id));
     let turn = match turn {
         Ok(turn) => turn,
@@ -243,8 +244,13 @@ pub(super) async fn run(
         return Ok(stream::events(session, &turn.record, 0));
     }
     let turn_id = turn.id;
+    let turn_record = turn.record.clone();
     match turn.outcome().await {
-        Ok(outcome) => Ok(responses::write(&session, &outcome, view)),
+        Ok(outcome) => {
+            let mut response = responses::write(&session, &outcome, view);
+            responses::with_overhead(&mut response, &turn_record);
+            Ok(response)
+        }
         Err(error) => {
             let mut response = ApiError::from_turn(error, id).into_response();
             responses::with_turn_id(&mut response, turn_id);

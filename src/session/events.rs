@@ -107,6 +107,16 @@ impl EventLog {
         state.forgotten = true;
     }
 
+    /// Whether any piece of a reply (text or a tool call) was recorded.
+    pub fn has_reply_pieces(&self) -> bool {
+        self.state().events.iter().any(|event| {
+            matches!(
+                event.as_ref(),
+                TurnEvent::TextDelta(_) | TurnEvent::ToolCall(_)
+            )
+        })
+    }
+
     /// The reply text streamed so far.
     pub fn text_so_far(&self) -> String {
         self.state()

@@ -7,6 +7,7 @@
 pub mod events;
 mod message;
 mod new;
+pub mod runtime;
 mod store;
 pub mod turn;
 mod turn_lock;
@@ -25,7 +26,7 @@ use crate::timestamp::Timestamp;
 pub use message::{Defaults, Message, Role, Tool, ToolCall, ToolKind};
 pub use new::{Invalid, NewSession, Settings, validate_instructions};
 pub use store::SessionStore;
-pub use turn_lock::{CancelMode, LockError, LockStatus, OnBusy, Priority, TurnLock};
+pub use turn_lock::{CancelMode, LockError, LockStatus, OnBusy, Priority, RANK_NAMES, TurnLock};
 pub use view::{SessionDelta, SessionHead, SessionStatus, SessionSummary, SessionView};
 
 /// One chat session: fixed settings, its committed history and its turn lock.

@@ -11,18 +11,21 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::FutureExt;
 use serde::Serialize;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::events::TurnEvent;
+use super::runtime::{NotAdmitted, Runtime};
 use super::turn_lock::{CancelMode, Ticket};
 use super::turns::TurnRecord;
 use super::{Commit, LockError, Message, OnBusy, Priority, Role, Session, ToolCall};
-use crate::provider::{ChatRequest, FinishReason, ProviderError, StreamEvent, Usage};
+use crate::provider::{ChatRequest, FinishReason, PreparedCall, ProviderError, StreamEvent, Usage};
 use crate::timestamp::Timestamp;
 
 /// Which write started the turn.
@@ -95,6 +98,9 @@ pub enum TurnError {
         partial: String,
         commit: Option<Commit>,
     },
+    /// The service did not take the turn on (overloaded or shutting down).
+    #[error(transparent)]
+    NotAdmitted(#[from] NotAdmitted),
     /// The turn's task died (a bug); the history is as it was.
     #[error("the turn failed unexpectedly: {0}")]
     Internal(String),
@@ -121,23 +127,31 @@ impl Turn {
 /// refused before anything runs), records the turn, then runs the rest in a task of its
 /// own.
 /// A write turned away is still recorded (as `rejected`) and named by `turn_id`.
-pub fn start(session: Arc<Session>, input: TurnInput) -> Result<Turn, Rejected> {
+pub fn start(
+    session: Arc<Session>,
+    input: TurnInput,
+    runtime: &Arc<Runtime>,
+) -> Result<Turn, Rejected> {
     let id = Uuid::new_v4();
-    let ticket = match session.lock().enter(id, input.priority, input.on_busy) {
+    let entered = runtime
+        .admit()
+        .map_err(TurnError::from)
+        .and_then(|()| Ok(session.lock().enter(id, input.priority, input.on_busy)?));
+    let ticket = match entered {
         Ok(ticket) => ticket,
         Err(error) => {
-            session.turns().reject(id, input, error.into());
-            return Err(Rejected {
-                turn_id: id,
-                error: error.into(),
-            });
+            runtime.metrics.turn_ended("rejected");
+            session.turns().reject(id, input, error.clone());
+            return Err(Rejected { turn_id: id, error });
         }
     };
     let record = session.turns().start(id, input.clone());
     if let Some(position) = ticket.position() {
         record.push(TurnEvent::Queued { position });
     }
-    let task = tokio::spawn(run(session, record.clone(), ticket, input));
+    let span = tracing::info_span!("turn", session_id = %session.id, turn_id = %id);
+    let task = runtime
+        .spawn(run(session, record.clone(), ticket, input, runtime.clone()).instrument(span));
     Ok(Turn { id, record, task })
 }
 
@@ -155,8 +169,9 @@ async fn run(
     record: Arc<TurnRecord>,
     ticket: Ticket,
     input: TurnInput,
+    runtime: Arc<Runtime>,
 ) -> Result<TurnOutcome, TurnError> {
-    let outcome = AssertUnwindSafe(execute(&session, &record, ticket, input))
+    let outcome = AssertUnwindSafe(execute(&session, &record, ticket, input, &runtime))
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
@@ -182,7 +197,48 @@ async fn run(
         },
         Err(error) => TurnEvent::Failed(error.clone()),
     });
+    observe(&runtime, &record);
     outcome
+}
+
+/// Metrics and the log line of a turn that ended.
+fn observe(runtime: &Runtime, record: &TurnRecord) {
+    let state = record.snapshot();
+    let outcome = match state.status {
+        super::turns::TurnStatus::Completed => "completed",
+        super::turns::TurnStatus::Cancelled => "cancelled",
+        super::turns::TurnStatus::Rejected => "rejected",
+        _ => "failed",
+    };
+    let metrics = &runtime.metrics;
+    metrics.turn_ended(outcome);
+    if let Some(waited) = state.waited {
+        metrics.lock_wait.observe(waited.as_secs_f64());
+    }
+    if let Some(held) = state.held {
+        metrics.turn_duration.observe(held.as_secs_f64());
+    }
+    if let Some(overhead) = state.overhead() {
+        metrics.turn_overhead.observe(overhead.as_secs_f64());
+    }
+    if runtime.settings.log_content {
+        let content: Vec<&str> = record
+            .input
+            .staged
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect();
+        let reply = state.result.as_ref().map(|r| r.text.as_str());
+        tracing::info!(
+            outcome,
+            attempts = state.attempts,
+            ?content,
+            ?reply,
+            "turn ended"
+        );
+    } else {
+        tracing::info!(outcome, attempts = state.attempts, "turn ended");
+    }
 }
 
 async fn execute(
@@ -190,6 +246,7 @@ async fn execute(
     record: &TurnRecord,
     ticket: Ticket,
     input: TurnInput,
+    runtime: &Runtime,
 ) -> Result<TurnOutcome, TurnError> {
     let guard = ticket.acquire().await?;
     record.push(TurnEvent::Started);
@@ -208,7 +265,7 @@ async fn execute(
     let generated = tokio::select! {
         biased;
         mode = guard.cancelled() => Err(mode),
-        result = generate(session, &messages, record, input.stream) => Ok(result?),
+        result = generate(session, &messages, record, input.stream, runtime) => Ok(result?),
     };
     match generated {
         Ok(result) => {
@@ -272,15 +329,19 @@ fn stamp(mut staged: Vec<Message>) -> Vec<Message> {
 }
 
 /// Calls the provider with the committed history plus the staged messages; every piece
-/// of the reply goes to the turn's events as it arrives.
+/// of the reply goes to the turn's events as it arrives. Holds one of the provider
+/// slots throughout; retries what may succeed on a second try, with backoff, never once
+/// a piece of the reply was streamed, and never past the provider timeout.
 async fn generate(
     session: &Session,
     staged: &[Message],
     record: &TurnRecord,
     stream: bool,
+    runtime: &Runtime,
 ) -> Result<TurnResult, TurnError> {
+    let provider = session.provider_name.as_str();
     let provider_error = |error| TurnError::Provider {
-        provider: session.provider_name.clone(),
+        provider: provider.to_owned(),
         error,
     };
     let call = session
@@ -295,37 +356,80 @@ async fn generate(
             })
         })
         .map_err(provider_error)?;
-    let started = std::time::Instant::now();
-    let reply = if stream {
+    let _slot = runtime.provider_slot().await;
+    let settings = &runtime.settings;
+    let deadline = Instant::now() + settings.provider_timeout;
+    let mut retries = 0;
+    let reply = loop {
+        let started = Instant::now();
+        let attempt = call_once(session, call.clone(), record, stream);
+        let reply = tokio::time::timeout(deadline.saturating_duration_since(started), attempt)
+            .await
+            .unwrap_or(Err(ProviderError::Timeout(settings.provider_timeout)));
+        let took = started.elapsed();
+        record.provider_call(took);
+        runtime.metrics.provider_call(provider, took);
+        let error = match reply {
+            Ok(reply) => break reply,
+            Err(error) => error,
+        };
+        runtime.metrics.provider_error(provider, error.kind());
+        let streamed = record.events.has_reply_pieces();
+        if !error.is_retryable() || retries >= settings.retry.max_retries || streamed {
+            return Err(provider_error(error));
+        }
+        let wait = error
+            .retry_after()
+            .unwrap_or_else(|| settings.retry.backoff(retries));
+        if Instant::now() + wait >= deadline {
+            return Err(provider_error(ProviderError::Timeout(
+                settings.provider_timeout,
+            )));
+        }
+        tracing::info!(provider, error = %error, wait_ms = wait.as_millis() as u64, "retrying the provider call");
+        retries += 1;
+        runtime.metrics.provider_retry(provider);
+        tokio::time::sleep(wait).await;
+    };
+    runtime.metrics.tokens(
+        provider,
+        reply.usage.input_tokens,
+        reply.usage.output_tokens,
+    );
+    Ok(TurnResult {
+        text: reply.text,
+        tool_calls: reply.tool_calls,
+        finish_reason: reply.finish_reason,
+        usage: reply.usage,
+        provider: provider.to_owned(),
+        model: session.model.clone(),
+    })
+}
+
+/// One provider call, its pieces handed to the turn's events.
+async fn call_once(
+    session: &Session,
+    call: PreparedCall,
+    record: &TurnRecord,
+    stream: bool,
+) -> Result<crate::provider::ChatReply, ProviderError> {
+    if stream {
         let mut sink = |piece| {
             record.push(match piece {
                 StreamEvent::Text(text) => TurnEvent::TextDelta(text),
                 StreamEvent::ToolCall(call) => TurnEvent::ToolCall(call),
             })
         };
-        session.provider.stream(call, &mut sink).await
-    } else {
-        let reply = session.provider.send(call).await;
-        if let Ok(reply) = &reply {
-            if !reply.text.is_empty() {
-                record.push(TurnEvent::TextDelta(reply.text.clone()));
-            }
-            for call in &reply.tool_calls {
-                record.push(TurnEvent::ToolCall(call.clone()));
-            }
-        }
-        reply
-    };
-    record.provider_call(started.elapsed());
-    let reply = reply.map_err(provider_error)?;
-    Ok(TurnResult {
-        text: reply.text,
-        tool_calls: reply.tool_calls,
-        finish_reason: reply.finish_reason,
-        usage: reply.usage,
-        provider: session.provider_name.clone(),
-        model: session.model.clone(),
-    })
+        return session.provider.stream(call, &mut sink).await;
+    }
+    let reply = session.provider.send(call).await?;
+    if !reply.text.is_empty() {
+        record.push(TurnEvent::TextDelta(reply.text.clone()));
+    }
+    for call in &reply.tool_calls {
+        record.push(TurnEvent::ToolCall(call.clone()));
+    }
+    Ok(reply)
 }
 
 /// Test builds only (`--features fault-injection`): a way to make a turn panic from

@@ -54,6 +54,9 @@ pub enum CancelMode {
     Rollback,
 }
 
+/// The names of the ranks, first to run first: `onBusy: interrupt`, then the priorities.
+pub const RANK_NAMES: [&str; 4] = ["interrupt", "high", "normal", "low"];
+
 /// Where a waiting writer stands: `interrupt` first, then by priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Rank {
@@ -239,6 +242,21 @@ impl TurnLock {
             waiting: state.waiting.len(),
             running: state.running.as_ref().map(|r| (r.turn_id, r.since)),
         }
+    }
+
+    /// How many writers wait, by rank, in the order of [`RANK_NAMES`].
+    pub fn waiting_by_rank(&self) -> [usize; 4] {
+        let mut counts = [0; 4];
+        for (rank, _) in self.state().waiting.keys() {
+            let slot = match rank {
+                Rank::Interrupt => 0,
+                Rank::Priority(Priority::High) => 1,
+                Rank::Priority(Priority::Normal) => 2,
+                Rank::Priority(Priority::Low) => 3,
+            };
+            counts[slot] += 1;
+        }
+        counts
     }
 
     /// The waiting writers' turn ids in the order they will run.

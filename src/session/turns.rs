@@ -67,6 +67,8 @@ pub struct RecordState {
     pub provider: Option<Duration>,
     /// From taking the lock to the first piece of the reply.
     pub first_token: Option<Duration>,
+    /// From taking the lock to the end.
+    pub held: Option<Duration>,
     /// The turn that retried this one.
     pub retried_by: Option<Uuid>,
     retry_claimed: bool,
@@ -92,6 +94,7 @@ impl TurnRecord {
                 waited: None,
                 provider: None,
                 first_token: None,
+                held: None,
                 retried_by: None,
                 retry_claimed: false,
                 started: None,
@@ -177,9 +180,19 @@ fn end(state: &mut RecordState, status: TurnStatus) {
     if state.status.has_ended() {
         return;
     }
+    let now = Instant::now();
     state.status = status;
-    state.ended = Some(Instant::now());
+    state.ended = Some(now);
     state.ended_at = Some(crate::timestamp::Timestamp::now());
+    state.held = state.started.map(|started| now.duration_since(started));
+}
+
+impl RecordState {
+    /// What the service itself added to the turn: the time it held the lock minus the
+    /// time spent in provider calls.
+    pub fn overhead(&self) -> Option<Duration> {
+        Some(self.held?.saturating_sub(self.provider.unwrap_or_default()))
+    }
 }
 
 /// How many ended turns are remembered, and for how long.

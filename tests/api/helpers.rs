@@ -37,6 +37,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     config.openai_api_key = Some(Secret::new(OPENAI_TEST_KEY));
     config.anthropic_base_url = anthropic.base_url.clone();
     config.anthropic_api_key = Some(Secret::new(ANTHROPIC_TEST_KEY));
+    // Retries stay on, with short backoffs so that tests stay fast.
+    config.provider_retry_base_ms = 5;
+    config.provider_retry_max_ms = 50;
     configure(&mut config);
     let state = AppState::new(&config).expect("valid test configuration");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -100,7 +100,11 @@ async fn scenario(
     expected: StatusCode,
     end: impl AsyncFnOnce(&TestApp, &str),
 ) {
-    let app = spawn_app_with(|c| c.provider_timeout_secs = 0.3).await;
+    let app = spawn_app_with(|c| {
+        c.provider_timeout_secs = 0.3;
+        c.provider_max_retries = 0;
+    })
+    .await;
     let id = app.create_session(json!({"provider": "openai"})).await;
     first_call(&app, status, delay);
     let holder = spawn_message(&app, &id, json!({"content": "holder"}));

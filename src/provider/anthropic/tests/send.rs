@@ -104,6 +104,7 @@ async fn an_error_answer_keeps_its_status_type_and_message_but_never_the_key() {
             status: 400,
             kind: "invalid_request_error".into(),
             message: "messages: text content blocks must be non-empty".into(),
+            retry_after: None,
         }
     );
     assert!(!format!("{error} {error:?}").contains("sk-ant-secret"));

@@ -233,7 +233,8 @@ fn an_error_event_is_an_upstream_error_with_the_streams_status_and_its_type() {
         ProviderError::Upstream {
             status: 200,
             kind: "overloaded_error".into(),
-            message: "Overloaded".into()
+            message: "Overloaded".into(),
+            retry_after: None,
         }
     );
 }

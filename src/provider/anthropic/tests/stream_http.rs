@@ -138,7 +138,8 @@ async fn an_error_event_mid_stream_is_an_upstream_error_with_the_streams_status(
         ProviderError::Upstream {
             status: 200,
             kind: "overloaded_error".into(),
-            message: "Overloaded".into()
+            message: "Overloaded".into(),
+            retry_after: None,
         }
     );
 }
@@ -180,6 +181,7 @@ async fn a_non_success_answer_to_a_stream_keeps_its_status_type_and_message() {
             status: 429,
             kind: "rate_limit_error".into(),
             message: "Number of request tokens has exceeded your rate limit".into(),
+            retry_after: None,
         }
     );
 }

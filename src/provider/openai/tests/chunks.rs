@@ -246,6 +246,7 @@ fn an_error_chunk_is_an_upstream_error_with_the_status_of_the_stream() {
             status: 200,
             kind: "server_error".to_owned(),
             message: "The server had an error while processing your request.".to_owned(),
+            retry_after: None,
         }
     );
 }

@@ -60,6 +60,7 @@ async fn a_rejected_request_becomes_an_upstream_error_without_the_key() {
             status: 400,
             kind: "invalid_request_error".to_owned(),
             message: "bad messages".to_owned(),
+            retry_after: None,
         }
     );
     assert!(!format!("{error} {error:?}").contains("sk-secret"));

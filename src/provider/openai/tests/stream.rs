@@ -163,6 +163,7 @@ async fn a_rejected_streaming_request_becomes_an_upstream_error() {
             status: 429,
             kind: "requests".to_owned(),
             message: "Rate limit reached".to_owned(),
+            retry_after: None,
         }
     );
 }
@@ -183,6 +184,7 @@ async fn an_error_event_inside_the_stream_becomes_an_upstream_error() {
             status: 200,
             kind: "overloaded".to_owned(),
             message: "busy".to_owned(),
+            retry_after: None,
         }
     );
 }

@@ -1,0 +1,217 @@
+//! The service's metrics in Prometheus' text format (OpenMetrics), one registry per
+//! running service: no global state, so tests that run several services in one process
+//! each see their own counts. What is measured is decided by the callers; this module
+//! only names, labels and encodes.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Every metric name starts with this.
+const PREFIX: &str = "text_session";
+
+/// `outcome`: `completed`, `failed`, `cancelled` or `rejected`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// `priority`: `interrupt`, `high`, `normal` or `low`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PriorityLabel {
+    pub priority: &'static str,
+}
+
+/// `provider`: the configured name.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabel {
+    pub provider: String,
+}
+
+/// `provider` and the error `kind` (see `ProviderError::kind`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderErrorLabels {
+    pub provider: String,
+    pub kind: &'static str,
+}
+
+/// `provider` and `direction`: `input` or `output`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub provider: String,
+    pub direction: &'static str,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 1 ms to about 65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+fn micros_histogram() -> Histogram {
+    // 10 µs to about 0.3 s: what the service itself adds to a turn.
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 15))
+}
+
+/// Every metric the service keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub sessions_live: Gauge,
+    pub writers_waiting: Gauge,
+    pub writers_waiting_by_priority: Family<PriorityLabel, Gauge>,
+    pub turns: Family<OutcomeLabel, Counter>,
+    pub turn_duration: Histogram,
+    pub lock_wait: Histogram,
+    pub turn_overhead: Histogram,
+    pub provider_duration: Family<ProviderLabel, Histogram>,
+    pub provider_errors: Family<ProviderErrorLabels, Counter>,
+    pub provider_retries: Family<ProviderLabel, Counter>,
+    pub tokens: Family<TokenLabels, Counter>,
+    pub provider_slots_waiting: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let metrics = Self {
+            sessions_live: Gauge::default(),
+            writers_waiting: Gauge::default(),
+            writers_waiting_by_priority: Family::default(),
+            turns: Family::default(),
+            turn_duration: seconds_histogram(),
+            lock_wait: seconds_histogram(),
+            turn_overhead: micros_histogram(),
+            provider_duration: Family::new_with_constructor(seconds_histogram),
+            provider_errors: Family::default(),
+            provider_retries: Family::default(),
+            tokens: Family::default(),
+            provider_slots_waiting: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let m = &metrics;
+        registry.register(
+            "sessions_live",
+            "Sessions in memory",
+            m.sessions_live.clone(),
+        );
+        registry.register(
+            "writers_waiting",
+            "Writers waiting for a session's turn lock, all sessions",
+            m.writers_waiting.clone(),
+        );
+        registry.register(
+            "writers_waiting_by_priority",
+            "Writers waiting for a session's turn lock, by priority",
+            m.writers_waiting_by_priority.clone(),
+        );
+        registry.register("turns", "Turns that ended, by outcome", m.turns.clone());
+        registry.register(
+            "turn_duration_seconds",
+            "Time a turn held its session's turn lock",
+            m.turn_duration.clone(),
+        );
+        registry.register(
+            "lock_wait_seconds",
+            "Time a turn waited for its session's turn lock",
+            m.lock_wait.clone(),
+        );
+        registry.register(
+            "turn_overhead_seconds",
+            "Time the service itself added to a turn: its duration minus provider time",
+            m.turn_overhead.clone(),
+        );
+        registry.register(
+            "provider_request_duration_seconds",
+            "Duration of one provider call, by provider",
+            m.provider_duration.clone(),
+        );
+        registry.register(
+            "provider_errors",
+            "Failed provider calls, by provider and kind",
+            m.provider_errors.clone(),
+        );
+        registry.register(
+            "provider_retries",
+            "Provider calls made again after a failure, by provider",
+            m.provider_retries.clone(),
+        );
+        registry.register(
+            "tokens",
+            "Tokens sent and received, by provider and direction",
+            m.tokens.clone(),
+        );
+        registry.register(
+            "provider_slots_waiting",
+            "Turns waiting for one of MAX_CONCURRENT_TURNS provider slots",
+            m.provider_slots_waiting.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The metrics in the text exposition format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Counts a turn that ended.
+    pub fn turn_ended(&self, outcome: &'static str) {
+        self.turns.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Records one provider call.
+    pub fn provider_call(&self, provider: &str, took: Duration) {
+        self.provider_duration
+            .get_or_create(&ProviderLabel {
+                provider: provider.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a failed provider call.
+    pub fn provider_error(&self, provider: &str, kind: &'static str) {
+        self.provider_errors
+            .get_or_create(&ProviderErrorLabels {
+                provider: provider.to_owned(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Counts a retried provider call.
+    pub fn provider_retry(&self, provider: &str) {
+        self.provider_retries
+            .get_or_create(&ProviderLabel {
+                provider: provider.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts tokens in and out.
+    pub fn tokens(&self, provider: &str, input: u64, output: u64) {
+        for (direction, count) in [("input", input), ("output", output)] {
+            self.tokens
+                .get_or_create(&TokenLabels {
+                    provider: provider.to_owned(),
+                    direction,
+                })
+                .inc_by(count);
+        }
+    }
+}
