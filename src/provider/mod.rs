@@ -111,17 +111,19 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
-    /// Whether trying the same call again may succeed: rate limits, server errors and
-    /// overload (also when reported inside a stream), and broken connections.
+    /// Whether trying the same call again may succeed: rate limits, server errors,
+    /// overload or server errors reported inside a 200 stream, and broken connections.
     pub fn is_retryable(&self) -> bool {
         match self {
             ProviderError::Upstream { status, kind, .. } => {
+                let in_stream = (200..300).contains(status);
                 *status == 429
                     || *status >= 500
-                    || matches!(
-                        kind.as_str(),
-                        "overloaded_error" | "rate_limit_error" | "api_error" | "server_error"
-                    )
+                    || in_stream
+                        && matches!(
+                            kind.as_str(),
+                            "overloaded_error" | "rate_limit_error" | "api_error" | "server_error"
+                        )
             }
             ProviderError::Transport(_) => true,
             ProviderError::Timeout(_) | ProviderError::InvalidReply(_) => false,
@@ -243,4 +245,36 @@ fn mismatched(call: &PreparedCall) -> ProviderError {
         PreparedCall::Http(_) => "an HTTP",
     };
     ProviderError::InvalidReply(format!("{kind} call was sent to another provider"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(status: u16, kind: &str) -> ProviderError {
+        ProviderError::Upstream {
+            status,
+            kind: kind.into(),
+            message: String::new(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn rate_limits_server_errors_stream_overloads_and_broken_connections_are_retryable() {
+        assert!(upstream(429, "rate_limit_error").is_retryable());
+        assert!(upstream(503, "http_error").is_retryable());
+        assert!(upstream(529, "overloaded_error").is_retryable());
+        assert!(upstream(200, "overloaded_error").is_retryable());
+        assert!(ProviderError::Transport("reset".into()).is_retryable());
+    }
+
+    #[test]
+    fn client_errors_timeouts_and_unreadable_replies_are_not_retried() {
+        assert!(!upstream(400, "server_error").is_retryable());
+        assert!(!upstream(401, "authentication_error").is_retryable());
+        assert!(!upstream(200, "invalid_request_error").is_retryable());
+        assert!(!ProviderError::Timeout(Duration::from_secs(1)).is_retryable());
+        assert!(!ProviderError::InvalidReply("?".into()).is_retryable());
+    }
 }

@@ -11,6 +11,7 @@ mod atomicity;
 mod cancel;
 mod concurrency;
 mod openapi;
+mod operations;
 mod ordering;
 mod providers;
 mod sessions;

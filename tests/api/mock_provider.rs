@@ -44,6 +44,8 @@ struct Inner {
     protocol: Protocol,
     requests: Mutex<Vec<Recorded>>,
     arrived: Notify,
+    /// A `Retry-After` header on every non-2xx answer.
+    retry_after: Mutex<Option<String>>,
     /// Random latency up to this bound on every request.
     jitter: Mutex<Duration>,
     /// Overrides the default answer when it returns `Some`.
@@ -84,6 +86,7 @@ impl MockProvider {
             requests: Mutex::new(Vec::new()),
             arrived: Notify::new(),
             jitter: Mutex::new(Duration::ZERO),
+            retry_after: Mutex::new(None),
             script: Mutex::new(None),
             paused: tokio::sync::watch::Sender::new(false),
             gate: Mutex::new(None),
@@ -134,6 +137,11 @@ impl MockProvider {
                     self.request_count()
                 )
             });
+    }
+
+    /// Sends `Retry-After: <value>` with every non-2xx answer from now on.
+    pub fn set_retry_after(&self, value: Option<&str>) {
+        *self.inner.retry_after.lock().unwrap() = value.map(str::to_owned);
     }
 
     /// Shapes the streamed answers from now on.
@@ -301,11 +309,19 @@ async fn handle(
     if reply.status == 200 && body["stream"] == true {
         return stream_reply(&inner, &body);
     }
-    (
+    let mut response = (
         StatusCode::from_u16(reply.status).unwrap(),
         Json(reply.body),
     )
-        .into_response()
+        .into_response();
+    if reply.status >= 300
+        && let Some(value) = inner.retry_after.lock().unwrap().clone()
+    {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, value.parse().unwrap());
+    }
+    response
 }
 
 /// The SSE frames of a streamed answer in the mock's protocol.
