@@ -130,6 +130,59 @@ pub struct Config {
     #[arg(long, env = "LOG_CONTENT", default_value_t = false, action = clap::ArgAction::Set)]
     pub log_content: bool,
 
+    /// API keys, comma-separated; when set (here or in API_KEYS_FILE) every route but
+    /// /healthz, /readyz and /openapi.json needs `Authorization: Bearer <key>`.
+    #[arg(long, env = "API_KEYS", hide_env_values = true, value_delimiter = ',')]
+    pub api_keys: Vec<Secret>,
+
+    /// A file with one API key per line (blank lines and `#` comments skipped).
+    #[arg(long, env = "API_KEYS_FILE")]
+    pub api_keys_file: Option<std::path::PathBuf>,
+
+    /// Seconds an Idempotency-Key and its stored answer are kept.
+    #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 86400)]
+    pub idempotency_ttl_secs: u64,
+
+    /// Idempotency keys kept at most (the oldest go first).
+    #[arg(long, env = "IDEMPOTENCY_MAX_KEYS", default_value_t = 10000)]
+    pub idempotency_max_keys: usize,
+
+    /// Largest request body, in bytes; larger ones get 413.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Most characters in one message (content, instruction, tool output).
+    #[arg(long, env = "MAX_MESSAGE_CHARS", default_value_t = 100_000)]
+    pub max_message_chars: usize,
+
+    /// Most messages in one session's history; a write past it gets 409 session_full.
+    #[arg(long, env = "MAX_MESSAGES_PER_SESSION", default_value_t = 10_000)]
+    pub max_messages_per_session: usize,
+
+    /// Most tools one session may have.
+    #[arg(long, env = "MAX_TOOLS_PER_SESSION", default_value_t = 128)]
+    pub max_tools_per_session: usize,
+
+    /// Most bytes a session's metadata may take as JSON.
+    #[arg(long, env = "MAX_METADATA_BYTES", default_value_t = 16 * 1024)]
+    pub max_metadata_bytes: usize,
+
+    /// Most sessions in all; one more gets 429 session_limit.
+    #[arg(long, env = "MAX_SESSIONS", default_value_t = 100_000)]
+    pub max_sessions: usize,
+
+    /// Most sessions per API key; one more gets 429 session_limit.
+    #[arg(long, env = "MAX_SESSIONS_PER_KEY", default_value_t = 10_000)]
+    pub max_sessions_per_key: usize,
+
+    /// Seconds after which an idle session (no read, no write, no running turn) expires.
+    #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 86400.0, value_parser = positive_secs)]
+    pub session_ttl_secs: f64,
+
+    /// Origins allowed to call from a browser, comma-separated, or `*`; none by default.
+    #[arg(long, env = "CORS_ALLOW_ORIGINS", value_delimiter = ',')]
+    pub cors_allow_origins: Vec<String>,
+
     /// Bound on one provider call, in seconds (fractions allowed).
     #[arg(long, env = "PROVIDER_TIMEOUT_SECS", default_value_t = 120.0, value_parser = positive_secs)]
     pub provider_timeout_secs: f64,
@@ -140,10 +193,33 @@ pub struct Config {
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
 
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
 impl Config {
     /// The defaults, as `cargo run` with no flags and no environment would have them.
     pub fn defaults() -> Self {
         Self::parse_from(["text-session-api"])
+    }
+
+    /// Every API key, from API_KEYS and API_KEYS_FILE; empty values are skipped.
+    pub fn api_keys(&self) -> Result<Vec<Secret>, ConfigError> {
+        let mut keys: Vec<Secret> = self.api_keys.clone();
+        if let Some(path) = &self.api_keys_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("API_KEYS_FILE {}: {e}", path.display())))?;
+            keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                    .map(Secret::new),
+            );
+        }
+        keys.retain(|key| !key.expose().trim().is_empty());
+        Ok(keys)
     }
 
     /// The grace period of shutdown.

@@ -22,6 +22,9 @@ pub enum ApiError {
     /// 400: the body or a parameter breaks a rule; the message names the field.
     #[error("{0}")]
     InvalidRequest(String),
+    /// 401: API keys are on and the request has none, or a wrong one.
+    #[error("a valid API key is required: `Authorization: Bearer <key>`")]
+    Unauthorized,
     /// 404: no session with this id (or the id is not a UUID).
     #[error("no session with id `{0}`")]
     SessionNotFound(String),
@@ -67,6 +70,15 @@ pub enum ApiError {
     /// 503: the service is shutting down and takes no new turns.
     #[error("the service is shutting down; retry on another instance")]
     ShuttingDown,
+    /// 429: a new session would pass a bound on the number of sessions.
+    #[error(transparent)]
+    SessionLimit(#[from] crate::session::SessionLimit),
+    /// 409: the session holds its most messages.
+    #[error("the session holds its most messages ({0}); start a new session")]
+    SessionFull(usize),
+    /// 412: `If-Match` names another version than the session's.
+    #[error("the session is at version {current}, not the one in If-Match")]
+    VersionMismatch { current: u64 },
     /// 500: a bug; details go to the log, not to the client.
     #[error("internal error")]
     Internal(String),
@@ -76,6 +88,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::SessionNotFound(_)
             | ApiError::TurnNotFound(_)
             | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
@@ -89,6 +102,9 @@ impl ApiError {
             ApiError::Provider { .. } => StatusCode::BAD_GATEWAY,
             ApiError::ProviderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Overloaded | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::SessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::SessionFull(_) => StatusCode::CONFLICT,
+            ApiError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,6 +113,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::Unauthorized => "unauthorized",
             ApiError::SessionNotFound(_) => "session_not_found",
             ApiError::TurnNotFound(_) => "turn_not_found",
             ApiError::RouteNotFound(_) => "not_found",
@@ -110,6 +127,9 @@ impl ApiError {
             ApiError::Provider { .. } => "provider_error",
             ApiError::ProviderTimeout { .. } => "provider_timeout",
             ApiError::Overloaded => "overloaded",
+            ApiError::SessionLimit(_) => "session_limit",
+            ApiError::SessionFull(_) => "session_full",
+            ApiError::VersionMismatch { .. } => "version_mismatch",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal_error",
         }
@@ -144,6 +164,8 @@ impl ApiError {
             TurnError::Provider { provider, error } => ApiError::Provider { provider, error },
             TurnError::NotAdmitted(NotAdmitted::Overloaded) => ApiError::Overloaded,
             TurnError::NotAdmitted(NotAdmitted::ShuttingDown) => ApiError::ShuttingDown,
+            TurnError::SessionFull(limit) => ApiError::SessionFull(limit),
+            TurnError::VersionMismatch { current } => ApiError::VersionMismatch { current },
             TurnError::Internal(detail) => ApiError::Internal(detail),
         }
     }
@@ -218,11 +240,12 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorDetail {
-    /// Stable code: `invalid_request`, `session_not_found`, `turn_not_found`, `not_found`,
+    /// Stable code: `invalid_request`, `unauthorized`, `session_not_found`, `turn_not_found`, `not_found`,
     /// `method_not_allowed`, `session_busy`, `turn_cancelled`, `turn_not_retryable`,
     /// `payload_too_large`,
     /// `unsupported_media_type`, `session_overloaded`, `provider_error`,
-    /// `provider_timeout`, `overloaded`, `shutting_down`, `internal_error`.
+    /// `provider_timeout`, `overloaded`, `shutting_down`, `session_limit`,
+    /// `session_full`, `version_mismatch`, `internal_error`.
     pub code: String,
     /// For people; may change.
     pub message: String,
@@ -267,6 +290,11 @@ impl IntoResponse for ApiError {
             error: self.detail(),
         };
         let mut response = (self.status(), axum::Json(body)).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if matches!(
             self,
             ApiError::SessionOverloaded(_) | ApiError::Overloaded | ApiError::ShuttingDown

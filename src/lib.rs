@@ -4,6 +4,7 @@
 //! turns); `provider` talks to the LLMs; `app` wires them together.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -4,13 +4,15 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::header;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::session::Session;
 
@@ -82,14 +84,41 @@ fn is_json_content_type(value: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-impl AppState {
-    /// The session a path names; ids that are not UUIDs match nothing.
-    pub fn session(&self, id: &str) -> Result<Arc<Session>, ApiError> {
-        tracing::Span::current().record("session_id", id);
-        Uuid::parse_str(id)
+/// The session the path's `{id}` names, if the caller may see it: ids that are not
+/// UUIDs, unknown ids and another key's sessions are all `404 session_not_found`.
+/// Extracted before any body, so a missing session is reported first.
+#[derive(Debug)]
+pub struct SessionPath {
+    pub session: Arc<Session>,
+    /// The id as the path gave it.
+    pub id: String,
+}
+
+impl FromRequestParts<AppState> for SessionPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let params = RawPathParams::from_request_parts(parts, app)
+            .await
+            .map_err(|e| ApiError::Internal(e.body_text()))?;
+        let id = params
+            .iter()
+            .find(|(name, _)| *name == "id")
+            .map(|(_, value)| value.to_owned())
+            .unwrap_or_default();
+        let caller = parts
+            .extensions
+            .get::<Caller>()
+            .copied()
+            .unwrap_or_default();
+        tracing::Span::current().record("session_id", id.as_str());
+        let session = Uuid::parse_str(&id)
             .ok()
-            .and_then(|uuid| self.sessions.get(uuid))
-            .ok_or_else(|| ApiError::session_not_found(id))
+            .and_then(|uuid| app.sessions.get(uuid))
+            .filter(|session| session.owner == caller.0)
+            .ok_or_else(|| ApiError::session_not_found(&id))?;
+        session.touch();
+        Ok(Self { session, id })
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod bodies;
 mod extract;
+pub mod guard;
 mod health;
 pub mod responses;
 mod sessions;

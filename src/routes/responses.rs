@@ -1,7 +1,7 @@
 //! Success bodies. They borrow the session snapshot under its read lock and are
 //! serialized there (see `session::view`), so answering copies no history.
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -94,15 +94,24 @@ pub struct ToolOutputResponse<'a> {
 /// The session as it is now, with `status`.
 pub fn session(session: &Session, status: StatusCode) -> Response {
     session.render(None, |view| {
-        (
+        let mut response = (
             status,
             axum::Json(SessionResponse {
                 success: true,
                 session: view,
             }),
         )
-            .into_response()
+            .into_response();
+        with_etag(&mut response, view.head.version);
+        response
     })
+}
+
+/// `ETag: "<version>"`: the session version a response shows, for `If-Match`.
+pub fn with_etag(response: &mut Response, version: u64) {
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
 }
 
 /// The answer to a committed write: the session as of its commit, whole or as a delta.
@@ -127,6 +136,7 @@ pub fn write(session: &Session, outcome: &TurnOutcome, view: View) -> Response {
         View::Delta => session.render_delta(outcome.commit, |d| answer(WrittenSession::Delta(d))),
     };
     with_turn_id(&mut response, outcome.turn_id);
+    with_etag(&mut response, outcome.commit.version);
     response
 }
 

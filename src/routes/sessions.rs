@@ -2,15 +2,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::bodies::CreateSessionRequest;
-use super::extract::OptionalJsonBody;
+use super::extract::{OptionalJsonBody, SessionPath};
 use super::responses::{self, SessionListResponse, SessionResponse, SuccessResponse};
 use crate::app::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::session::NewSession;
 
@@ -31,12 +32,14 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     responses(
         (status = 201, description = "Created", body = SessionResponse),
         (status = 400, description = "A field breaks a rule (`invalid_request`); the message names it", body = ErrorBody),
+        (status = 429, description = "Too many sessions, in all or for this API key (`session_limit`)", body = ErrorBody),
         (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
         (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
     )
 )]
 async fn create_session(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     OptionalJsonBody(body): OptionalJsonBody<CreateSessionRequest>,
 ) -> Result<Response, ApiError> {
     let new = NewSession {
@@ -47,8 +50,10 @@ async fn create_session(
         tools: body.tools.unwrap_or_default(),
         metadata: body.metadata.unwrap_or_default(),
     };
-    let session = Arc::new(new.build(&app.providers, app.settings)?);
-    app.sessions.insert(session.clone());
+    let session = Arc::new(new.build(&app.providers, app.settings, caller.0)?);
+    app.sessions
+        .insert(session.clone())
+        .map_err(ApiError::SessionLimit)?;
     tracing::info!(session_id = %session.id, provider = %session.provider_name, "session created");
     Ok(responses::session(&session, StatusCode::CREATED))
 }
@@ -65,24 +70,25 @@ async fn create_session(
         (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
     )
 )]
-async fn get_session(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let session = app.session(&id)?;
-    Ok(responses::session(&session, StatusCode::OK))
+async fn get_session(SessionPath { session, .. }: SessionPath) -> Response {
+    responses::session(&session, StatusCode::OK)
 }
 
 /// List sessions, oldest first, without their messages.
+///
+/// With API keys on, only the caller's own sessions.
 #[utoipa::path(
     get, path = "/text/sessions", tag = "sessions",
     responses((status = 200, description = "Every live session", body = SessionListResponse))
 )]
-async fn list_sessions(State(app): State<AppState>) -> Result<Response, ApiError> {
+async fn list_sessions(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
     // Each summary is written while it borrows its own session's history, one at a
     // time, straight into the body: the shape is `SessionListResponse`.
     let mut body = br#"{"success":true,"sessions":["#.to_vec();
-    for (i, session) in app.sessions.list().iter().enumerate() {
+    for (i, session) in app.sessions.list_owned_by(caller.0).iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
@@ -108,9 +114,8 @@ async fn list_sessions(State(app): State<AppState>) -> Result<Response, ApiError
 )]
 async fn delete_session(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    SessionPath { session, id }: SessionPath,
 ) -> Result<axum::Json<SuccessResponse>, ApiError> {
-    let session = app.session(&id)?;
     app.sessions
         .remove(session.id)
         .ok_or_else(|| ApiError::session_not_found(&id))?;

@@ -12,12 +12,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::bodies::CancelRequest;
-use super::extract::OptionalJsonBody;
+use super::extract::{OptionalJsonBody, SessionPath};
 use super::responses::View;
 use super::stream::{self, TurnEventData};
 use super::turn_view::TurnView;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::session::turn::TurnInput;
 use crate::session::turns::{TurnRecord, TurnStatus};
 use crate::session::{CancelMode, Session};
 
@@ -30,18 +31,12 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel))
 }
 
-/// The session and one of its remembered turns.
-fn session_and_turn(
-    app: &AppState,
-    id: &str,
-    turn_id: &str,
-) -> Result<(Arc<Session>, Arc<TurnRecord>), ApiError> {
-    let session = app.session(id)?;
-    let record = Uuid::parse_str(turn_id)
+/// One of the session's remembered turns; ids that are not UUIDs match nothing.
+fn turn_of(session: &Session, turn_id: &str) -> Result<Arc<TurnRecord>, ApiError> {
+    Uuid::parse_str(turn_id)
         .ok()
         .and_then(|turn| session.turns().get(turn))
-        .ok_or_else(|| ApiError::TurnNotFound(turn_id.to_owned()))?;
-    Ok((session, record))
+        .ok_or_else(|| ApiError::TurnNotFound(turn_id.to_owned()))
 }
 
 /// The record with its place in the turn lock's line, if it waits.
@@ -97,11 +92,9 @@ pub struct TurnResponse {
     )
 )]
 async fn list_turns(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
+    SessionPath { session, .. }: SessionPath,
     filter: Result<Query<TurnFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<TurnListResponse>, ApiError> {
-    let session = app.session(&id)?;
     let Query(filter) = filter.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let order = session.lock().waiting_order();
     let records = session.turns().list();
@@ -136,10 +129,10 @@ async fn list_turns(
     )
 )]
 async fn get_turn(
-    State(app): State<AppState>,
-    Path((id, turn_id)): Path<(String, String)>,
+    SessionPath { session, .. }: SessionPath,
+    Path((_, turn_id)): Path<(String, String)>,
 ) -> Result<axum::Json<TurnResponse>, ApiError> {
-    let (session, record) = session_and_turn(&app, &id, &turn_id)?;
+    let record = turn_of(&session, &turn_id)?;
     Ok(axum::Json(TurnResponse {
         success: true,
         turn: view(&session, &record),
@@ -163,10 +156,10 @@ async fn get_turn(
     )
 )]
 async fn delete_turn(
-    State(app): State<AppState>,
-    Path((id, turn_id)): Path<(String, String)>,
+    SessionPath { session, .. }: SessionPath,
+    Path((_, turn_id)): Path<(String, String)>,
 ) -> Result<axum::Json<TurnResponse>, ApiError> {
-    let (session, record) = session_and_turn(&app, &id, &turn_id)?;
+    let record = turn_of(&session, &turn_id)?;
     let lock = session.lock();
     if !lock.cancel_waiter(record.id) && lock.status().running.map(|r| r.0) == Some(record.id) {
         lock.cancel_running(CancelMode::Keep);
@@ -209,9 +202,10 @@ async fn delete_turn(
 )]
 async fn retry_turn(
     State(app): State<AppState>,
-    Path((id, turn_id)): Path<(String, String)>,
+    SessionPath { session, id }: SessionPath,
+    Path((_, turn_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (session, record) = session_and_turn(&app, &id, &turn_id)?;
+    let record = turn_of(&session, &turn_id)?;
     let status = record.snapshot().status;
     if !matches!(status, TurnStatus::Failed | TurnStatus::Cancelled) {
         let status = serde_json::to_value(status).unwrap_or_default();
@@ -228,7 +222,11 @@ async fn retry_turn(
             record.id
         )));
     }
-    let input = record.input.clone();
+    // A retry runs the input again whatever the session's version now is.
+    let input = TurnInput {
+        if_match: None,
+        ..record.input.clone()
+    };
     super::writes::run(&app, session, input, &id, View::Full, |new| {
         record.retried_by(new)
     })
@@ -257,11 +255,11 @@ async fn retry_turn(
     )
 )]
 async fn turn_events(
-    State(app): State<AppState>,
-    Path((id, turn_id)): Path<(String, String)>,
+    SessionPath { session, .. }: SessionPath,
+    Path((_, turn_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (session, record) = session_and_turn(&app, &id, &turn_id)?;
+    let record = turn_of(&session, &turn_id)?;
     if record.events.is_forgotten() {
         return Err(ApiError::TurnNotFound(turn_id));
     }
@@ -312,11 +310,9 @@ pub struct CancelResponse {
     )
 )]
 async fn cancel(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
+    SessionPath { session, .. }: SessionPath,
     body: Result<OptionalJsonBody<CancelRequest>, ApiError>,
 ) -> Result<axum::Json<CancelResponse>, ApiError> {
-    let session = app.session(&id)?;
     let OptionalJsonBody(body) = body?;
     if body.waiting {
         session.lock().cancel_waiting();

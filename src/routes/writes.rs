@@ -5,20 +5,20 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::bodies::{InstructionsBody, MessageRequest, ToolOutputBody};
-use super::extract::JsonBody;
+use super::extract::{JsonBody, SessionPath};
 use super::responses::{self, ToolOutputResponse, View, ViewQuery, WriteResponse};
 use super::stream::{self, TurnEventData};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::session::turn::{self, TurnInput, TurnKind};
-use crate::session::{Invalid, Message, Role, Session, validate_instructions};
+use crate::session::{Invalid, Message, Role, Session, check_length, validate_instructions};
 use crate::timestamp::Timestamp;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -58,19 +58,20 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 )]
 async fn post_message(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    SessionPath { session, id }: SessionPath,
     view: Result<Query<ViewQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<JsonBody<MessageRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let session = app.session(&id)?;
     let view = view_of(view)?;
     let JsonBody { value: body, raw } = body?;
+    let limit = app.settings.limits.message_chars;
     let content = body.content.trim();
     if content.is_empty() {
         return Err(Invalid::new("content", "must not be blank").into());
     }
-    let mut staged = system_messages("instructions", body.instructions.map(|i| i.0))?;
+    check_length("content", content, limit)?;
+    let mut staged = system_messages("instructions", body.instructions.map(|i| i.0), limit)?;
     staged.push(Message::text(Role::User, content, Timestamp::now()));
     let input = TurnInput {
         kind: TurnKind::Message,
@@ -79,6 +80,7 @@ async fn post_message(
         on_busy: body.on_busy,
         stream: body.stream || stream::wants_event_stream(&headers),
         body: raw,
+        if_match: if_match(&headers)?,
     };
     run(&app, session, input, &id, view, |_| {}).await
 }
@@ -111,12 +113,11 @@ async fn post_message(
 )]
 async fn post_instructions(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    SessionPath { session, id }: SessionPath,
     view: Result<Query<ViewQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<JsonBody<InstructionsBody>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let session = app.session(&id)?;
     let view = view_of(view)?;
     let JsonBody {
         value: InstructionsBody(body),
@@ -124,11 +125,16 @@ async fn post_instructions(
     } = body?;
     let input = TurnInput {
         kind: TurnKind::Instructions,
-        staged: system_messages("instructions", Some(body.instructions.0))?,
+        staged: system_messages(
+            "instructions",
+            Some(body.instructions.0),
+            app.settings.limits.message_chars,
+        )?,
         priority: body.priority,
         on_busy: body.on_busy,
         stream: body.stream || stream::wants_event_stream(&headers),
         body: raw,
+        if_match: if_match(&headers)?,
     };
     run(&app, session, input, &id, view, |_| {}).await
 }
@@ -155,11 +161,11 @@ async fn post_instructions(
 )]
 async fn post_tool_output(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    SessionPath { session, id }: SessionPath,
     view: Result<Query<ViewQuery>, QueryRejection>,
+    headers: HeaderMap,
     body: Result<JsonBody<ToolOutputBody>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let session = app.session(&id)?;
     let view = view_of(view)?;
     let JsonBody {
         value: ToolOutputBody(body),
@@ -187,6 +193,8 @@ async fn post_tool_output(
             serde_json::Value::String(text) => text.clone(),
             other => other.to_string(),
         };
+        let field = format!("toolOutputs[{i}].output");
+        check_length(&field, &output, app.settings.limits.message_chars)?;
         staged.push(Message::tool_output(&item.call_id, &output, now));
     }
     let input = TurnInput {
@@ -196,6 +204,7 @@ async fn post_tool_output(
         on_busy: body.on_busy,
         stream: false,
         body: raw,
+        if_match: if_match(&headers)?,
     };
     run(&app, session, input, &id, view, |_| {}).await
 }
@@ -206,13 +215,34 @@ fn view_of(query: Result<Query<ViewQuery>, QueryRejection>) -> Result<View, ApiE
     Ok(query.view.unwrap_or_default())
 }
 
+/// `If-Match: "<version>"` (also `W/"<version>"` or a bare number); `*` or none: any.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let tag = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    tag.parse::<u64>().map(Some).map_err(|_| {
+        ApiError::InvalidRequest(format!(
+            "If-Match: must be a session version as its ETag shows it, e.g. \"3\"; got `{text}`"
+        ))
+    })
+}
+
 /// Checks instructions and makes them system messages.
-fn system_messages(field: &str, list: Option<Vec<String>>) -> Result<Vec<Message>, Invalid> {
+fn system_messages(
+    field: &str,
+    list: Option<Vec<String>>,
+    max_chars: usize,
+) -> Result<Vec<Message>, Invalid> {
     let Some(list) = list else {
         return Ok(Vec::new());
     };
     let now = Timestamp::now();
-    Ok(validate_instructions(field, list)?
+    Ok(validate_instructions(field, list, max_chars)?
         .into_iter()
         .map(|text| Message::text(Role::System, text, now))
         .collect())

@@ -14,18 +14,20 @@ mod turn_lock;
 pub mod turns;
 mod view;
 
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use self::turns::TurnRecords;
+use crate::auth::KeyId;
 use crate::provider::Provider;
 use crate::timestamp::Timestamp;
 
 pub use message::{Defaults, Message, Role, Tool, ToolCall, ToolKind};
-pub use new::{Invalid, NewSession, Settings, validate_instructions};
-pub use store::SessionStore;
+pub use new::{Invalid, Limits, NewSession, Settings, check_length, validate_instructions};
+pub use store::{SessionLimit, SessionStore};
 pub use turn_lock::{CancelMode, LockError, LockStatus, OnBusy, Priority, RANK_NAMES, TurnLock};
 pub use view::{SessionDelta, SessionHead, SessionStatus, SessionSummary, SessionView};
 
@@ -41,6 +43,10 @@ pub struct Session {
     pub tools: Vec<Tool>,
     pub metadata: Map<String, Value>,
     pub created_at: Timestamp,
+    /// The API key the session belongs to (`None` when no keys are configured).
+    pub owner: Option<KeyId>,
+    /// When the session was last read or written, for idle expiry.
+    last_active: Mutex<Instant>,
     history: RwLock<History>,
     lock: TurnLock,
     turns: TurnRecords,
@@ -100,6 +106,25 @@ impl Session {
             version: history.version,
             updated_at: history.updated_at,
         }
+    }
+
+    /// Notes a read or a write, which keeps the session from expiring.
+    pub fn touch(&self) {
+        *self
+            .last_active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    /// Whether the session has been idle for `ttl`: no read or write, no running or
+    /// waiting turn.
+    pub fn is_idle_for(&self, ttl: Duration) -> bool {
+        let status = self.lock.status();
+        let last = *self
+            .last_active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        !status.busy && status.waiting == 0 && last.elapsed() >= ttl
     }
 
     /// Ends the session: its running turn is cancelled, its waiters turned away.

@@ -2,20 +2,18 @@
 //! session's settings and instructions. Each failure names the field at fault.
 
 use std::collections::HashSet;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
+use std::time::Instant;
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::turns::{Retention, TurnRecords};
 use super::{Defaults, History, Message, Role, Session, Tool, TurnLock};
+use crate::auth::KeyId;
 use crate::provider::ProviderRegistry;
 use crate::timestamp::Timestamp;
 
-/// Most bytes a session's `metadata` may take as compact JSON.
-pub const MAX_METADATA_BYTES: usize = 16 * 1024;
-/// Most tools a session may have (OpenAI's own bound).
-pub const MAX_TOOLS: usize = 128;
 /// Most stop sequences (OpenAI's own bound).
 pub const MAX_STOP_SEQUENCES: usize = 4;
 
@@ -36,11 +34,36 @@ impl Invalid {
     }
 }
 
+/// Bounds on what one session may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Characters in one message.
+    pub message_chars: usize,
+    /// Messages in the history.
+    pub messages: usize,
+    /// Tools of the session.
+    pub tools: usize,
+    /// Bytes of `metadata` as compact JSON.
+    pub metadata_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            message_chars: 100_000,
+            messages: 10_000,
+            tools: 128,
+            metadata_bytes: 16 * 1024,
+        }
+    }
+}
+
 /// Settings every session shares.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     /// Writers that may wait for one session's turn lock.
     pub max_waiting_per_session: usize,
+    pub limits: Limits,
     /// How many ended turns are remembered, and for how long.
     pub turns: Retention,
 }
@@ -63,7 +86,9 @@ impl NewSession {
         self,
         providers: &ProviderRegistry,
         settings: Settings,
+        owner: Option<KeyId>,
     ) -> Result<Session, Invalid> {
+        let limits = settings.limits;
         let provider_name = self
             .provider
             .unwrap_or_else(|| providers.default_name().to_owned());
@@ -87,11 +112,11 @@ impl NewSession {
                 .to_owned(),
         };
         check_defaults(&self.defaults)?;
-        check_tools(&self.tools)?;
-        check_metadata(&self.metadata)?;
+        check_tools(&self.tools, limits.tools)?;
+        check_metadata(&self.metadata, limits.metadata_bytes)?;
         let now = Timestamp::now();
         let messages = match self.instructions {
-            Some(list) => validate_instructions("instructions", list)?
+            Some(list) => validate_instructions("instructions", list, limits.message_chars)?
                 .into_iter()
                 .map(|text| Message::text(Role::System, text, now))
                 .collect(),
@@ -106,6 +131,8 @@ impl NewSession {
             tools: self.tools,
             metadata: self.metadata,
             created_at: now,
+            owner,
+            last_active: Mutex::new(Instant::now()),
             history: RwLock::new(History {
                 messages,
                 updated_at: now,
@@ -117,15 +144,34 @@ impl NewSession {
     }
 }
 
-/// Instructions must be a non-empty list of non-blank texts.
-pub fn validate_instructions(field: &str, list: Vec<String>) -> Result<Vec<String>, Invalid> {
+/// Instructions must be a non-empty list of non-blank texts of at most `max_chars`.
+pub fn validate_instructions(
+    field: &str,
+    list: Vec<String>,
+    max_chars: usize,
+) -> Result<Vec<String>, Invalid> {
     if list.is_empty() {
         return Err(Invalid::new(field, "must not be an empty list"));
     }
-    if let Some(i) = list.iter().position(|text| text.trim().is_empty()) {
-        return Err(Invalid::new(format!("{field}[{i}]"), "must not be blank"));
+    for (i, text) in list.iter().enumerate() {
+        if text.trim().is_empty() {
+            return Err(Invalid::new(format!("{field}[{i}]"), "must not be blank"));
+        }
+        check_length(&format!("{field}[{i}]"), text, max_chars)?;
     }
     Ok(list)
+}
+
+/// A message's text must have at most `max_chars` characters.
+pub fn check_length(field: &str, text: &str, max_chars: usize) -> Result<(), Invalid> {
+    // Counting stops early: a huge text costs no more than the limit.
+    if text.chars().nth(max_chars).is_some() {
+        return Err(Invalid::new(
+            field,
+            format!("must have at most {max_chars} characters"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_defaults(defaults: &Defaults) -> Result<(), Invalid> {
@@ -165,9 +211,9 @@ fn check_defaults(defaults: &Defaults) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn check_tools(tools: &[Tool]) -> Result<(), Invalid> {
-    if tools.len() > MAX_TOOLS {
-        return Err(Invalid::new("tools", format!("at most {MAX_TOOLS} tools")));
+fn check_tools(tools: &[Tool], max: usize) -> Result<(), Invalid> {
+    if tools.len() > max {
+        return Err(Invalid::new("tools", format!("at most {max} tools")));
     }
     let mut names = HashSet::new();
     for (i, tool) in tools.iter().enumerate() {
@@ -198,12 +244,12 @@ fn check_tools(tools: &[Tool]) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn check_metadata(metadata: &Map<String, Value>) -> Result<(), Invalid> {
+fn check_metadata(metadata: &Map<String, Value>, max: usize) -> Result<(), Invalid> {
     let size = serde_json::to_vec(metadata).map_or(usize::MAX, |bytes| bytes.len());
-    if size > MAX_METADATA_BYTES {
+    if size > max {
         return Err(Invalid::new(
             "metadata",
-            format!("must take at most {MAX_METADATA_BYTES} bytes as JSON, got {size}"),
+            format!("must take at most {max} bytes as JSON, got {size}"),
         ));
     }
     Ok(())
@@ -225,6 +271,12 @@ mod tests {
 
     const SETTINGS: Settings = Settings {
         max_waiting_per_session: 4,
+        limits: Limits {
+            message_chars: 100,
+            messages: 100,
+            tools: 128,
+            metadata_bytes: 16 * 1024,
+        },
         turns: Retention {
             records: 4,
             failed: 4,
@@ -245,7 +297,9 @@ mod tests {
 
     #[test]
     fn an_empty_request_gets_every_default() {
-        let session = NewSession::default().build(&registry(), SETTINGS).unwrap();
+        let session = NewSession::default()
+            .build(&registry(), SETTINGS, None)
+            .unwrap();
         assert_eq!(session.provider_name, "echo");
         assert_eq!(session.model, "echo-1");
         assert_eq!(session.read(|h| h.messages.len()), 0);
@@ -257,7 +311,7 @@ mod tests {
             instructions: Some(vec!["be brief".into(), "be kind".into()]),
             ..Default::default()
         };
-        let session = new.build(&registry(), SETTINGS).unwrap();
+        let session = new.build(&registry(), SETTINGS, None).unwrap();
         let roles: Vec<_> = session.read(|h| h.messages.iter().map(|m| m.role).collect());
         assert_eq!(roles, [Role::System, Role::System]);
     }
@@ -319,20 +373,23 @@ mod tests {
             ),
         ];
         for (new, field) in cases {
-            assert_eq!(new.build(&registry(), SETTINGS).unwrap_err().field, field);
+            assert_eq!(
+                new.build(&registry(), SETTINGS, None).unwrap_err().field,
+                field
+            );
         }
     }
 
     #[test]
     fn metadata_over_the_bound_is_refused() {
         let mut metadata = Map::new();
-        metadata.insert("blob".into(), Value::String("x".repeat(MAX_METADATA_BYTES)));
+        metadata.insert("blob".into(), Value::String("x".repeat(16 * 1024)));
         let new = NewSession {
             metadata,
             ..Default::default()
         };
         assert_eq!(
-            new.build(&registry(), SETTINGS).unwrap_err().field,
+            new.build(&registry(), SETTINGS, None).unwrap_err().field,
             "metadata"
         );
     }

@@ -53,6 +53,8 @@ pub struct TurnInput {
     pub stream: bool,
     /// The request body as received, for the turn's record.
     pub body: serde_json::Value,
+    /// `If-Match`: the version the session must be at when the turn takes the lock.
+    pub if_match: Option<u64>,
 }
 
 /// What one generation returned.
@@ -98,6 +100,12 @@ pub enum TurnError {
         partial: String,
         commit: Option<Commit>,
     },
+    /// The session holds its most messages; nothing was appended.
+    #[error("the session holds its most messages ({0})")]
+    SessionFull(usize),
+    /// `If-Match` named another version; nothing was appended.
+    #[error("the session is at version {current}")]
+    VersionMismatch { current: u64 },
     /// The service did not take the turn on (overloaded or shutting down).
     #[error(transparent)]
     NotAdmitted(#[from] NotAdmitted),
@@ -182,6 +190,11 @@ async fn run(
                 .unwrap_or_else(|| "panic".to_owned());
             Err(TurnError::Internal(format!("the turn panicked: {detail}")))
         });
+    if let Err(error @ (TurnError::VersionMismatch { .. } | TurnError::SessionFull(_))) = &outcome {
+        record.turned_away(error.clone());
+        observe(&runtime, &record);
+        return outcome;
+    }
     record.push(match &outcome {
         Ok(outcome) => TurnEvent::Completed {
             result: outcome.result.clone(),
@@ -249,6 +262,7 @@ async fn execute(
     runtime: &Runtime,
 ) -> Result<TurnOutcome, TurnError> {
     let guard = ticket.acquire().await?;
+    check_preconditions(session, &input, runtime)?;
     record.push(TurnEvent::Started);
     let mut messages = stamp(input.staged);
     #[cfg(feature = "fault-injection")]
@@ -295,6 +309,27 @@ async fn execute(
             })
         }
     }
+}
+
+/// What must hold when the turn takes the lock: the version `If-Match` names, and room
+/// for the turn's messages.
+fn check_preconditions(
+    session: &Session,
+    input: &TurnInput,
+    runtime: &Runtime,
+) -> Result<(), TurnError> {
+    let (version, len) = session.read(|h| (h.version, h.messages.len()));
+    if let Some(expected) = input.if_match
+        && expected != version
+    {
+        return Err(TurnError::VersionMismatch { current: version });
+    }
+    let reply = usize::from(input.kind != TurnKind::ToolOutput);
+    let max = runtime.settings.max_messages;
+    if len + input.staged.len() + reply > max {
+        return Err(TurnError::SessionFull(max));
+    }
+    Ok(())
 }
 
 fn assistant(text: String, tool_calls: Vec<ToolCall>, interrupted: bool) -> Message {

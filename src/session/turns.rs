@@ -147,6 +147,16 @@ impl TurnRecord {
         self.events.push(event);
     }
 
+    /// Ends the turn as turned away (`rejected`): it never ran.
+    pub fn turned_away(&self, error: TurnError) {
+        {
+            let mut state = self.state();
+            state.error = Some(error.clone());
+            end(&mut state, TurnStatus::Rejected);
+        }
+        self.events.push(TurnEvent::Failed(error));
+    }
+
     /// Counts one provider call and the time it took.
     pub fn provider_call(&self, took: Duration) {
         let mut state = self.state();
@@ -237,12 +247,7 @@ impl TurnRecords {
     /// Records a write that was turned away before it ran.
     pub fn reject(&self, id: Uuid, input: TurnInput, error: TurnError) -> Arc<TurnRecord> {
         let record = TurnRecord::new(id, input, TurnStatus::Waiting);
-        {
-            let mut state = record.state();
-            state.error = Some(error.clone());
-            end(&mut state, TurnStatus::Rejected);
-        }
-        record.events.push(TurnEvent::Failed(error));
+        record.turned_away(error);
         self.add(record)
     }
 
@@ -314,6 +319,7 @@ mod tests {
             on_busy: OnBusy::Wait,
             stream: false,
             body: serde_json::json!({"content": "x"}),
+            if_match: None,
         }
     }
 
