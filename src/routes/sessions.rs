@@ -54,7 +54,8 @@ async fn create_session(
     app.sessions
         .insert(session.clone())
         .map_err(ApiError::SessionLimit)?;
-    tracing::info!(session_id = %session.id, provider = %session.provider_name, "session created");
+    tracing::Span::current().record("session_id", session.id.to_string());
+    tracing::info!(provider = %session.provider_name, "session created");
     Ok(responses::session(&session, StatusCode::CREATED))
 }
 

@@ -46,6 +46,8 @@ struct Inner {
     arrived: Notify,
     /// A `Retry-After` header on every non-2xx answer.
     retry_after: Mutex<Option<String>>,
+    /// A `Location` header on every non-2xx answer.
+    location: Mutex<Option<String>>,
     /// Random latency up to this bound on every request.
     jitter: Mutex<Duration>,
     /// Overrides the default answer when it returns `Some`.
@@ -87,6 +89,7 @@ impl MockProvider {
             arrived: Notify::new(),
             jitter: Mutex::new(Duration::ZERO),
             retry_after: Mutex::new(None),
+            location: Mutex::new(None),
             script: Mutex::new(None),
             paused: tokio::sync::watch::Sender::new(false),
             gate: Mutex::new(None),
@@ -142,6 +145,11 @@ impl MockProvider {
     /// Sends `Retry-After: <value>` with every non-2xx answer from now on.
     pub fn set_retry_after(&self, value: Option<&str>) {
         *self.inner.retry_after.lock().unwrap() = value.map(str::to_owned);
+    }
+
+    /// Sends `Location: <value>` with every non-2xx answer from now on.
+    pub fn set_location(&self, value: Option<&str>) {
+        *self.inner.location.lock().unwrap() = value.map(str::to_owned);
     }
 
     /// Shapes the streamed answers from now on.
