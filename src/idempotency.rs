@@ -136,10 +136,10 @@ impl IdempotencyStore {
             if created.elapsed() < self.ttl {
                 break;
             }
-            if let Some((created, id)) = state.order.pop_front() {
-                if state.entries.get(&id).is_some_and(|e| e.created == created) {
-                    state.entries.remove(&id);
-                }
+            if let Some((created, id)) = state.order.pop_front()
+                && state.entries.get(&id).is_some_and(|e| e.created == created)
+            {
+                state.entries.remove(&id);
             }
         }
     }
