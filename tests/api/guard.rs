@@ -262,7 +262,7 @@ async fn another_keys_session_is_404_on_every_route_and_lists_are_per_key() {
             .iter()
             .map(|s| s["id"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(ids, [own.clone()]);
+        assert_eq!(&ids, std::slice::from_ref(own));
     }
 }
 
@@ -467,8 +467,8 @@ async fn an_idle_session_expires_but_one_in_a_long_turn_does_not() {
         .map(|s| s["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(
-        ids,
-        [busy.clone()],
+        &ids,
+        std::slice::from_ref(&busy),
         "the idle one expired, the busy one stayed"
     );
     assert_eq!(
