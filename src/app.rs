@@ -22,9 +22,10 @@ use tower_http::trace::TraceLayer;
 use crate::auth::ApiKeys;
 use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
+use crate::idempotency::IdempotencyStore;
 use crate::openapi;
 use crate::provider::ProviderRegistry;
-use crate::routes::guard;
+use crate::routes::{guard, idempotency as replay};
 use crate::session::runtime::{RetryPolicy, Runtime, RuntimeSettings};
 use crate::session::turns::Retention;
 use crate::session::{CancelMode, Limits, SessionStore, Settings};
@@ -53,6 +54,8 @@ pub struct AppInner {
     pub max_body_bytes: usize,
     /// Idle sessions expire after this.
     pub session_ttl: Duration,
+    /// Remembered answers for `Idempotency-Key`.
+    pub idempotency: IdempotencyStore,
     /// Settings every session shares.
     pub settings: Settings,
     /// What every turn shares: metrics, provider slots, retries, shutdown.
@@ -111,6 +114,10 @@ impl AppState {
                 cors,
                 max_body_bytes: config.max_body_bytes,
                 session_ttl: Duration::from_secs_f64(config.session_ttl_secs),
+                idempotency: IdempotencyStore::new(
+                    Duration::from_secs(config.idempotency_ttl_secs),
+                    config.idempotency_max_keys,
+                ),
                 settings,
                 runtime: Arc::new(Runtime::new(runtime)),
                 shutdown_grace: config.shutdown_grace(),
@@ -142,6 +149,10 @@ pub fn router(state: AppState) -> Router {
     routes
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            replay::idempotency,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             guard::require_key,

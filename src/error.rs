@@ -70,6 +70,12 @@ pub enum ApiError {
     /// 503: the service is shutting down and takes no new turns.
     #[error("the service is shutting down; retry on another instance")]
     ShuttingDown,
+    /// 409: a request with this Idempotency-Key still runs.
+    #[error("a request with this Idempotency-Key is still running; retry once it has ended")]
+    IdempotencyKeyInUse,
+    /// 422: this Idempotency-Key was used with another route or body.
+    #[error("this Idempotency-Key was used with another route or body; use a new key")]
+    IdempotencyKeyReused,
     /// 429: a new session would pass a bound on the number of sessions.
     #[error(transparent)]
     SessionLimit(#[from] crate::session::SessionLimit),
@@ -103,6 +109,8 @@ impl ApiError {
             ApiError::ProviderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Overloaded | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::SessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::IdempotencyKeyInUse => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::SessionFull(_) => StatusCode::CONFLICT,
             ApiError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -128,6 +136,8 @@ impl ApiError {
             ApiError::ProviderTimeout { .. } => "provider_timeout",
             ApiError::Overloaded => "overloaded",
             ApiError::SessionLimit(_) => "session_limit",
+            ApiError::IdempotencyKeyInUse => "idempotency_key_in_use",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::SessionFull(_) => "session_full",
             ApiError::VersionMismatch { .. } => "version_mismatch",
             ApiError::ShuttingDown => "shutting_down",
@@ -245,7 +255,8 @@ pub struct ErrorDetail {
     /// `payload_too_large`,
     /// `unsupported_media_type`, `session_overloaded`, `provider_error`,
     /// `provider_timeout`, `overloaded`, `shutting_down`, `session_limit`,
-    /// `session_full`, `version_mismatch`, `internal_error`.
+    /// `session_full`, `version_mismatch`, `idempotency_key_in_use`,
+    /// `idempotency_key_reused`, `internal_error`.
     pub code: String,
     /// For people; may change.
     pub message: String,

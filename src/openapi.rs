@@ -2,6 +2,9 @@
 //! (`routes::api()`); this adds the title, tags and the shared error schema.
 
 use utoipa::OpenApi;
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
@@ -27,9 +30,90 @@ struct ApiDoc;
 
 /// The router's routes together with their document.
 pub(crate) fn split() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::api())
-        .split_for_parts()
+        .split_for_parts();
+    add_cross_cutting(&mut doc);
+    (router, doc)
+}
+
+/// Routes anyone may call, even with API keys on.
+const OPEN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/openapi.json"];
+
+/// What the middleware adds to every route, written once here rather than on each:
+/// `401` where API keys apply, and `Idempotency-Key` with its `409`/`422` on every POST.
+fn add_cross_cutting(doc: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let open = OPEN_PATHS.contains(&path.as_str());
+        let operations = [
+            (false, item.get.as_mut()),
+            (true, item.post.as_mut()),
+            (false, item.delete.as_mut()),
+        ];
+        for (is_post, operation) in operations {
+            let Some(operation) = operation else { continue };
+            if !open {
+                add_error(
+                    operation,
+                    "401",
+                    "API keys are on and the request has no valid `Authorization: Bearer <key>` (`unauthorized`)",
+                );
+            }
+            if is_post {
+                operation
+                    .parameters
+                    .get_or_insert_with(Vec::new)
+                    .push(idempotency_key());
+                add_error(
+                    operation,
+                    "409",
+                    "`idempotency_key_in_use`: a request with this `Idempotency-Key` still runs",
+                );
+                add_error(
+                    operation,
+                    "422",
+                    "`idempotency_key_reused`: this `Idempotency-Key` was used with another route or body",
+                );
+            }
+        }
+    }
+}
+
+fn idempotency_key() -> Parameter {
+    ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "1 to 255 printable ASCII characters. The first request with a key runs; a repeat with the same route and body (within IDEMPOTENCY_TTL_SECS, per API key) gets the stored answer with `Idempotent-Replayed: true`.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(255))
+                .pattern(Some("^[\\x20-\\x7E]+$")),
+        ))
+        .build()
+}
+
+/// Adds an `ErrorBody` answer, or adds to the description of one already there.
+fn add_error(operation: &mut Operation, status: &str, description: &str) {
+    let responses = &mut operation.responses.responses;
+    if let Some(RefOr::T(existing)) = responses.get_mut(status) {
+        existing.description = format!("{}; or {description}", existing.description);
+        return;
+    }
+    let response = ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    responses.insert(status.to_owned(), RefOr::T(response));
 }
 
 /// The whole OpenAPI document.

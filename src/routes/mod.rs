@@ -4,6 +4,7 @@
 pub mod bodies;
 mod extract;
 pub mod guard;
+pub mod idempotency;
 mod health;
 pub mod responses;
 mod sessions;

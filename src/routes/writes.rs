@@ -36,7 +36,11 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 /// Server-Sent Events; the turn runs to its end even if the client goes away.
 #[utoipa::path(
     post, path = "/text/session/{id}/message", tag = "writes",
-    params(("id" = String, Path, description = "Session id (UUID)"), ViewQuery),
+    params(
+        ("id" = String, Path, description = "Session id (UUID)"),
+        ViewQuery,
+        ("If-Match" = Option<String>, Header, description = "The session version (as its `ETag` shows it, e.g. `\"3\"`) the write expects when it takes the turn lock; otherwise `412 version_mismatch`"),
+    ),
     request_body = MessageRequest,
     responses(
         (status = 200, description = "Committed (JSON), or the turn's events (`text/event-stream`) when the body has `stream: true` or the request `Accept: text/event-stream`: `turn.queued`, `turn.started`, `text.delta`, `tool_call`, then one of `turn.completed`, `turn.failed`, `turn.cancelled`; each with `id: <turnId>:<seq>`",
@@ -47,7 +51,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
             headers(("x-turn-id" = String, description = "The turn this write ran as"))),
         (status = 400, description = "A field breaks a rule (`invalid_request`); nothing appended", body = ErrorBody),
         (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
-        (status = 409, description = "`session_busy` (with `onBusy: reject`), or `turn_cancelled` (a cancel stopped the turn: with `keep` its messages and the partial reply were kept)", body = ErrorBody),
+        (status = 409, description = "`session_busy` (with `onBusy: reject`), `turn_cancelled` (a cancel stopped the turn: with `keep` its messages and the partial reply were kept), or `session_full` (MAX_MESSAGES_PER_SESSION)", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another version (`version_mismatch`); nothing appended", body = ErrorBody),
+        (status = 503, description = "`overloaded` (every provider slot taken) or `shutting_down`; see `Retry-After`; nothing appended", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
         (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
         (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
         (status = 429, description = "Too many writers wait (`session_overloaded`); see `Retry-After`", body = ErrorBody,
@@ -91,7 +98,11 @@ async fn post_message(
 /// step. The body is `{instructions, priority?, onBusy?}`, or a bare string or array.
 #[utoipa::path(
     post, path = "/text/session/{id}/instructions", tag = "writes",
-    params(("id" = String, Path, description = "Session id (UUID)"), ViewQuery),
+    params(
+        ("id" = String, Path, description = "Session id (UUID)"),
+        ViewQuery,
+        ("If-Match" = Option<String>, Header, description = "The session version (as its `ETag` shows it, e.g. `\"3\"`) the write expects when it takes the turn lock; otherwise `412 version_mismatch`"),
+    ),
     request_body = InstructionsBody,
     responses(
         (status = 200, description = "Committed (JSON), or the turn's events (`text/event-stream`) when the body has `stream: true` or the request `Accept: text/event-stream`",
@@ -102,7 +113,10 @@ async fn post_message(
             headers(("x-turn-id" = String, description = "The turn this write ran as"))),
         (status = 400, description = "A field breaks a rule (`invalid_request`); nothing appended", body = ErrorBody),
         (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
-        (status = 409, description = "`session_busy` (with `onBusy: reject`), or `turn_cancelled` (a cancel stopped the turn: with `keep` its messages and the partial reply were kept)", body = ErrorBody),
+        (status = 409, description = "`session_busy` (with `onBusy: reject`), `turn_cancelled` (a cancel stopped the turn: with `keep` its messages and the partial reply were kept), or `session_full` (MAX_MESSAGES_PER_SESSION)", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another version (`version_mismatch`); nothing appended", body = ErrorBody),
+        (status = 503, description = "`overloaded` (every provider slot taken) or `shutting_down`; see `Retry-After`; nothing appended", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
         (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
         (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
         (status = 429, description = "Too many writers wait (`session_overloaded`); see `Retry-After`", body = ErrorBody,
@@ -146,13 +160,20 @@ async fn post_instructions(
 /// bare array of outputs, or one `{callId, output}`.
 #[utoipa::path(
     post, path = "/text/session/{id}/tool-output", tag = "writes",
-    params(("id" = String, Path, description = "Session id (UUID)"), ViewQuery),
+    params(
+        ("id" = String, Path, description = "Session id (UUID)"),
+        ViewQuery,
+        ("If-Match" = Option<String>, Header, description = "The session version (as its `ETag` shows it, e.g. `\"3\"`) the write expects when it takes the turn lock; otherwise `412 version_mismatch`"),
+    ),
     request_body = ToolOutputBody,
     responses(
         (status = 200, description = "Committed", body = ToolOutputResponse),
         (status = 400, description = "A field breaks a rule (`invalid_request`); nothing appended", body = ErrorBody),
         (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
-        (status = 409, description = "`session_busy` (with `onBusy: reject`), or `turn_cancelled` (a cancel stopped the turn: with `keep` its messages and the partial reply were kept)", body = ErrorBody),
+        (status = 409, description = "`session_busy` (with `onBusy: reject`), `turn_cancelled` (a cancel stopped the turn: with `keep` its messages and the partial reply were kept), or `session_full` (MAX_MESSAGES_PER_SESSION)", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another version (`version_mismatch`); nothing appended", body = ErrorBody),
+        (status = 503, description = "`overloaded` (every provider slot taken) or `shutting_down`; see `Retry-After`; nothing appended", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
         (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
         (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
         (status = 429, description = "Too many writers wait (`session_overloaded`); see `Retry-After`", body = ErrorBody,

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod helpers;
+mod idempotency;
 mod mock_anthropic;
 mod mock_openai;
 mod mock_provider;
