@@ -92,6 +92,7 @@ mod tests {
             tools: &[],
             params: &DEFAULTS,
             stream: false,
+            left_out: 0..0,
         }
     }
 

@@ -25,7 +25,7 @@ pub use registry::{ProviderRegistry, UnknownProvider};
 
 /// What a provider is asked: the whole history (committed, then this turn's new
 /// messages), the session's tools and generation settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ChatRequest<'a> {
     pub model: &'a str,
     /// The session's committed history.
@@ -36,12 +36,25 @@ pub struct ChatRequest<'a> {
     pub params: &'a Defaults,
     /// Ask the provider for its streaming mode (deltas as they are generated).
     pub stream: bool,
+    /// Messages (indices into `history` then `staged`) not to send: the context window.
+    pub left_out: std::ops::Range<usize>,
 }
 
 impl<'a> ChatRequest<'a> {
-    /// Every message to send, oldest first.
+    /// Every message to send, oldest first (all but those `left_out`).
     pub fn messages(&self) -> impl DoubleEndedIterator<Item = &'a Message> + Clone + 'a {
-        self.history.iter().chain(self.staged.iter())
+        let kept = |slice: &'a [Message], offset: usize| {
+            let clamp = |i: usize| i.saturating_sub(offset).min(slice.len());
+            let (start, end) = (clamp(self.left_out.start), clamp(self.left_out.end));
+            let end = end.max(start);
+            slice[..start].iter().chain(slice[end..].iter())
+        };
+        kept(self.history, 0).chain(kept(self.staged, self.history.len()))
+    }
+
+    /// How many messages are sent.
+    pub fn sent(&self) -> usize {
+        self.history.len() + self.staged.len() - self.left_out.len()
     }
 }
 

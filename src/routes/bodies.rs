@@ -171,6 +171,16 @@ impl<'de> Deserialize<'de> for ToolOutputBody {
             priority: Priority::default(),
             on_busy: OnBusy::default(),
         };
+        let list = match &value {
+            Value::Array(items) => Some(items),
+            Value::Object(fields) => fields.get("toolOutputs").and_then(Value::as_array),
+            _ => None,
+        };
+        if let Some(i) = list.and_then(|items| items.iter().position(|item| !item.is_object())) {
+            return Err(de::Error::custom(format!(
+                "toolOutputs[{i}]: expected an object {{callId, output}}"
+            )));
+        }
         let request = match value {
             Value::Array(_) => bare(
                 from_value::<_, D::Error>(value)

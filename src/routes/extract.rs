@@ -39,7 +39,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// A JSON body that may be left out entirely: no body means `T::default()`.
+/// A JSON object body that may be left out entirely: no body (or `null`) means
+/// `T::default()`.
 #[derive(Debug)]
 pub struct OptionalJsonBody<T>(pub T);
 
@@ -67,7 +68,19 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
                 "the body must be JSON with `Content-Type: application/json`".into(),
             ));
         }
-        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        let raw: Value = axum::Json::<Value>::from_bytes(&bytes)?.0;
+        if raw.is_null() {
+            return Ok(Self(T::default()));
+        }
+        if !raw.is_object() {
+            return Err(ApiError::InvalidRequest(
+                "body: expected a JSON object".into(),
+            ));
+        }
+        let value = serde_path_to_error::deserialize(&raw).map_err(|e| {
+            let path = e.path().to_string();
+            ApiError::invalid_body(&path, &e.into_inner().to_string())
+        })?;
         Ok(Self(value))
     }
 }

@@ -4,8 +4,8 @@
 pub mod bodies;
 mod extract;
 pub mod guard;
-pub mod idempotency;
 mod health;
+pub mod idempotency;
 pub mod responses;
 mod sessions;
 mod stream;

@@ -72,6 +72,11 @@ async fn post_message(
 ) -> Result<Response, ApiError> {
     let view = view_of(view)?;
     let JsonBody { value: body, raw } = body?;
+    if !raw.is_object() {
+        return Err(ApiError::InvalidRequest(
+            "body: expected a JSON object with `content`".into(),
+        ));
+    }
     let limit = app.settings.limits.message_chars;
     let content = body.content.trim();
     if content.is_empty() {

@@ -136,6 +136,14 @@ pub struct Defaults {
     /// Up to 4 stop sequences.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<Vec<String>>,
+    /// Send at most this many messages (at least 1): the leading system messages, then
+    /// the newest others. The stored history stays whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_context_messages: Option<u32>,
+    /// Send at most about this many tokens (estimated as characters / 4 + 4 per
+    /// message), the oldest messages left out first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_context_tokens: Option<u32>,
 }
 
 #[cfg(test)]

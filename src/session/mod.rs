@@ -4,6 +4,7 @@
 //! never held across an `.await`: readers borrow it to render a snapshot, the one
 //! turn holding the turn lock appends to it when it commits.
 
+pub mod context;
 pub mod events;
 mod message;
 mod new;

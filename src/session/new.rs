@@ -191,6 +191,18 @@ fn check_defaults(defaults: &Defaults) -> Result<(), Invalid> {
             "must be greater than 0 and at most 1",
         ));
     }
+    if defaults.max_context_messages == Some(0) {
+        return Err(Invalid::new(
+            "defaults.maxContextMessages",
+            "must be at least 1",
+        ));
+    }
+    if defaults.max_context_tokens == Some(0) {
+        return Err(Invalid::new(
+            "defaults.maxContextTokens",
+            "must be at least 1",
+        ));
+    }
     if defaults.max_tokens == Some(0) {
         return Err(Invalid::new("defaults.maxTokens", "must be at least 1"));
     }

@@ -20,6 +20,7 @@ use tracing::Instrument;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::context;
 use super::events::TurnEvent;
 use super::runtime::{NotAdmitted, Runtime};
 use super::turn_lock::{CancelMode, Ticket};
@@ -68,6 +69,10 @@ pub struct TurnResult {
     pub usage: Usage,
     pub provider: String,
     pub model: String,
+    /// How many messages were sent to the provider (fewer than the history when the
+    /// session bounds its context window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages_sent: Option<usize>,
 }
 
 /// A committed turn.
@@ -351,6 +356,7 @@ fn cancelled_result(session: &Session, text: String) -> TurnResult {
         usage: Usage::default(),
         provider: session.provider_name.clone(),
         model: session.model.clone(),
+        messages_sent: None,
     }
 }
 
@@ -379,18 +385,19 @@ async fn generate(
         provider: provider.to_owned(),
         error,
     };
-    let call = session
-        .read(|history| {
-            session.provider.prepare(&ChatRequest {
-                model: &session.model,
-                history: &history.messages,
-                staged,
-                tools: &session.tools,
-                params: &session.defaults,
-                stream,
-            })
-        })
-        .map_err(provider_error)?;
+    let (call, sent) = session.read(|history| {
+        let request = ChatRequest {
+            model: &session.model,
+            history: &history.messages,
+            staged,
+            tools: &session.tools,
+            params: &session.defaults,
+            stream,
+            left_out: context::left_out(&history.messages, staged, &session.defaults),
+        };
+        (session.provider.prepare(&request), request.sent())
+    });
+    let call = call.map_err(provider_error)?;
     let _slot = runtime.provider_slot().await;
     let settings = &runtime.settings;
     let deadline = Instant::now() + settings.provider_timeout;
@@ -438,6 +445,7 @@ async fn generate(
         usage: reply.usage,
         provider: provider.to_owned(),
         model: session.model.clone(),
+        messages_sent: Some(sent),
     })
 }
 

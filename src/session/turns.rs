@@ -348,6 +348,7 @@ mod tests {
                     usage: Default::default(),
                     provider: "echo".into(),
                     model: "echo-1".into(),
+                    messages_sent: None,
                 },
                 commit: None,
             });

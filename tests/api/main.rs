@@ -11,6 +11,7 @@ mod sse;
 mod atomicity;
 mod cancel;
 mod concurrency;
+mod context;
 mod guard;
 mod openapi;
 mod operations;

@@ -219,3 +219,25 @@ async fn malformed_json_is_400_in_our_shape_and_a_non_json_body_is_415() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(app.messages(&id).await.len(), 1);
 }
+
+#[tokio::test]
+async fn positional_arrays_are_not_taken_for_objects() {
+    let app = spawn_app().await;
+    let id = app.create_session(json!({"instructions": "keep"})).await;
+    for (route, body) in [
+        ("message", json!(["hi", null])),
+        ("tool-output", json!([["call_1", "sunny"]])),
+        ("tool-output", json!({"toolOutputs": [["call_1", "sunny"]]})),
+    ] {
+        assert_rejected(&app, &id, route, body, "object").await;
+    }
+    let response = app
+        .post(
+            "/text/session",
+            &json!([null, null, null, null, null, null]),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = app.post("/text/session", &json!(null)).await;
+    assert_eq!(response.status(), StatusCode::CREATED, "null is no body");
+}

@@ -84,7 +84,8 @@ async fn the_echo_provider_echoes_the_last_user_message_and_counts_words() {
     assert_eq!(
         body["result"],
         json!({"text": "echo: hello there", "toolCalls": [], "finishReason": "stop",
-               "usage": {"inputTokens": 4, "outputTokens": 3}, "provider": "echo", "model": "echo-1"})
+               "usage": {"inputTokens": 4, "outputTokens": 3}, "provider": "echo", "model": "echo-1",
+               "messagesSent": 2})
     );
 }
 

@@ -128,6 +128,7 @@ fn staged_messages_follow_the_committed_history() {
         tools: &[],
         params: &params,
         stream: false,
+        left_out: 0..0,
     };
     let body: Value = serde_json::from_slice(&client().encode(&request).unwrap()).unwrap();
     assert_eq!(

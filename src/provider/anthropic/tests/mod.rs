@@ -42,6 +42,7 @@ fn encode_with(history: &[Message], tools: &[Tool], params: &Defaults) -> Value 
         tools,
         params,
         stream: false,
+        left_out: 0..0,
     };
     serde_json::from_slice(&client().encode(&request).unwrap()).unwrap()
 }

@@ -56,6 +56,7 @@ async fn send_posts_to_v1_messages_with_the_key_and_version_headers() {
         tools: &[],
         params: &params,
         stream: false,
+        left_out: 0..0,
     };
     let body = provider.encode(&request).unwrap();
 

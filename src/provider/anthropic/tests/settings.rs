@@ -104,6 +104,7 @@ fn a_streaming_request_asks_for_stream_and_others_leave_it_out() {
         tools: &[],
         params: &params,
         stream: true,
+        left_out: 0..0,
     };
     let streaming: Value = serde_json::from_slice(&client().encode(&request).unwrap()).unwrap();
     request.stream = false;

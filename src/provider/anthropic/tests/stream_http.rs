@@ -57,6 +57,7 @@ fn streaming_body(provider: &Anthropic) -> Bytes {
         tools: &[],
         params: &params,
         stream: true,
+        left_out: 0..0,
     };
     provider.encode(&request).unwrap()
 }

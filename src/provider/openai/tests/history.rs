@@ -161,6 +161,7 @@ fn staged_messages_follow_the_committed_history() {
         tools: &[],
         params: &Defaults::default(),
         stream: false,
+        left_out: 0..0,
     };
     let body: Value = serde_json::from_slice(&provider.encode(&request).unwrap()).unwrap();
     assert_eq!(

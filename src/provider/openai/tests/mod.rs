@@ -64,6 +64,7 @@ fn encode_with(history: &[Message], tools: &[Tool], params: &Defaults, stream: b
         tools,
         params,
         stream,
+        left_out: 0..0,
     };
     serde_json::from_slice(&provider.encode(&request).unwrap()).unwrap()
 }

@@ -50,6 +50,7 @@ fn settings_are_sent_only_when_set() {
         max_tokens: Some(64),
         top_p: Some(0.9),
         stop: Some(vec!["END".to_owned()]),
+        ..Default::default()
     };
     let body = encode_with(&history, &[], &params, false);
     assert_eq!(body["temperature"], 0.5);
