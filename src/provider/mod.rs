@@ -7,6 +7,7 @@
 //! then [`Provider::send`] performs it. Sessions, turns and HTTP routes do not belong here.
 
 pub mod anthropic;
+mod call_ids;
 pub mod echo;
 mod http;
 pub mod openai;

@@ -1,4 +1,4 @@
-//! How a history becomes Anthropic's `system` field and `messages` list: rules 1–9 of
+//! How a history becomes Anthropic's `system` field and `messages` list: rules 1–10 of
 //! the module doc, so that any history gives a request the real API accepts. The rest of
 //! the body (settings, tools) lives in `request`; replies do not belong here.
 
@@ -7,7 +7,8 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use super::request::{Block, WireMessage, WireRole};
-use crate::session::{Message, Role, ToolCall};
+use crate::provider::call_ids::{CallIds, SentCall};
+use crate::session::{Message, Role};
 
 /// Marks a system message that stands mid-history (rule 2).
 pub(super) const SYSTEM_PREFIX: &str = "[System instruction] ";
@@ -69,10 +70,11 @@ impl<'a> Conversation<'a> {
     }
 }
 
-/// Maps the history to `system` and `messages` (rules 1–9 of the module doc).
+/// Maps the history to `system` and `messages` (rules 1–10 of the module doc).
 pub(super) fn map_history<'a>(
-    history: impl Iterator<Item = &'a Message>,
+    history: impl Iterator<Item = &'a Message> + Clone,
 ) -> (Option<Cow<'a, str>>, Vec<WireMessage<'a>>) {
+    let mut ids = CallIds::new(history.clone());
     let mut history = history.peekable();
     let mut leading = Vec::new();
     while let Some(message) = history.next_if(|m| m.role == Role::System) {
@@ -92,13 +94,14 @@ pub(super) fn map_history<'a>(
             Role::User => conversation.push(WireRole::User, text_block(&message.content)),
             Role::System => conversation.push(WireRole::User, system_block(message)),
             Role::Assistant => {
-                conversation.push(WireRole::Assistant, assistant_blocks(message));
-                if !message.tool_calls.is_empty() {
+                let calls = ids.calls(&message.tool_calls);
+                conversation.push(WireRole::Assistant, assistant_blocks(message, &calls));
+                if !calls.is_empty() {
                     let mut outputs = Vec::new();
                     while let Some(output) = history.next_if(is_tool_output) {
                         outputs.push(output);
                     }
-                    conversation.push(WireRole::User, answers(&message.tool_calls, &outputs));
+                    conversation.push(WireRole::User, answers(&calls, &outputs));
                 }
             }
         }
@@ -127,22 +130,16 @@ fn system_block(message: &Message) -> Option<Block<'_>> {
     })
 }
 
-/// Rule 5: the text, if any, then the calls; a placeholder when there is neither.
-fn assistant_blocks(message: &Message) -> Vec<Block<'_>> {
-    let calls = &message.tool_calls;
+/// Rule 5: the text, if any, then the calls (as [`CallIds::calls`] gives them); a
+/// placeholder when there is neither.
+fn assistant_blocks<'a>(message: &'a Message, calls: &[SentCall<'a>]) -> Vec<Block<'a>> {
     let mut blocks = Vec::with_capacity(1 + calls.len());
     blocks.extend(text_block(&message.content));
-    for (index, call) in calls.iter().enumerate() {
-        // A repeated id would make the API reject the request; its first call stands.
-        if calls[..index].iter().any(|c| c.id == call.id) {
-            continue;
-        }
-        blocks.push(Block::ToolUse {
-            id: &call.id,
-            name: &call.name,
-            input: tool_input(&call.arguments),
-        });
-    }
+    blocks.extend(calls.iter().map(|(call, id)| Block::ToolUse {
+        id: id.clone(),
+        name: &call.name,
+        input: tool_input(&call.arguments),
+    }));
     if blocks.is_empty() {
         blocks.push(Block::Text {
             text: Cow::Borrowed(EMPTY_REPLY),
@@ -160,15 +157,16 @@ pub(super) fn tool_input(arguments: &str) -> Value {
     }
 }
 
-/// Rules 3 and 4: the user blocks answering `calls`, from the tool outputs directly after
-/// them; one `tool_result` per call, in call order, then the outputs that answer nothing.
-fn answers<'a>(calls: &'a [ToolCall], outputs: &[&'a Message]) -> Vec<Block<'a>> {
+/// Rules 3, 4 and 10: the user blocks answering `calls`, from the tool outputs directly
+/// after them; one `tool_result` per call, in call order and under the id the call was
+/// sent under, then the outputs that answer nothing.
+fn answers<'a>(calls: &[SentCall<'a>], outputs: &[&'a Message]) -> Vec<Block<'a>> {
     let mut answered: Vec<(&str, &str)> = Vec::with_capacity(outputs.len());
     let mut unmatched = Vec::new();
     for output in outputs {
         let id = output.tool_call_id.as_deref().unwrap_or_default();
         let first_answer =
-            calls.iter().any(|c| c.id == id) && answered.iter().all(|(a, _)| *a != id);
+            calls.iter().any(|(c, _)| c.id == id) && answered.iter().all(|(a, _)| *a != id);
         if first_answer {
             let body = output.tool_output_body().unwrap_or(&output.content);
             answered.push((id, if is_blank(body) { EMPTY_OUTPUT } else { body }));
@@ -177,13 +175,10 @@ fn answers<'a>(calls: &'a [ToolCall], outputs: &[&'a Message]) -> Vec<Block<'a>>
         }
     }
     let mut blocks = Vec::with_capacity(calls.len() + unmatched.len());
-    for (index, call) in calls.iter().enumerate() {
-        if calls[..index].iter().any(|c| c.id == call.id) {
-            continue;
-        }
+    for (call, sent_id) in calls {
         let answer = answered.iter().find(|(id, _)| *id == call.id);
         blocks.push(Block::ToolResult {
-            tool_use_id: &call.id,
+            tool_use_id: sent_id.clone(),
             content: answer.map_or(MISSING_OUTPUT, |(_, body)| body),
             is_error: answer.is_none(),
         });

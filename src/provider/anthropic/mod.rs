@@ -8,9 +8,10 @@
 //! # How a history becomes a request
 //!
 //! The real API takes system text only in its top-level `system` field, wants the first
-//! message to be `user`, rejects empty text blocks and rejects a `tool_use` that is not
-//! answered by a `tool_result` at the start of the very next message. So that any
-//! history gives a request it accepts, the history (committed, then staged) is mapped so:
+//! message to be `user`, and rejects empty text blocks, a `tool_use` that is not answered
+//! by a `tool_result` at the start of the very next message, and a `tool_use` id used
+//! twice in one request. So that any history gives a request it accepts, the history
+//! (committed, then staged) is mapped so:
 //!
 //! 1. **Leading system messages** (those before the first user or assistant message)
 //!    are joined with a blank line into `system`.
@@ -40,6 +41,15 @@
 //! 9. **The last message is user**: if the messages would end with an assistant message,
 //!    a user message `(Continue.)` follows it. Models from Claude 4.6 on reject a
 //!    trailing assistant message (prefill); older ones would continue its text.
+//! 10. **Each `tool_use` id is sent once** in the request (the API rejects a repeated one,
+//!     also across messages). Within an assistant message only the first call with an id
+//!     is sent; a later call with that id is left out and gets no `tool_result`. A call
+//!     whose id an earlier assistant message already used is sent under a new id,
+//!     `<id>_<n>` with the smallest `n` from 2 that no call of the request has (so it
+//!     matches `^[a-zA-Z0-9_-]+$` whenever the id does), and its `tool_result` (rules 3
+//!     and 4: from the outputs in that message's run, else the error result) names the
+//!     new id. The first call with an id keeps it; outputs sent as text keep their stored
+//!     text and id.
 //!
 //! # Settings
 //!

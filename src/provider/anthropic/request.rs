@@ -83,12 +83,13 @@ pub(super) enum Block<'a> {
         text: Cow<'a, str>,
     },
     ToolUse {
-        id: &'a str,
+        /// The call's id, or the new one it is sent under (rule 10).
+        id: Cow<'a, str>,
         name: &'a str,
         input: Value,
     },
     ToolResult {
-        tool_use_id: &'a str,
+        tool_use_id: Cow<'a, str>,
         content: &'a str,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         is_error: bool,

@@ -1,10 +1,14 @@
 //! The history as Chat Completions messages (the rules are in the parent module's doc,
-//! "How the history is sent"). Borrows from the history and copies none of it. The rest
-//! of the request body (model, tools, settings) lives in `request.rs`.
+//! "How the history is sent"). Borrows from the history and copies none of it (only a
+//! renamed call id is new text). The rest of the request body (model, tools, settings)
+//! lives in `request.rs`.
+
+use std::borrow::Cow;
 
 use serde::Serialize;
 
 use super::{FUNCTION, NO_OUTPUT};
+use crate::provider::call_ids::{CallIds, SentCall};
 use crate::session::{Message, Role};
 
 #[derive(Debug, PartialEq, Serialize)]
@@ -23,14 +27,15 @@ pub(super) enum WireMessage<'a> {
         tool_calls: Vec<WireToolCall<'a>>,
     },
     Tool {
-        tool_call_id: &'a str,
+        tool_call_id: Cow<'a, str>,
         content: &'a str,
     },
 }
 
 #[derive(Debug, PartialEq, Serialize)]
 pub(super) struct WireToolCall<'a> {
-    id: &'a str,
+    /// The call's id, or the new one it is sent under.
+    id: Cow<'a, str>,
     #[serde(rename = "type")]
     kind: &'static str,
     function: WireFunctionCall<'a>,
@@ -43,7 +48,8 @@ struct WireFunctionCall<'a> {
 }
 
 impl<'a> WireMessage<'a> {
-    /// A message outside a run of tool outputs, as it stands.
+    /// A message outside a run of tool outputs, as it stands; an assistant message with
+    /// tool calls is [`WireMessage::calling`].
     fn plain(message: &'a Message) -> Self {
         match message.role {
             Role::System => Self::System {
@@ -53,65 +59,86 @@ impl<'a> WireMessage<'a> {
                 content: &message.content,
             },
             Role::Assistant => Self::Assistant {
-                content: (!message.content.is_empty() || message.tool_calls.is_empty())
-                    .then_some(message.content.as_str()),
-                tool_calls: message
-                    .tool_calls
-                    .iter()
-                    .map(|call| WireToolCall {
-                        id: &call.id,
-                        kind: FUNCTION,
-                        function: WireFunctionCall {
-                            name: &call.name,
-                            arguments: &call.arguments,
-                        },
-                    })
-                    .collect(),
+                content: Some(&message.content),
+                tool_calls: Vec::new(),
             },
+        }
+    }
+
+    /// An assistant message with the calls to send (see [`CallIds::calls`]).
+    fn calling(message: &'a Message, calls: &[SentCall<'a>]) -> Self {
+        Self::Assistant {
+            content: (!message.content.is_empty()).then_some(message.content.as_str()),
+            tool_calls: calls
+                .iter()
+                .map(|(call, id)| WireToolCall {
+                    id: id.clone(),
+                    kind: FUNCTION,
+                    function: WireFunctionCall {
+                        name: &call.name,
+                        arguments: &call.arguments,
+                    },
+                })
+                .collect(),
         }
     }
 }
 
-fn is_tool_output(message: &Message) -> bool {
+fn is_tool_output(message: &&Message) -> bool {
     message.role == Role::System && message.tool_call_id.is_some()
 }
 
 /// Maps the history (see the module doc): every assistant message with tool calls is
-/// followed by exactly one tool message per call, before any other message.
+/// followed by exactly one tool message per call sent, before any other message, and no
+/// call id is sent twice.
 pub(super) fn wire_messages<'a>(
-    messages: impl Iterator<Item = &'a Message>,
+    messages: impl Iterator<Item = &'a Message> + Clone,
 ) -> Vec<WireMessage<'a>> {
+    let mut ids = CallIds::new(messages.clone());
     let mut messages = messages.peekable();
     let mut wire = Vec::new();
     while let Some(message) = messages.next() {
-        wire.push(WireMessage::plain(message));
         if message.role != Role::Assistant || message.tool_calls.is_empty() {
+            wire.push(WireMessage::plain(message));
             continue;
         }
-        let calls = &message.tool_calls;
-        let mut answered = vec![false; calls.len()];
-        let mut as_text = Vec::new();
-        while let Some(output) = messages.next_if(|next| is_tool_output(next)) {
-            let id = output.tool_call_id.as_deref().unwrap_or_default();
-            match calls.iter().position(|call| call.id == id) {
-                Some(index) if !answered[index] => {
-                    answered[index] = true;
-                    wire.push(WireMessage::Tool {
-                        tool_call_id: id,
-                        content: output.tool_output_body().unwrap_or(&output.content),
-                    });
-                }
-                _ => as_text.push(WireMessage::System {
-                    content: &output.content,
-                }),
-            }
-        }
-        let unanswered = calls.iter().zip(answered).filter(|(_, done)| !done);
-        wire.extend(unanswered.map(|(call, _)| WireMessage::Tool {
-            tool_call_id: &call.id,
-            content: NO_OUTPUT,
-        }));
-        wire.extend(as_text);
+        let calls = ids.calls(&message.tool_calls);
+        wire.push(WireMessage::calling(message, &calls));
+        let run = std::iter::from_fn(|| messages.next_if(is_tool_output));
+        answer_run(&calls, run, &mut wire);
     }
     wire
+}
+
+/// Appends the tool messages answering `calls` from the tool outputs of their run: the
+/// first output for each call, then the filler for each call left without one, then the
+/// other outputs as plain system text.
+fn answer_run<'a>(
+    calls: &[SentCall<'a>],
+    run: impl Iterator<Item = &'a Message>,
+    wire: &mut Vec<WireMessage<'a>>,
+) {
+    let mut answered = vec![false; calls.len()];
+    let mut as_text = Vec::new();
+    for output in run {
+        let id = output.tool_call_id.as_deref().unwrap_or_default();
+        match calls.iter().position(|(call, _)| call.id == id) {
+            Some(index) if !answered[index] => {
+                answered[index] = true;
+                wire.push(WireMessage::Tool {
+                    tool_call_id: calls[index].1.clone(),
+                    content: output.tool_output_body().unwrap_or(&output.content),
+                });
+            }
+            _ => as_text.push(WireMessage::System {
+                content: &output.content,
+            }),
+        }
+    }
+    let unanswered = calls.iter().zip(answered).filter(|(_, done)| !done);
+    wire.extend(unanswered.map(|((_, id), _)| WireMessage::Tool {
+        tool_call_id: id.clone(),
+        content: NO_OUTPUT,
+    }));
+    wire.extend(as_text);
 }

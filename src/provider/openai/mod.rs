@@ -24,6 +24,16 @@
 //!   assistant message did not make, or one standing after a user, assistant or plain
 //!   system message. Those standing inside a run follow the run's tool messages, since
 //!   nothing may come between an assistant message and its tool messages.
+//! - Each call id is sent once in the request. Within an assistant message only the first
+//!   call with an id is sent: a later one would need a second tool message for the id,
+//!   which OpenAI rejects (`Duplicate value for 'tool_call_id'`). A call whose id an
+//!   earlier assistant message already used is sent as `<id>_<n>`, with the smallest `n`
+//!   from 2 that no call of the request has, and the tool messages of its run (its output
+//!   or the filler) name that id. OpenAI is only known to check tool messages against
+//!   the assistant message right before them, but some compatible servers reject an id
+//!   repeated anywhere in the request; the Anthropic mapping, whose API does too, follows
+//!   the same rule. The first call with an id keeps it; outputs sent as text keep their
+//!   stored text.
 //!
 //! Settings (`temperature`, `max_tokens`, `top_p`, `stop`) are sent only when set; the
 //! session's tools only when it has some (OpenAI rejects an empty `tools` array).

@@ -1,5 +1,5 @@
-//! Tool calls and tool outputs in the history (rules 3 to 5): `tool_use` and
-//! `tool_result` blocks, and what goes as text instead.
+//! Tool calls and tool outputs in the history (rules 3 to 5 and 10): `tool_use` and
+//! `tool_result` blocks, their ids, and what goes as text instead.
 
 use serde_json::{Value, json};
 
@@ -223,4 +223,59 @@ fn a_repeated_call_id_is_sent_once() {
         json!([tool_use("toolu_1", json!({}))])
     );
     assert_eq!(body["messages"][2]["content"], json!([missing("toolu_1")]));
+}
+
+#[test]
+fn a_call_id_an_earlier_message_used_is_sent_under_a_new_id_that_its_run_answers() {
+    let body = encode(&[
+        user("go"),
+        calling("", &[("toolu_1", "{}")]),
+        output("toolu_1", "first"),
+        calling("", &[("toolu_1", "{}")]),
+        output("toolu_1", "second"),
+        calling("", &[("toolu_1", "{}")]),
+        user("go on"),
+        output("toolu_1", "late"),
+    ]);
+    assert_eq!(
+        body["messages"],
+        json!([
+            {"role": "user", "content": [text("go")]},
+            {"role": "assistant", "content": [tool_use("toolu_1", json!({}))]},
+            {"role": "user", "content": [result("toolu_1", "first")]},
+            {"role": "assistant", "content": [tool_use("toolu_1_2", json!({}))]},
+            {"role": "user", "content": [result("toolu_1_2", "second")]},
+            {"role": "assistant", "content": [tool_use("toolu_1_3", json!({}))]},
+            {"role": "user", "content": [
+                missing("toolu_1_3"),
+                text("go on"),
+                text("Tool output (toolu_1): late"),
+            ]},
+        ])
+    );
+}
+
+#[test]
+fn a_new_call_id_is_one_no_call_of_the_request_has() {
+    let body = encode(&[
+        user("go"),
+        calling("", &[("toolu_1", "{}")]),
+        calling("", &[("toolu_1", "{}"), ("toolu_1_2", "{}")]),
+        output("toolu_1", "renamed"),
+        output("toolu_1_2", "own id"),
+    ]);
+    assert_eq!(
+        body["messages"][3],
+        json!({"role": "assistant", "content": [
+            tool_use("toolu_1_3", json!({})),
+            tool_use("toolu_1_2", json!({})),
+        ]})
+    );
+    assert_eq!(
+        body["messages"][4]["content"],
+        json!([
+            result("toolu_1_3", "renamed"),
+            result("toolu_1_2", "own id")
+        ])
+    );
 }

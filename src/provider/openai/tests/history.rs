@@ -170,3 +170,70 @@ fn staged_messages_follow_the_committed_history() {
     );
     assert_eq!(provider.default_model(), Some("gpt-test"));
 }
+
+#[test]
+fn a_call_id_repeated_within_one_message_is_sent_once_with_one_tool_message() {
+    let history = [
+        calling("", &["call_1", "call_1", "call_2"]),
+        output("call_1", "first"),
+        output("call_1", "second"),
+    ];
+    assert_eq!(
+        messages_of(&history),
+        json!([
+            history_assistant_json(&["call_1", "call_2"]),
+            {"role": "tool", "tool_call_id": "call_1", "content": "first"},
+            {"role": "tool", "tool_call_id": "call_2", "content": NO_OUTPUT},
+            {"role": "system", "content": "Tool output (call_1): second"},
+        ])
+    );
+}
+
+#[test]
+fn a_call_id_an_earlier_message_used_is_sent_under_a_new_id_that_its_run_answers() {
+    let history = [
+        calling("", &["call_1"]),
+        output("call_1", "first"),
+        calling("", &["call_1"]),
+        output("call_1", "second"),
+        calling("", &["call_1"]),
+        text(Role::User, "go on"),
+        output("call_1", "late"),
+    ];
+    assert_eq!(
+        messages_of(&history),
+        json!([
+            history_assistant_json(&["call_1"]),
+            {"role": "tool", "tool_call_id": "call_1", "content": "first"},
+            history_assistant_json(&["call_1_2"]),
+            {"role": "tool", "tool_call_id": "call_1_2", "content": "second"},
+            history_assistant_json(&["call_1_3"]),
+            {"role": "tool", "tool_call_id": "call_1_3", "content": NO_OUTPUT},
+            {"role": "user", "content": "go on"},
+            {"role": "system", "content": "Tool output (call_1): late"},
+        ])
+    );
+}
+
+#[test]
+fn a_new_call_id_is_one_no_call_of_the_request_has() {
+    let history = [
+        calling("", &["call_1"]),
+        calling("", &["call_1", "call_1_2"]),
+        output("call_1", "renamed"),
+        output("call_1_2", "own id"),
+    ];
+    let messages = messages_of(&history);
+    assert_eq!(
+        messages[2],
+        history_assistant_json(&["call_1_3", "call_1_2"])
+    );
+    assert_eq!(
+        messages[3],
+        json!({"role": "tool", "tool_call_id": "call_1_3", "content": "renamed"})
+    );
+    assert_eq!(
+        messages[4],
+        json!({"role": "tool", "tool_call_id": "call_1_2", "content": "own id"})
+    );
+}
