@@ -7,7 +7,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, spawn_message};
 use crate::mock_provider::StreamPlan;
 use crate::sse::events;
 use crate::streaming::stream_message;
@@ -32,20 +32,6 @@ async fn cancel(app: &TestApp, id: &str, body: Option<Value>) -> (StatusCode, Va
     let elapsed = started.elapsed();
     let status = response.status();
     (status, response.json().await.unwrap(), elapsed)
-}
-
-fn spawn_message(
-    app: &TestApp,
-    id: &str,
-    body: Value,
-) -> tokio::task::JoinHandle<(StatusCode, Value)> {
-    let client = app.client.clone();
-    let url = app.url(&format!("/text/session/{id}/message"));
-    tokio::spawn(async move {
-        let response = client.post(url).json(&body).send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap())
-    })
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, spawn_message};
 
 /// Starts a message that will hold the turn lock until the mock is resumed.
 async fn hold_the_lock(app: &TestApp, id: &str) -> tokio::task::JoinHandle<(StatusCode, Value)> {
@@ -15,20 +15,6 @@ async fn hold_the_lock(app: &TestApp, id: &str) -> tokio::task::JoinHandle<(Stat
     let handle = spawn_message(app, id, json!({"content": "holder"}));
     app.openai.wait_for_requests(before + 1).await;
     handle
-}
-
-fn spawn_message(
-    app: &TestApp,
-    id: &str,
-    body: Value,
-) -> tokio::task::JoinHandle<(StatusCode, Value)> {
-    let client = app.client.clone();
-    let url = app.url(&format!("/text/session/{id}/message"));
-    tokio::spawn(async move {
-        let response = client.post(url).json(&body).send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap())
-    })
 }
 
 fn user_messages(messages: &[Value]) -> Vec<String> {

@@ -133,6 +133,22 @@ impl TestApp {
     }
 }
 
+/// Sends a user message in a task of its own; its status and body come back when
+/// awaited, so that a test can do other things while the write waits or runs.
+pub fn spawn_message(
+    app: &TestApp,
+    id: &str,
+    body: Value,
+) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    let client = app.client.clone();
+    let url = app.url(&format!("/text/session/{id}/message"));
+    tokio::spawn(async move {
+        let response = client.post(url).json(&body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    })
+}
+
 /// The (role, content) pairs of a message list.
 pub fn roles_and_contents(messages: &[Value]) -> Vec<(String, String)> {
     messages

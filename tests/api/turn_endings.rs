@@ -9,25 +9,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use text_session_api::session::turn::fault_injection;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, spawn_message};
 use crate::mock_provider::Reply;
 
 /// How soon after a turn ends the next writer must be in.
 const HANDOVER: Duration = Duration::from_millis(100);
-
-fn spawn_message(
-    app: &TestApp,
-    id: &str,
-    body: Value,
-) -> tokio::task::JoinHandle<(StatusCode, Value)> {
-    let client = app.client.clone();
-    let url = app.url(&format!("/text/session/{id}/message"));
-    tokio::spawn(async move {
-        let response = client.post(url).json(&body).send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap())
-    })
-}
 
 /// The first provider call answers after `delay` with `status` (200: a text reply).
 fn first_call(app: &TestApp, status: u16, delay: Duration) {

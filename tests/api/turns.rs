@@ -4,21 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
-
-fn spawn_message(
-    app: &TestApp,
-    id: &str,
-    body: Value,
-) -> tokio::task::JoinHandle<(StatusCode, Value)> {
-    let client = app.client.clone();
-    let url = app.url(&format!("/text/session/{id}/message"));
-    tokio::spawn(async move {
-        let response = client.post(url).json(&body).send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap())
-    })
-}
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, spawn_message};
 
 async fn turns(app: &TestApp, id: &str, query: &str) -> Vec<Value> {
     let response = app.get(&format!("/text/session/{id}/turns{query}")).await;
