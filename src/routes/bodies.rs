@@ -38,8 +38,12 @@ impl<'de> Deserialize<'de> for Instructions {
 impl PartialSchema for Instructions {
     fn schema() -> RefOr<Schema> {
         OneOfBuilder::new()
-            .item(ObjectBuilder::new().schema_type(Type::String))
-            .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)))
+            .item(non_blank_string())
+            .item(
+                ArrayBuilder::new()
+                    .items(non_blank_string())
+                    .min_items(Some(1)),
+            )
             .description(Some(
                 "One instruction, or several in order; none may be blank.",
             ))
@@ -48,6 +52,17 @@ impl PartialSchema for Instructions {
 }
 
 impl ToSchema for Instructions {}
+
+/// A string with at least one character that is not white space.
+fn non_blank_string() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .pattern(Some(NON_BLANK))
+}
+
+/// The pattern of a string that is not blank.
+const NON_BLANK: &str = "\\S";
 
 /// `POST /text/session`; every field is optional and an empty body is fine.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -73,6 +88,7 @@ pub struct CreateSessionRequest {
 #[schema(example = json!({"content": "What is the weather in Oslo?", "priority": "normal", "onBusy": "wait"}))]
 pub struct MessageRequest {
     /// The user's message; trimmed, must not be blank.
+    #[schema(min_length = 1, pattern = "\\S")]
     pub content: String,
     /// Appended as system messages before the user message.
     pub instructions: Option<Instructions>,
@@ -140,7 +156,8 @@ impl ToSchema for InstructionsBody {}
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({"callId": "call_1", "output": "{\"temperature\":21}"}))]
 pub struct ToolOutputInput {
-    /// The id of the tool call this answers; must not be empty.
+    /// The id of the tool call this answers; must not be blank.
+    #[schema(min_length = 1, pattern = "\\S")]
     pub call_id: String,
     /// A string, or any JSON value but null (stored as its compact JSON text).
     #[schema(value_type = Object)]
@@ -152,6 +169,7 @@ pub struct ToolOutputInput {
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({"toolOutputs": [{"callId": "call_1", "output": "sunny, 21 °C"}]}))]
 pub struct ToolOutputRequest {
+    #[schema(min_items = 1)]
     pub tool_outputs: Vec<ToolOutputInput>,
     #[serde(default)]
     pub priority: Priority,
@@ -206,7 +224,11 @@ impl PartialSchema for ToolOutputBody {
     fn schema() -> RefOr<Schema> {
         OneOfBuilder::new()
             .item(ToolOutputRequest::schema())
-            .item(ArrayBuilder::new().items(ToolOutputInput::schema()))
+            .item(
+                ArrayBuilder::new()
+                    .items(ToolOutputInput::schema())
+                    .min_items(Some(1)),
+            )
             .item(ToolOutputInput::schema())
             .description(Some(
                 "`{toolOutputs, priority?, onBusy?}`, a bare array of outputs, or one `{callId, output}`.",

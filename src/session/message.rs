@@ -126,23 +126,29 @@ fn empty_parameters() -> Value {
 pub struct Defaults {
     /// 0 to 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f64>,
-    /// At least 1.
+    /// 1 to 1 000 000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub max_tokens: Option<u32>,
     /// Greater than 0, at most 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub top_p: Option<f64>,
-    /// Up to 4 stop sequences.
+    /// Up to 4 stop sequences, none empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 4)]
     pub stop: Option<Vec<String>>,
     /// Send at most this many messages (at least 1): the leading system messages, then
     /// the newest others. The stored history stays whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub max_context_messages: Option<u32>,
     /// Send at most about this many tokens (estimated as characters / 4 + 4 per
     /// message), the oldest messages left out first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub max_context_tokens: Option<u32>,
 }
 

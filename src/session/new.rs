@@ -191,21 +191,20 @@ fn check_defaults(defaults: &Defaults) -> Result<(), Invalid> {
             "must be greater than 0 and at most 1",
         ));
     }
-    if defaults.max_context_messages == Some(0) {
-        return Err(Invalid::new(
-            "defaults.maxContextMessages",
-            "must be at least 1",
-        ));
-    }
-    if defaults.max_context_tokens == Some(0) {
-        return Err(Invalid::new(
-            "defaults.maxContextTokens",
-            "must be at least 1",
-        ));
-    }
-    if defaults.max_tokens == Some(0) {
-        return Err(Invalid::new("defaults.maxTokens", "must be at least 1"));
-    }
+    let in_range = |field: &str, value: Option<u32>, max: u32| match value {
+        Some(v) if v == 0 || v > max => Err(Invalid::new(
+            format!("defaults.{field}"),
+            format!("must be between 1 and {max}"),
+        )),
+        _ => Ok(()),
+    };
+    in_range("maxTokens", defaults.max_tokens, 1_000_000)?;
+    in_range(
+        "maxContextMessages",
+        defaults.max_context_messages,
+        1_000_000,
+    )?;
+    in_range("maxContextTokens", defaults.max_context_tokens, 100_000_000)?;
     if let Some(stop) = &defaults.stop {
         if stop.len() > MAX_STOP_SEQUENCES {
             return Err(Invalid::new(
