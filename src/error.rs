@@ -216,6 +216,9 @@ impl ApiError {
     pub fn invalid_body(path: &str, message: &str) -> Self {
         let text = if path == "." {
             message.to_owned()
+        } else if message.starts_with('[') {
+            // An element of a list: `tools` and `[0].type: …` read `tools[0].type: …`.
+            format!("{path}{message}")
         } else {
             format!("{path}: {message}")
         };

@@ -60,6 +60,11 @@ fn add_cross_cutting(doc: &mut utoipa::openapi::OpenApi) {
                 );
             }
             if is_post {
+                add_error(
+                    operation,
+                    "400",
+                    "`invalid_request`: the `Idempotency-Key` is not 1 to 255 printable ASCII characters",
+                );
                 operation
                     .parameters
                     .get_or_insert_with(Vec::new)

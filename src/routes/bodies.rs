@@ -75,7 +75,9 @@ pub struct CreateSessionRequest {
     pub model: Option<String>,
     /// Become the first system messages.
     pub instructions: Option<Instructions>,
+    #[serde(default, deserialize_with = "object")]
     pub defaults: Option<Defaults>,
+    #[serde(default, deserialize_with = "objects")]
     pub tools: Option<Vec<Tool>>,
     /// Free-form object, at most 16 KiB as JSON.
     #[schema(value_type = Option<Object>)]
@@ -251,6 +253,43 @@ pub struct CancelRequest {
     /// Also turn every waiting writer away with `409 turn_cancelled`.
     #[serde(default)]
     pub waiting: bool,
+}
+
+/// An optional object field: serde would also read an array as the struct's fields in
+/// order, which is no documented form.
+fn object<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        value @ Value::Object(_) => from_value(value).map(Some),
+        _ => Err(de::Error::custom("expected a JSON object")),
+    }
+}
+
+/// An optional list of objects (see [`object`]).
+fn objects<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::Object(_) => serde_path_to_error::deserialize(item).map_err(|e| {
+                    let path = e.path().to_string();
+                    let inner = e.into_inner();
+                    de::Error::custom(if path == "." {
+                        format!("[{i}]: {inner}")
+                    } else {
+                        format!("[{i}].{path}: {inner}")
+                    })
+                }),
+                _ => Err(de::Error::custom(format!("[{i}]: expected a JSON object"))),
+            })
+            .collect::<Result<_, _>>()
+            .map(Some),
+        _ => Err(de::Error::custom("expected an array of objects")),
+    }
 }
 
 /// Deserializes a nested value keeping the JSON path of any error (`a[1].b: …`).

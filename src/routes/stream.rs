@@ -11,7 +11,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
 use super::responses;
@@ -89,6 +91,59 @@ fn event_data(
         TurnEvent::Cancelled { result, .. } => {
             ("turn.cancelled", to_string(&CancelledData { result }))
         }
+    }
+}
+
+/// For the OpenAPI document: one Server-Sent Event of a turn, as a client's parser
+/// sees it.
+#[derive(Debug)]
+pub struct TurnSseEvent;
+
+/// The event names, in the order they can come.
+const EVENT_NAMES: [&str; 7] = [
+    "turn.queued",
+    "turn.started",
+    "text.delta",
+    "tool_call",
+    "turn.completed",
+    "turn.failed",
+    "turn.cancelled",
+];
+
+impl PartialSchema for TurnSseEvent {
+    fn schema() -> RefOr<Schema> {
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        ObjectBuilder::new()
+            .description(Some(
+                "One event: `id: <turnId>:<seq>` (seq from 1, no gaps), its name, and a JSON `data:` line whose shape the name gives (see `TurnEventData`). The stream ends after `turn.completed`, `turn.failed` or `turn.cancelled`.",
+            ))
+            .property(
+                "id",
+                string()
+                    .pattern(Some("^[0-9a-fA-F-]{36}:[1-9][0-9]*$"))
+                    .description(Some("`<turnId>:<seq>`")),
+            )
+            .property(
+                "event",
+                string().enum_values(Some(EVENT_NAMES)),
+            )
+            .property(
+                "data",
+                string()
+                    .content_media_type("application/json")
+                    .description(Some("JSON: one of `TurnEventData`, by the event's name")),
+            )
+            .required("id")
+            .required("event")
+            .required("data")
+            .into()
+    }
+}
+
+impl ToSchema for TurnSseEvent {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push(("TurnEventData".to_owned(), TurnEventData::schema()));
+        TurnEventData::schemas(schemas);
     }
 }
 

@@ -28,8 +28,9 @@ pub struct TurnView {
     /// Only while waiting: the place it will run at (1 = next).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<usize>,
-    /// The request body as received.
-    #[schema(value_type = Object)]
+    /// The request body as received (an object, or the bare string or array a
+    /// write accepts).
+    #[schema(value_type = serde_json::Value)]
     pub input: Value,
     pub result: Option<TurnResult>,
     pub error: Option<ErrorDetail>,

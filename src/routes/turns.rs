@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::bodies::CancelRequest;
 use super::extract::{OptionalJsonBody, SessionPath};
 use super::responses::View;
-use super::stream::{self, TurnEventData};
+use super::stream::{self, TurnSseEvent};
 use super::turn_view::TurnView;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -190,7 +190,7 @@ async fn delete_turn(
         (status = 200, description = "Like the original write: committed (JSON) or its events (`text/event-stream`)",
             content(
                 (super::responses::WriteResponse = "application/json"),
-                (TurnEventData = "text/event-stream"),
+                (TurnSseEvent = "text/event-stream"),
             ),
             headers(("x-turn-id" = String, description = "The new turn"))),
         (status = 404, description = "No such session (`session_not_found`) or turn (`turn_not_found`)", body = ErrorBody),
@@ -248,7 +248,7 @@ async fn retry_turn(
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (`<turnId>:<seq>` of this turn)", pattern = "^[0-9a-fA-F-]{36}:[0-9]+$"),
     ),
     responses(
-        (status = 200, description = "The turn's events", content_type = "text/event-stream", body = TurnEventData),
+        (status = 200, description = "The turn's events", content_type = "text/event-stream", body = TurnSseEvent),
         (status = 204, description = "The turn has ended and no event is left after `Last-Event-ID`"),
         (status = 400, description = "`Last-Event-ID` is not of the form `<turnId>:<seq>` (`invalid_request`)", body = ErrorBody),
         (status = 404, description = "No such session (`session_not_found`), or no such turn kept (`turn_not_found`)", body = ErrorBody),

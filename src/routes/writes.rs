@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::bodies::{InstructionsBody, MessageRequest, ToolOutputBody};
 use super::extract::{JsonBody, SessionPath};
 use super::responses::{self, ToolOutputResponse, View, ViewQuery, WriteResponse};
-use super::stream::{self, TurnEventData};
+use super::stream::{self, TurnSseEvent};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::session::turn::{self, TurnInput, TurnKind};
@@ -46,7 +46,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         (status = 200, description = "Committed (JSON), or the turn's events (`text/event-stream`) when the body has `stream: true` or the request `Accept: text/event-stream`: `turn.queued`, `turn.started`, `text.delta`, `tool_call`, then one of `turn.completed`, `turn.failed`, `turn.cancelled`; each with `id: <turnId>:<seq>`",
             content(
                 (WriteResponse = "application/json"),
-                (TurnEventData = "text/event-stream"),
+                (TurnSseEvent = "text/event-stream"),
             ),
             headers(("x-turn-id" = String, description = "The turn this write ran as"))),
         (status = 400, description = "A field breaks a rule (`invalid_request`); nothing appended", body = ErrorBody),
@@ -113,7 +113,7 @@ async fn post_message(
         (status = 200, description = "Committed (JSON), or the turn's events (`text/event-stream`) when the body has `stream: true` or the request `Accept: text/event-stream`",
             content(
                 (WriteResponse = "application/json"),
-                (TurnEventData = "text/event-stream"),
+                (TurnSseEvent = "text/event-stream"),
             ),
             headers(("x-turn-id" = String, description = "The turn this write ran as"))),
         (status = 400, description = "A field breaks a rule (`invalid_request`); nothing appended", body = ErrorBody),
