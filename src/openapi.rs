@@ -10,6 +10,8 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::app::AppState;
 use crate::error::ErrorBody;
 use crate::routes;
+use crate::routes::bodies::{InstructionsRequest, ToolOutputInput, ToolOutputRequest};
+use crate::routes::responses::View;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,7 +26,7 @@ use crate::routes;
         (name = "turns", description = "Replay a turn's events; cancel the running turn"),
         (name = "operations", description = "Health and this document"),
     ),
-    components(schemas(ErrorBody))
+    components(schemas(ErrorBody, View, ToolOutputInput, InstructionsRequest, ToolOutputRequest))
 )]
 struct ApiDoc;
 

@@ -6,7 +6,9 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::schema::{
+    ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::session::{CancelMode, Defaults, OnBusy, Priority, Tool};
@@ -61,6 +63,17 @@ fn non_blank_string() -> ObjectBuilder {
         .pattern(Some(NON_BLANK))
 }
 
+/// Any JSON value but `null`.
+fn any_but_null() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(SchemaType::from_iter([
+        Type::String,
+        Type::Number,
+        Type::Boolean,
+        Type::Object,
+        Type::Array,
+    ]))
+}
+
 /// The pattern of a string that is not blank.
 const NON_BLANK: &str = "\\S";
 
@@ -72,6 +85,7 @@ pub struct CreateSessionRequest {
     /// A configured provider name; the server's default when left out.
     pub provider: Option<String>,
     /// The provider's default model when left out.
+    #[schema(pattern = "\\S")]
     pub model: Option<String>,
     /// Become the first system messages.
     pub instructions: Option<Instructions>,
@@ -162,7 +176,7 @@ pub struct ToolOutputInput {
     #[schema(min_length = 1, pattern = "\\S")]
     pub call_id: String,
     /// A string, or any JSON value but null (stored as its compact JSON text).
-    #[schema(value_type = Object)]
+    #[schema(schema_with = any_but_null)]
     pub output: Value,
 }
 

@@ -39,7 +39,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     params(
         ("id" = String, Path, description = "Session id (UUID)"),
         ViewQuery,
-        ("If-Match" = Option<String>, Header, description = "The session version (as its `ETag` shows it, e.g. `\"3\"`) the write expects when it takes the turn lock; otherwise `412 version_mismatch`"),
+        ("If-Match" = Option<String>, Header, description = "The session version (as its `ETag` shows it, e.g. `\"3\"`) the write expects when it takes the turn lock; otherwise `412 version_mismatch`", pattern = "^(\\*|(W/)?\"?[0-9]+\"?)$"),
     ),
     request_body = MessageRequest,
     responses(
@@ -106,7 +106,7 @@ async fn post_message(
     params(
         ("id" = String, Path, description = "Session id (UUID)"),
         ViewQuery,
-        ("If-Match" = Option<String>, Header, description = "The session version (as its `ETag` shows it, e.g. `\"3\"`) the write expects when it takes the turn lock; otherwise `412 version_mismatch`"),
+        ("If-Match" = Option<String>, Header, description = "The session version (as its `ETag` shows it, e.g. `\"3\"`) the write expects when it takes the turn lock; otherwise `412 version_mismatch`", pattern = "^(\\*|(W/)?\"?[0-9]+\"?)$"),
     ),
     request_body = InstructionsBody,
     responses(
@@ -168,7 +168,7 @@ async fn post_instructions(
     params(
         ("id" = String, Path, description = "Session id (UUID)"),
         ViewQuery,
-        ("If-Match" = Option<String>, Header, description = "The session version (as its `ETag` shows it, e.g. `\"3\"`) the write expects when it takes the turn lock; otherwise `412 version_mismatch`"),
+        ("If-Match" = Option<String>, Header, description = "The session version (as its `ETag` shows it, e.g. `\"3\"`) the write expects when it takes the turn lock; otherwise `412 version_mismatch`", pattern = "^(\\*|(W/)?\"?[0-9]+\"?)$"),
     ),
     request_body = ToolOutputBody,
     responses(

@@ -106,6 +106,7 @@ pub struct Tool {
     #[serde(rename = "type", default)]
     pub kind: ToolKind,
     /// 1–64 characters of `a-z A-Z 0-9 _ -`, unique within the session.
+    #[schema(pattern = "^[a-zA-Z0-9_-]{1,64}$")]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -129,7 +130,11 @@ pub struct Defaults {
     #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f64>,
     /// 1 to 1 000 000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub max_tokens: Option<u32>,
     /// Greater than 0, at most 1.
@@ -138,18 +143,53 @@ pub struct Defaults {
     pub top_p: Option<f64>,
     /// Up to 4 stop sequences, none empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_items = 4)]
+    #[schema(schema_with = stop_schema)]
     pub stop: Option<Vec<String>>,
     /// Send at most this many messages (at least 1): the leading system messages, then
     /// the newest others. The stored history stays whole.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub max_context_messages: Option<u32>,
     /// Send at most about this many tokens (estimated as characters / 4 + 4 per
     /// message), the oldest messages left out first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
     #[schema(minimum = 1, maximum = 100_000_000)]
     pub max_context_tokens: Option<u32>,
+}
+
+/// Up to 4 non-empty strings.
+fn stop_schema() -> utoipa::openapi::schema::ArrayBuilder {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1)),
+        )
+        .max_items(Some(4))
+}
+
+/// A count that JSON may write as `512` or `512.0` (both are the integer 512).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    match Option::<f64>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => {
+            Ok(Some(n as u32))
+        }
+        Some(n) => Err(D::Error::custom(format!(
+            "expected a whole number, got {n}"
+        ))),
+    }
 }
 
 #[cfg(test)]
