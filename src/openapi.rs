@@ -2,6 +2,7 @@
 //! (`routes::api()`); this adds the title, tags and the shared error schema.
 
 use utoipa::OpenApi;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
@@ -61,6 +62,9 @@ fn add_cross_cutting(doc: &mut utoipa::openapi::OpenApi) {
                     "API keys are on and the request has no valid `Authorization: Bearer <key>` (`unauthorized`)",
                 );
             }
+            if item_tags(operation).contains(&"writes") {
+                add_write_errors(path, operation);
+            }
             if is_post {
                 add_error(
                     operation,
@@ -82,6 +86,95 @@ fn add_cross_cutting(doc: &mut utoipa::openapi::OpenApi) {
                     "`idempotency_key_reused`: this `Idempotency-Key` was used with another route or body",
                 );
             }
+        }
+    }
+}
+
+fn item_tags(operation: &Operation) -> Vec<&str> {
+    operation
+        .tags
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect()
+}
+
+/// What every write can answer besides its success, and its `If-Match` header.
+fn add_write_errors(path: &str, operation: &mut Operation) {
+    operation.parameters.get_or_insert_with(Vec::new).push(
+        ParameterBuilder::new()
+            .name("If-Match")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "The session version (as its `ETag` shows it, e.g. `\"3\"`) the write expects when it takes the turn lock; otherwise `412 version_mismatch`",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^(\\*|(W/)?\"?[0-9]+\"?)$")),
+            ))
+            .build(),
+    );
+    let generates = !path.ends_with("/tool-output");
+    let mut errors = vec![
+        (
+            "400",
+            "A field breaks a rule (`invalid_request`); nothing appended",
+            false,
+        ),
+        ("404", "No such session (`session_not_found`)", false),
+        (
+            "409",
+            "`session_busy` (with `onBusy: reject`), `turn_cancelled` (a cancel stopped the turn: with `keep` its messages and the partial reply were kept), or `session_full` (MAX_MESSAGES_PER_SESSION)",
+            false,
+        ),
+        (
+            "412",
+            "`If-Match` names another version (`version_mismatch`); nothing appended",
+            false,
+        ),
+        ("413", "Body too large (`payload_too_large`)", false),
+        ("415", "Body is not JSON (`unsupported_media_type`)", false),
+        (
+            "429",
+            "Too many writers wait (`session_overloaded`); see `Retry-After`",
+            true,
+        ),
+        (
+            "503",
+            "`overloaded` (every provider slot taken) or `shutting_down`; see `Retry-After`; nothing appended",
+            true,
+        ),
+    ];
+    if generates {
+        errors.push((
+            "502",
+            "The provider failed (`provider_error`); nothing appended",
+            false,
+        ));
+        errors.push((
+            "504",
+            "The provider timed out (`provider_timeout`); nothing appended",
+            false,
+        ));
+    }
+    for (status, description, retry_after) in errors {
+        add_error(operation, status, description);
+        if retry_after
+            && let Some(RefOr::T(response)) = operation.responses.responses.get_mut(status)
+        {
+            response.headers.insert(
+                "Retry-After".to_owned(),
+                HeaderBuilder::new()
+                    .schema(
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .minimum(Some(0)),
+                    )
+                    .description(Some("Seconds to wait"))
+                    .build(),
+            );
         }
     }
 }

@@ -16,7 +16,7 @@ use super::extract::{JsonBody, SessionPath};
 use super::responses::{self, ToolOutputResponse, View, ViewQuery, WriteResponse};
 use super::stream::{self, TurnSseEvent};
 use crate::app::AppState;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::session::turn::{self, TurnInput, TurnKind};
 use crate::session::{Invalid, Message, Role, Session, check_length, validate_instructions};
 use crate::timestamp::Timestamp;
@@ -27,6 +27,9 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(post_instructions))
         .routes(routes!(post_tool_output))
 }
+
+// The errors every write can answer, and `If-Match`, are added to the document in
+// `openapi::add_cross_cutting`, once for all three.
 
 /// Send a user message and get the reply.
 ///
@@ -39,7 +42,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     params(
         ("id" = String, Path, description = "Session id (UUID)"),
         ViewQuery,
-        ("If-Match" = Option<String>, Header, description = "The session version (as its `ETag` shows it, e.g. `\"3\"`) the write expects when it takes the turn lock; otherwise `412 version_mismatch`", pattern = "^(\\*|(W/)?\"?[0-9]+\"?)$"),
     ),
     request_body = MessageRequest,
     responses(
@@ -49,18 +51,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
                 (TurnSseEvent = "text/event-stream"),
             ),
             headers(("x-turn-id" = String, description = "The turn this write ran as"))),
-        (status = 400, description = "A field breaks a rule (`invalid_request`); nothing appended", body = ErrorBody),
-        (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
-        (status = 409, description = "`session_busy` (with `onBusy: reject`), `turn_cancelled` (a cancel stopped the turn: with `keep` its messages and the partial reply were kept), or `session_full` (MAX_MESSAGES_PER_SESSION)", body = ErrorBody),
-        (status = 412, description = "`If-Match` names another version (`version_mismatch`); nothing appended", body = ErrorBody),
-        (status = 503, description = "`overloaded` (every provider slot taken) or `shutting_down`; see `Retry-After`; nothing appended", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
-        (status = 429, description = "Too many writers wait (`session_overloaded`); see `Retry-After`", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 502, description = "The provider failed (`provider_error`); nothing appended", body = ErrorBody),
-        (status = 504, description = "The provider timed out (`provider_timeout`); nothing appended", body = ErrorBody),
     )
 )]
 async fn post_message(
@@ -106,7 +96,6 @@ async fn post_message(
     params(
         ("id" = String, Path, description = "Session id (UUID)"),
         ViewQuery,
-        ("If-Match" = Option<String>, Header, description = "The session version (as its `ETag` shows it, e.g. `\"3\"`) the write expects when it takes the turn lock; otherwise `412 version_mismatch`", pattern = "^(\\*|(W/)?\"?[0-9]+\"?)$"),
     ),
     request_body = InstructionsBody,
     responses(
@@ -116,18 +105,6 @@ async fn post_message(
                 (TurnSseEvent = "text/event-stream"),
             ),
             headers(("x-turn-id" = String, description = "The turn this write ran as"))),
-        (status = 400, description = "A field breaks a rule (`invalid_request`); nothing appended", body = ErrorBody),
-        (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
-        (status = 409, description = "`session_busy` (with `onBusy: reject`), `turn_cancelled` (a cancel stopped the turn: with `keep` its messages and the partial reply were kept), or `session_full` (MAX_MESSAGES_PER_SESSION)", body = ErrorBody),
-        (status = 412, description = "`If-Match` names another version (`version_mismatch`); nothing appended", body = ErrorBody),
-        (status = 503, description = "`overloaded` (every provider slot taken) or `shutting_down`; see `Retry-After`; nothing appended", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
-        (status = 429, description = "Too many writers wait (`session_overloaded`); see `Retry-After`", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 502, description = "The provider failed (`provider_error`); nothing appended", body = ErrorBody),
-        (status = 504, description = "The provider timed out (`provider_timeout`); nothing appended", body = ErrorBody),
     )
 )]
 async fn post_instructions(
@@ -168,21 +145,10 @@ async fn post_instructions(
     params(
         ("id" = String, Path, description = "Session id (UUID)"),
         ViewQuery,
-        ("If-Match" = Option<String>, Header, description = "The session version (as its `ETag` shows it, e.g. `\"3\"`) the write expects when it takes the turn lock; otherwise `412 version_mismatch`", pattern = "^(\\*|(W/)?\"?[0-9]+\"?)$"),
     ),
     request_body = ToolOutputBody,
     responses(
         (status = 200, description = "Committed", body = ToolOutputResponse),
-        (status = 400, description = "A field breaks a rule (`invalid_request`); nothing appended", body = ErrorBody),
-        (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
-        (status = 409, description = "`session_busy` (with `onBusy: reject`), `turn_cancelled` (a cancel stopped the turn: with `keep` its messages and the partial reply were kept), or `session_full` (MAX_MESSAGES_PER_SESSION)", body = ErrorBody),
-        (status = 412, description = "`If-Match` names another version (`version_mismatch`); nothing appended", body = ErrorBody),
-        (status = 503, description = "`overloaded` (every provider slot taken) or `shutting_down`; see `Retry-After`; nothing appended", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
-        (status = 429, description = "Too many writers wait (`session_overloaded`); see `Retry-After`", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait"))),
     )
 )]
 async fn post_tool_output(
