@@ -23,9 +23,31 @@ pub enum SessionLimit {
 /// The live sessions.
 #[derive(Debug)]
 pub struct SessionStore {
-    sessions: RwLock<HashMap<Uuid, Arc<Session>>>,
+    sessions: RwLock<Sessions>,
     max_total: usize,
     max_per_key: usize,
+}
+
+/// The map, and how many sessions each API key holds (kept with it, under its lock).
+#[derive(Debug, Default)]
+struct Sessions {
+    by_id: HashMap<Uuid, Arc<Session>>,
+    per_key: HashMap<KeyId, usize>,
+}
+
+impl Sessions {
+    fn remove(&mut self, id: &Uuid) -> Option<Arc<Session>> {
+        let session = self.by_id.remove(id)?;
+        if let Some(owner) = session.owner
+            && let Some(count) = self.per_key.get_mut(&owner)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.per_key.remove(&owner);
+            }
+        }
+        Some(session)
+    }
 }
 
 impl Default for SessionStore {
@@ -47,7 +69,7 @@ impl SessionStore {
     /// The session with this id.
     pub fn get(&self, id: Uuid) -> Option<Arc<Session>> {
         let sessions = self.sessions.read().unwrap_or_else(PoisonError::into_inner);
-        sessions.get(&id).cloned()
+        sessions.by_id.get(&id).cloned()
     }
 
     /// Adds a new session, unless a bound would be passed.
@@ -56,16 +78,17 @@ impl SessionStore {
             .sessions
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if sessions.len() >= self.max_total {
+        if sessions.by_id.len() >= self.max_total {
             return Err(SessionLimit::Total(self.max_total));
         }
         if let Some(owner) = session.owner {
-            let owned = sessions.values().filter(|s| s.owner == Some(owner)).count();
-            if owned >= self.max_per_key {
+            let owned = sessions.per_key.entry(owner).or_default();
+            if *owned >= self.max_per_key {
                 return Err(SessionLimit::PerKey(self.max_per_key));
             }
+            *owned += 1;
         }
-        sessions.insert(session.id, session);
+        sessions.by_id.insert(session.id, session);
         Ok(())
     }
 
@@ -88,7 +111,7 @@ impl SessionStore {
     pub fn list(&self) -> Vec<Arc<Session>> {
         let mut sessions: Vec<_> = {
             let sessions = self.sessions.read().unwrap_or_else(PoisonError::into_inner);
-            sessions.values().cloned().collect()
+            sessions.by_id.values().cloned().collect()
         };
         sessions.sort_by_key(|s| (s.created_at, s.id));
         sessions
@@ -112,13 +135,13 @@ impl SessionStore {
                 .sessions
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
-            sessions.retain(|_, session| {
-                let idle = session.is_idle_for(ttl);
-                if idle {
-                    expired.push(session.clone());
-                }
-                !idle
-            });
+            let idle: Vec<Uuid> = sessions
+                .by_id
+                .values()
+                .filter(|session| session.is_idle_for(ttl))
+                .map(|session| session.id)
+                .collect();
+            expired.extend(idle.iter().filter_map(|id| sessions.remove(id)));
         }
         for session in &expired {
             session.close();
@@ -131,11 +154,69 @@ impl SessionStore {
         self.sessions
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .by_id
             .len()
     }
 
     /// Whether no session is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{Provider, ProviderRegistry, echo::Echo};
+    use crate::session::turns::Retention;
+    use crate::session::{Limits, NewSession, Settings};
+
+    fn session(owner: Option<KeyId>) -> Arc<Session> {
+        let registry = ProviderRegistry::new(
+            [("echo".to_owned(), Provider::Echo(Echo::default()))],
+            "echo",
+            None,
+        )
+        .unwrap();
+        let settings = Settings {
+            max_waiting_per_session: 4,
+            limits: Limits::default(),
+            turns: Retention {
+                records: 4,
+                failed: 4,
+                max_age: Duration::from_secs(60),
+                events: 4,
+                events_ttl: Duration::from_secs(60),
+            },
+        };
+        Arc::new(
+            NewSession::default()
+                .build(&registry, settings, owner)
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_per_key_bound_counts_what_each_key_holds_now() {
+        let store = SessionStore::new(10, 2);
+        let (a, b) = (Some(KeyId(0)), Some(KeyId(1)));
+        let first = session(a);
+        store.insert(first.clone()).unwrap();
+        store.insert(session(a)).unwrap();
+        assert_eq!(store.insert(session(a)), Err(SessionLimit::PerKey(2)));
+        store.insert(session(b)).unwrap();
+        store.remove(first.id).unwrap();
+        store.insert(session(a)).unwrap();
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.expire_idle(Duration::ZERO), 3);
+        store.insert(session(a)).unwrap();
+        store.insert(session(a)).unwrap();
+    }
+
+    #[test]
+    fn the_total_bound_holds_for_sessions_without_a_key() {
+        let store = SessionStore::new(1, 1);
+        store.insert(session(None)).unwrap();
+        assert_eq!(store.insert(session(None)), Err(SessionLimit::Total(1)));
     }
 }
