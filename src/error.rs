@@ -214,15 +214,19 @@ impl From<JsonRejection> for ApiError {
 impl ApiError {
     /// A body that does not fit its type: `path: message` (`body: …` at the top).
     pub fn invalid_body(path: &str, message: &str) -> Self {
-        let text = if path == "." {
-            message.to_owned()
-        } else if message.starts_with('[') {
-            // An element of a list: `tools` and `[0].type: …` read `tools[0].type: …`.
-            format!("{path}{message}")
-        } else {
-            format!("{path}: {message}")
-        };
-        ApiError::InvalidRequest(readable_data_error(&text))
+        ApiError::InvalidRequest(readable_data_error(&at_path(path, message)))
+    }
+}
+
+/// `path: message` as the API words it: just `message` at the top (`.`), and an element
+/// of a list joins its path (`tools` and `[0].type: …` read `tools[0].type: …`).
+pub fn at_path(path: &str, message: &str) -> String {
+    if path == "." {
+        message.to_owned()
+    } else if message.starts_with('[') {
+        format!("{path}{message}")
+    } else {
+        format!("{path}: {message}")
     }
 }
 

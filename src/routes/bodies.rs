@@ -11,6 +11,7 @@ use utoipa::openapi::schema::{
 };
 use utoipa::{PartialSchema, ToSchema};
 
+use crate::error::at_path;
 use crate::session::{CancelMode, Defaults, OnBusy, Priority, Tool};
 
 /// One instruction, or several in order.
@@ -290,13 +291,11 @@ fn objects<'de, D: Deserializer<'de>, T: DeserializeOwned>(
             .enumerate()
             .map(|(i, item)| match item {
                 Value::Object(_) => serde_path_to_error::deserialize(item).map_err(|e| {
-                    let path = e.path().to_string();
-                    let inner = e.into_inner();
-                    de::Error::custom(if path == "." {
-                        format!("[{i}]: {inner}")
-                    } else {
-                        format!("[{i}].{path}: {inner}")
-                    })
+                    let path = match e.path().to_string().as_str() {
+                        "." => format!("[{i}]"),
+                        field => format!("[{i}].{field}"),
+                    };
+                    de::Error::custom(at_path(&path, &e.into_inner().to_string()))
                 }),
                 _ => Err(de::Error::custom(format!("[{i}]: expected a JSON object"))),
             })
@@ -308,12 +307,6 @@ fn objects<'de, D: Deserializer<'de>, T: DeserializeOwned>(
 
 /// Deserializes a nested value keeping the JSON path of any error (`a[1].b: …`).
 fn from_value<T: DeserializeOwned, E: de::Error>(value: Value) -> Result<T, E> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            E::custom(e.into_inner())
-        } else {
-            E::custom(format!("{path}: {}", e.into_inner()))
-        }
-    })
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| E::custom(at_path(&e.path().to_string(), &e.into_inner().to_string())))
 }

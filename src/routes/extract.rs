@@ -30,11 +30,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let axum::Json(raw) = axum::Json::<Value>::from_request(req, state).await?;
-        let value = serde_path_to_error::deserialize(&raw).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.into_inner().to_string();
-            ApiError::invalid_body(&path, &message)
-        })?;
+        let value = typed(&raw)?;
         Ok(Self { value, raw })
     }
 }
@@ -77,12 +73,14 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
                 "body: expected a JSON object".into(),
             ));
         }
-        let value = serde_path_to_error::deserialize(&raw).map_err(|e| {
-            let path = e.path().to_string();
-            ApiError::invalid_body(&path, &e.into_inner().to_string())
-        })?;
-        Ok(Self(value))
+        Ok(Self(typed(&raw)?))
     }
+}
+
+/// A JSON value as `T`; a mismatch names the field at fault.
+fn typed<T: DeserializeOwned>(raw: &Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(raw)
+        .map_err(|e| ApiError::invalid_body(&e.path().to_string(), &e.into_inner().to_string()))
 }
 
 /// `application/json` or `application/<something>+json`, with any parameters.

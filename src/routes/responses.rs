@@ -56,6 +56,22 @@ pub struct ViewQuery {
     pub view: Option<View>,
 }
 
+/// A write's `?view=`, read before its body; an unknown one is a 400.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for View {
+    type Rejection = crate::error::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(query) =
+            axum::extract::Query::<ViewQuery>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| crate::error::ApiError::InvalidRequest(e.body_text()))?;
+        Ok(query.view.unwrap_or_default())
+    }
+}
+
 /// The session in a write's answer, whole or as a delta.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
@@ -146,7 +162,7 @@ pub const OVERHEAD_HEADER: &str = "x-overhead-us";
 
 /// Adds the `x-overhead-us` header of an ended turn.
 pub fn with_overhead(response: &mut Response, record: &crate::session::turns::TurnRecord) {
-    if let Some(overhead) = record.snapshot().overhead() {
+    if let Some(overhead) = record.overhead() {
         response.headers_mut().insert(
             OVERHEAD_HEADER,
             HeaderValue::from(overhead.as_micros() as u64),

@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -56,11 +55,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 async fn post_message(
     State(app): State<AppState>,
     SessionPath { session, id }: SessionPath,
-    view: Result<Query<ViewQuery>, QueryRejection>,
+    view: View,
     headers: HeaderMap,
     body: Result<JsonBody<MessageRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let view = view_of(view)?;
     let JsonBody { value: body, raw } = body?;
     if !raw.is_object() {
         return Err(ApiError::InvalidRequest(
@@ -110,11 +108,10 @@ async fn post_message(
 async fn post_instructions(
     State(app): State<AppState>,
     SessionPath { session, id }: SessionPath,
-    view: Result<Query<ViewQuery>, QueryRejection>,
+    view: View,
     headers: HeaderMap,
     body: Result<JsonBody<InstructionsBody>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let view = view_of(view)?;
     let JsonBody {
         value: InstructionsBody(body),
         raw,
@@ -154,11 +151,10 @@ async fn post_instructions(
 async fn post_tool_output(
     State(app): State<AppState>,
     SessionPath { session, id }: SessionPath,
-    view: Result<Query<ViewQuery>, QueryRejection>,
+    view: View,
     headers: HeaderMap,
     body: Result<JsonBody<ToolOutputBody>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let view = view_of(view)?;
     let JsonBody {
         value: ToolOutputBody(body),
         raw,
@@ -199,12 +195,6 @@ async fn post_tool_output(
         if_match: if_match(&headers)?,
     };
     run(&app, session, input, &id, view, |_| {}).await
-}
-
-/// The `?view=` of a write; an unknown one is a 400.
-fn view_of(query: Result<Query<ViewQuery>, QueryRejection>) -> Result<View, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
-    Ok(query.view.unwrap_or_default())
 }
 
 /// `If-Match: "<version>"` (also `W/"<version>"` or a bare number); `*` or none: any.

@@ -157,6 +157,12 @@ impl TurnRecord {
         self.events.push(TurnEvent::Failed(error));
     }
 
+    /// What the service itself added to the turn, once it ended (see
+    /// [`RecordState::overhead`]).
+    pub fn overhead(&self) -> Option<Duration> {
+        self.state().overhead()
+    }
+
     /// Counts one provider call and the time it took.
     pub fn provider_call(&self, took: Duration) {
         let mut state = self.state();
