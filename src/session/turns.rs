@@ -286,28 +286,30 @@ impl TurnRecords {
     fn prune(&self, records: &mut VecDeque<Arc<TurnRecord>>) {
         let now = Instant::now();
         let retention = self.retention;
-        let (mut ended_seen, mut failed_seen) = (0, 0);
-        let mut kept = VecDeque::with_capacity(records.len());
-        for record in records.drain(..).rev() {
-            let Some((ended, status)) = record.ended() else {
-                kept.push_front(record);
-                continue;
+        let ends: Vec<_> = records.iter().map(|record| record.ended()).collect();
+        let (total_ended, total_failed) = ends.iter().flatten().fold((0, 0), |(e, f), (_, s)| {
+            (e + 1, f + usize::from(*s == TurnStatus::Failed))
+        });
+        // Walked oldest first, so the rank from the newest is what is left to come.
+        let (mut ended_left, mut failed_left) = (total_ended, total_failed);
+        let mut ends = ends.into_iter();
+        records.retain(|record| {
+            let Some((ended, status)) = ends.next().flatten() else {
+                return true;
             };
-            ended_seen += 1;
+            let rank = ended_left;
+            ended_left -= 1;
             let age = now.duration_since(ended);
-            if ended_seen > retention.events || age > retention.events_ttl {
+            if rank > retention.events || age > retention.events_ttl {
                 record.events.forget();
             }
-            let recent = ended_seen <= retention.records;
             let dead_letter = status == TurnStatus::Failed && {
-                failed_seen += 1;
-                failed_seen <= retention.failed
+                let failed_rank = failed_left;
+                failed_left -= 1;
+                failed_rank <= retention.failed
             };
-            if (recent || dead_letter) && age <= retention.max_age {
-                kept.push_front(record);
-            }
-        }
-        *records = kept;
+            (rank <= retention.records || dead_letter) && age <= retention.max_age
+        });
     }
 }
 
