@@ -109,7 +109,7 @@ impl AppState {
         Ok(Self {
             inner: Arc::new(AppInner {
                 sessions: SessionStore::new(config.max_sessions, config.max_sessions_per_key),
-                providers: config.providers()?,
+                providers: ProviderRegistry::from_config(config)?,
                 api_keys: ApiKeys::new(&config.api_keys()?),
                 cors,
                 max_body_bytes: config.max_body_bytes,

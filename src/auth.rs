@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Which configured key a caller presented (its place in the configuration). Sessions
 /// belong to the key that created them.

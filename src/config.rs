@@ -1,19 +1,15 @@
 //! Typed configuration: command-line flags with environment fallbacks (a `.env` file is
 //! read by `main` first), checked once at start. `.env.example` lists every setting.
-//! Building providers from it lives in `provider::registry`; nothing here does I/O
-//! beyond reading the environment for named OpenAI-compatible endpoints.
+//! Nothing here builds anything: the providers are built from it by
+//! `provider::registry`, the state by `app`. Secrets are `secret::Secret`.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
 
-use crate::provider::{
-    HttpProviderConfig, Provider, ProviderRegistry, anthropic::Anthropic, echo::Echo,
-    openai::OpenAi,
-};
+pub use crate::secret::Secret;
 
 /// Default base URL of the `openai` provider.
 pub const OPENAI_DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -231,69 +227,6 @@ impl Config {
     pub fn provider_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.provider_timeout_secs)
     }
-
-    /// Builds every configured provider: `echo` always, `openai` and `anthropic` when a
-    /// key or a non-default base URL is set, and each named OpenAI-compatible endpoint.
-    pub fn providers(&self) -> Result<ProviderRegistry, ConfigError> {
-        let timeout = self.provider_timeout();
-        let echo = Echo::new(Duration::from_millis(self.echo_stream_delay_ms));
-        let mut providers = vec![("echo".to_owned(), Provider::Echo(echo))];
-        let http = |name: &str, base_url: &str, key: &Option<Secret>, model: Option<String>| {
-            Ok::<_, ConfigError>(HttpProviderConfig {
-                name: name.to_owned(),
-                base_url: checked_base_url(name, base_url)?,
-                api_key: key.clone(),
-                default_model: model,
-                timeout,
-            })
-        };
-        // An empty value (as a copied `.env.example` has) means "not set".
-        let present = |key: &Option<Secret>| key.clone().filter(|k| !k.expose().is_empty());
-        let openai_key = present(&self.openai_api_key);
-        let anthropic_key = present(&self.anthropic_api_key);
-        if openai_key.is_some() || self.openai_base_url != OPENAI_DEFAULT_BASE_URL {
-            let config = http(
-                "openai",
-                &self.openai_base_url,
-                &openai_key,
-                Some(self.openai_default_model.clone()),
-            )?;
-            providers.push(("openai".to_owned(), Provider::OpenAi(OpenAi::new(config))));
-        }
-        if anthropic_key.is_some() || self.anthropic_base_url != ANTHROPIC_DEFAULT_BASE_URL {
-            let config = http(
-                "anthropic",
-                &self.anthropic_base_url,
-                &anthropic_key,
-                Some(self.anthropic_default_model.clone()),
-            )?;
-            providers.push((
-                "anthropic".to_owned(),
-                Provider::Anthropic(Anthropic::new(config)),
-            ));
-        }
-        for endpoint in &self.openai_compatible.0 {
-            if providers.iter().any(|(name, _)| *name == endpoint.name) {
-                return Err(ConfigError(format!(
-                    "provider name `{}` is used twice",
-                    endpoint.name
-                )));
-            }
-            let prefix = endpoint.name.to_uppercase().replace('-', "_");
-            let key = std::env::var(format!("{prefix}_API_KEY"))
-                .ok()
-                .filter(|k| !k.is_empty())
-                .map(Secret::new);
-            let model = std::env::var(format!("{prefix}_DEFAULT_MODEL"))
-                .ok()
-                .filter(|m| !m.is_empty());
-            let config = http(&endpoint.name, &endpoint.base_url, &key, model)?;
-            providers.push((endpoint.name.clone(), Provider::OpenAi(OpenAi::new(config))));
-        }
-        let default_model = self.default_model.clone().filter(|m| !m.trim().is_empty());
-        ProviderRegistry::new(providers, &self.default_provider, default_model)
-            .map_err(|e| ConfigError(format!("DEFAULT_PROVIDER: {e}")))
-    }
 }
 
 fn non_negative_secs(text: &str) -> Result<f64, String> {
@@ -308,18 +241,6 @@ fn positive_secs(text: &str) -> Result<f64, String> {
         Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(secs),
         _ => Err(format!("`{text}` is not a positive number of seconds")),
     }
-}
-
-/// Only http and https; the trailing slash is dropped.
-fn checked_base_url(name: &str, url: &str) -> Result<String, ConfigError> {
-    let trimmed = url.trim().trim_end_matches('/');
-    let scheme_ok = trimmed.starts_with("http://") || trimmed.starts_with("https://");
-    if !scheme_ok || reqwest::Url::parse(trimmed).is_err() {
-        return Err(ConfigError(format!(
-            "base URL of provider `{name}` must be an http or https URL, got `{url}`"
-        )));
-    }
-    Ok(trimmed.to_owned())
 }
 
 /// A named OpenAI-compatible endpoint: `name=base_url`.
@@ -369,41 +290,6 @@ impl FromStr for NamedEndpoints {
     }
 }
 
-/// A secret (an API key): `Debug` and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Ok(Self(text.to_owned()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,53 +335,5 @@ mod tests {
         listed.sort_unstable();
         known.sort_unstable();
         assert_eq!(listed, known);
-    }
-
-    #[test]
-    fn the_env_example_as_a_dotenv_file_gives_the_defaults() {
-        let example = include_str!("../.env.example");
-        let mut args = vec!["x".to_owned()];
-        for line in example.lines().filter(|l| !l.starts_with('#')) {
-            if let Some((key, value)) = line.split_once('=') {
-                let flag = match key {
-                    "BIND_ADDR" => "bind".to_owned(),
-                    "RUST_LOG" => continue,
-                    other => other.to_lowercase().replace('_', "-"),
-                };
-                if !value.is_empty() {
-                    args.push(format!("--{flag}={value}"));
-                }
-            }
-        }
-        args.push("--openai-api-key=".to_owned());
-        args.push("--anthropic-api-key=".to_owned());
-        args.push("--default-model=".to_owned());
-        let config = Config::try_parse_from(args).unwrap();
-        let registry = config.providers().unwrap();
-        assert_eq!(registry.names().collect::<Vec<_>>(), ["echo"]);
-    }
-
-    #[test]
-    fn base_urls_must_be_http_or_https() {
-        assert_eq!(
-            checked_base_url("x", "http://h:1/v1/").unwrap(),
-            "http://h:1/v1"
-        );
-        assert!(checked_base_url("x", "file:///etc/passwd").is_err());
-        assert!(checked_base_url("x", "not a url").is_err());
-    }
-
-    #[test]
-    fn named_endpoints_become_providers() {
-        let config = Config::parse_from([
-            "x",
-            "--openai-compatible",
-            "local-llm=http://127.0.0.1:9/v1",
-            "--default-provider",
-            "local-llm",
-        ]);
-        let registry = config.providers().unwrap();
-        assert_eq!(registry.names().collect::<Vec<_>>(), ["echo", "local-llm"]);
-        assert_eq!(registry.get("local-llm").unwrap().protocol(), "openai");
     }
 }

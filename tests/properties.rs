@@ -17,14 +17,14 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
+use text_session_api::message::Timestamp;
+use text_session_api::message::{Defaults, Message, Role, Tool, ToolCall, ToolKind};
 use text_session_api::provider::anthropic::Anthropic;
 use text_session_api::provider::openai::OpenAi;
 use text_session_api::provider::{ChatRequest, HttpProviderConfig};
 use text_session_api::routes::bodies::{
     CreateSessionRequest, InstructionsBody, MessageRequest, ToolOutputBody,
 };
-use text_session_api::session::{Defaults, Message, Role, Tool, ToolCall, ToolKind};
-use text_session_api::timestamp::Timestamp;
 
 const CASES: u32 = 256;
 

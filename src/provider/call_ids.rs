@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use crate::session::{Message, ToolCall};
+use crate::message::{Message, ToolCall};
 
 /// A call to send and the id it is sent under.
 pub(crate) type SentCall<'a> = (&'a ToolCall, Cow<'a, str>);

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use super::{ChatReply, ChatRequest, FinishReason, StreamEvent, StreamSink, Usage};
-use crate::session::Role;
+use crate::message::Role;
 
 /// The model name echo reports when a session names none.
 pub const DEFAULT_MODEL: &str = "echo-1";
@@ -79,8 +79,8 @@ fn words(text: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{Defaults, Message};
-    use crate::timestamp::Timestamp;
+    use crate::message::Timestamp;
+    use crate::message::{Defaults, Message};
 
     fn request<'a>(history: &'a [Message], staged: &'a [Message]) -> ChatRequest<'a> {
         static DEFAULTS: std::sync::LazyLock<Defaults> =

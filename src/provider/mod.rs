@@ -19,8 +19,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::config::Secret;
-use crate::session::{Defaults, Message, Tool, ToolCall};
+use crate::message::{Defaults, Message, Tool, ToolCall};
+use crate::secret::Secret;
 
 pub use registry::{ProviderRegistry, UnknownProvider};
 

@@ -12,7 +12,8 @@ use utoipa::openapi::schema::{
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::error::at_path;
-use crate::session::{CancelMode, Defaults, OnBusy, Priority, Tool};
+use crate::message::{Defaults, Tool};
+use crate::session::{CancelMode, OnBusy, Priority};
 
 /// One instruction, or several in order.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -160,7 +160,7 @@ pub enum TurnEventData<'a> {
     /// `text.delta`: more reply text, as the provider sent it.
     TextDelta(TextDeltaData<'a>),
     /// `tool_call`: a complete tool call.
-    ToolCall(crate::session::ToolCall),
+    ToolCall(crate::message::ToolCall),
     /// `turn.completed`: committed; the session as of the commit.
     Completed(CompletedData<'a>),
     /// `turn.failed`: nothing committed.

@@ -8,10 +8,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorDetail};
+use crate::message::Timestamp;
 use crate::session::Priority;
 use crate::session::turn::{TurnKind, TurnResult};
 use crate::session::turns::{TurnRecord, TurnStatus};
-use crate::timestamp::Timestamp;
 
 /// One turn: what it asked for, where it stands, and its timings.
 #[derive(Debug, Serialize, ToSchema)]

@@ -16,9 +16,10 @@ use super::responses::{self, ToolOutputResponse, View, ViewQuery, WriteResponse}
 use super::stream::{self, TurnSseEvent};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::message::Timestamp;
+use crate::message::{Message, Role};
 use crate::session::turn::{self, TurnInput, TurnKind};
-use crate::session::{Invalid, Message, Role, Session, check_length, validate_instructions};
-use crate::timestamp::Timestamp;
+use crate::session::{Invalid, Session, check_length, validate_instructions};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

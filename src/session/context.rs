@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use super::{Defaults, Message, Role};
+use crate::message::{Defaults, Message, Role};
 
 /// The estimated tokens of one message.
 pub fn estimate_tokens(message: &Message) -> u64 {
@@ -74,8 +74,8 @@ pub fn left_out(history: &[Message], staged: &[Message], defaults: &Defaults) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::ToolCall;
-    use crate::timestamp::Timestamp;
+    use crate::message::Timestamp;
+    use crate::message::ToolCall;
 
     fn msg(role: Role, text: &str) -> Message {
         Message::text(role, text, Timestamp::now())

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use futures::Stream;
 use tokio::sync::watch;
 
+use super::Commit;
 use super::turn::{TurnError, TurnResult};
-use super::{Commit, ToolCall};
+use crate::message::ToolCall;
 
 /// What happened in a turn.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,7 +6,6 @@
 
 pub mod context;
 pub mod events;
-mod message;
 mod new;
 pub mod runtime;
 mod store;
@@ -23,10 +22,10 @@ use uuid::Uuid;
 
 use self::turns::TurnRecords;
 use crate::auth::KeyId;
+use crate::message::Timestamp;
+use crate::message::{Defaults, Message, Tool};
 use crate::provider::Provider;
-use crate::timestamp::Timestamp;
 
-pub use message::{Defaults, Message, Role, Tool, ToolCall, ToolKind};
 pub use new::{Invalid, Limits, NewSession, Settings, check_length, validate_instructions};
 pub use store::{SessionLimit, SessionStore};
 pub use turn_lock::{CancelMode, LockError, LockStatus, OnBusy, Priority, RANK_NAMES, TurnLock};

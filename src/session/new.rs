@@ -9,10 +9,11 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::turns::{Retention, TurnRecords};
-use super::{Defaults, History, Message, Role, Session, Tool, TurnLock};
+use super::{History, Session, TurnLock};
 use crate::auth::KeyId;
+use crate::message::Timestamp;
+use crate::message::{Defaults, Message, Role, Tool};
 use crate::provider::ProviderRegistry;
-use crate::timestamp::Timestamp;
 
 /// Most stop sequences (OpenAI's own bound).
 pub const MAX_STOP_SEQUENCES: usize = 4;

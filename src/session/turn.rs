@@ -25,9 +25,10 @@ use super::events::TurnEvent;
 use super::runtime::{NotAdmitted, Runtime};
 use super::turn_lock::{CancelMode, Ticket};
 use super::turns::TurnRecord;
-use super::{Commit, LockError, Message, OnBusy, Priority, Role, Session, ToolCall};
+use super::{Commit, LockError, OnBusy, Priority, Session};
+use crate::message::Timestamp;
+use crate::message::{Message, Role, ToolCall};
 use crate::provider::{ChatRequest, FinishReason, PreparedCall, ProviderError, StreamEvent, Usage};
-use crate::timestamp::Timestamp;
 
 /// Which write started the turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::timestamp::Timestamp;
+use crate::message::Timestamp;
 
 /// Who goes first among waiting writers.
 #[derive(

@@ -45,7 +45,7 @@ pub struct TurnRecord {
     pub id: Uuid,
     /// What the write asked for; a retry runs it again.
     pub input: TurnInput,
-    pub created_at: crate::timestamp::Timestamp,
+    pub created_at: crate::message::Timestamp,
     created: Instant,
     pub events: Arc<EventLog>,
     state: Mutex<RecordState>,
@@ -59,8 +59,8 @@ pub struct RecordState {
     pub error: Option<TurnError>,
     /// Provider calls made (retries included).
     pub attempts: u32,
-    pub started_at: Option<crate::timestamp::Timestamp>,
-    pub ended_at: Option<crate::timestamp::Timestamp>,
+    pub started_at: Option<crate::message::Timestamp>,
+    pub ended_at: Option<crate::message::Timestamp>,
     /// From creation to taking the lock.
     pub waited: Option<Duration>,
     /// Time spent in provider calls.
@@ -81,7 +81,7 @@ impl TurnRecord {
         Self {
             id,
             input,
-            created_at: crate::timestamp::Timestamp::now(),
+            created_at: crate::message::Timestamp::now(),
             created: Instant::now(),
             events: Arc::new(EventLog::default()),
             state: Mutex::new(RecordState {
@@ -122,7 +122,7 @@ impl TurnRecord {
                 TurnEvent::Started => {
                     state.status = TurnStatus::Running;
                     state.started = Some(now);
-                    state.started_at = Some(crate::timestamp::Timestamp::now());
+                    state.started_at = Some(crate::message::Timestamp::now());
                     state.waited = Some(now.duration_since(self.created));
                 }
                 TurnEvent::TextDelta(_) | TurnEvent::ToolCall(_) => {
@@ -199,7 +199,7 @@ fn end(state: &mut RecordState, status: TurnStatus) {
     let now = Instant::now();
     state.status = status;
     state.ended = Some(now);
-    state.ended_at = Some(crate::timestamp::Timestamp::now());
+    state.ended_at = Some(crate::message::Timestamp::now());
     state.held = state.started.map(|started| now.duration_since(started));
 }
 

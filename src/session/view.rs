@@ -6,8 +6,9 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Commit, Defaults, History, Message, Session, Tool};
-use crate::timestamp::Timestamp;
+use super::{Commit, History, Session};
+use crate::message::Timestamp;
+use crate::message::{Defaults, Message, Tool};
 
 /// Whether a turn runs now and how many writers wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]

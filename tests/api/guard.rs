@@ -14,8 +14,8 @@ const KEY_B: &str = "key-b-9876543210";
 async fn keyed_app() -> TestApp {
     spawn_app_with(|c| {
         c.api_keys = vec![
-            text_session_api::config::Secret::new(KEY_A),
-            text_session_api::config::Secret::new(KEY_B),
+            text_session_api::secret::Secret::new(KEY_A),
+            text_session_api::secret::Secret::new(KEY_B),
         ]
     })
     .await
@@ -419,8 +419,8 @@ async fn each_limit_answers_its_error_one_past_it_and_appends_nothing() {
 async fn sessions_per_key_are_bounded() {
     let app = spawn_app_with(|c| {
         c.api_keys = vec![
-            text_session_api::config::Secret::new(KEY_A),
-            text_session_api::config::Secret::new(KEY_B),
+            text_session_api::secret::Secret::new(KEY_A),
+            text_session_api::secret::Secret::new(KEY_B),
         ];
         c.max_sessions_per_key = 1;
     })

@@ -155,7 +155,7 @@ async fn keys_are_per_api_key() {
     let app = spawn_app_with(|c| {
         c.api_keys = keys
             .iter()
-            .map(|k| text_session_api::config::Secret::new(*k))
+            .map(|k| text_session_api::secret::Secret::new(*k))
             .collect()
     })
     .await;

@@ -7,8 +7,8 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use super::request::{Block, WireMessage, WireRole};
+use crate::message::{Message, Role};
 use crate::provider::call_ids::{CallIds, SentCall};
-use crate::session::{Message, Role};
 
 /// Marks a system message that stands mid-history (rule 2).
 pub(super) const SYSTEM_PREFIX: &str = "[System instruction] ";

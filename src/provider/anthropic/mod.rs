@@ -107,7 +107,7 @@ use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
 use super::{ChatReply, ChatRequest, HttpProviderConfig, ProviderError, StreamSink, http};
-use crate::config::Secret;
+use crate::secret::Secret;
 use reply::WireReply;
 use request::WireRequest;
 

@@ -5,8 +5,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::message::ToolCall;
 use crate::provider::{ChatReply, FinishReason, Usage};
-use crate::session::ToolCall;
 
 /// A whole (not streamed) reply.
 #[derive(Debug, Deserialize)]

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::reply::{ReplyBlock, WireUsage, finish_reason};
+use crate::message::ToolCall;
 use crate::provider::{ChatReply, ProviderError, StreamEvent, StreamSink, http};
-use crate::session::ToolCall;
 
 /// Reads the events of a 2xx streamed answer as they arrive, handing text and complete
 /// tool calls to `sink`; stops at `message_stop` without waiting for the connection to close.

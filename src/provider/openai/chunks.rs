@@ -7,8 +7,8 @@
 use serde::{Deserialize, Deserializer};
 
 use super::reply::{WireUsage, finish_reason};
+use crate::message::ToolCall;
 use crate::provider::{ChatReply, ProviderError, StreamEvent, StreamSink, http};
-use crate::session::ToolCall;
 
 /// The `data` that ends a stream.
 const DONE: &str = "[DONE]";

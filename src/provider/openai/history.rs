@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use super::{FUNCTION, NO_OUTPUT};
+use crate::message::{Message, Role};
 use crate::provider::call_ids::{CallIds, SentCall};
-use crate::session::{Message, Role};
 
 #[derive(Debug, PartialEq, Serialize)]
 #[serde(tag = "role", rename_all = "lowercase")]

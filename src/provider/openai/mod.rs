@@ -15,7 +15,7 @@
 //! - The tool outputs (system messages with a tool call id) that stand directly after an
 //!   assistant message with tool calls form its *run*. In the run, the first output for
 //!   each call of that assistant message goes as `{"role":"tool","tool_call_id","content"}`
-//!   with the output alone ([`Message::tool_output_body`](crate::session::Message::tool_output_body)).
+//!   with the output alone ([`Message::tool_output_body`](crate::message::Message::tool_output_body)).
 //! - OpenAI rejects an assistant message whose calls are not all answered by tool messages
 //!   right after it, so every call left without an output gets a synthetic tool message
 //!   ([`NO_OUTPUT`]) right after the run's tool messages.

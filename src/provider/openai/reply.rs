@@ -4,8 +4,8 @@
 
 use serde::Deserialize;
 
+use crate::message::ToolCall;
 use crate::provider::{ChatReply, FinishReason, ProviderError, Usage};
-use crate::session::ToolCall;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct WireReply {

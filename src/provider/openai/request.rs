@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::FUNCTION;
 use super::history::{WireMessage, wire_messages};
+use crate::message::Tool;
 use crate::provider::ChatRequest;
-use crate::session::Tool;
 
 #[derive(Debug, Serialize)]
 pub(super) struct WireRequest<'a> {

@@ -17,8 +17,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::session::{Defaults, Message, Role, Tool, ToolKind};
-use crate::timestamp::Timestamp;
+use crate::message::Timestamp;
+use crate::message::{Defaults, Message, Role, Tool, ToolKind};
 
 fn client() -> Anthropic {
     client_at("http://127.0.0.1:9", Some("sk-ant-secret"))

@@ -3,9 +3,9 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::message::ToolCall;
 use crate::provider::anthropic::reply::WireReply;
 use crate::provider::{FinishReason, Usage};
-use crate::session::ToolCall;
 
 #[test]
 fn a_reply_with_text_blocks_concatenates_them() {

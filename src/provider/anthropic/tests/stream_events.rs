@@ -6,9 +6,9 @@ use super::events::{
     block_stop, json_delta, message_delta, message_start, message_stop, overloaded, ping,
     text_delta, text_start, tool_start,
 };
+use crate::message::ToolCall;
 use crate::provider::anthropic::stream::{Assembly, Flow};
 use crate::provider::{ChatReply, FinishReason, ProviderError, StreamEvent, StreamSink, Usage};
-use crate::session::ToolCall;
 
 /// Feeds `events` in order as a stream with status 200 would; returns what reached the
 /// sink and what the assembly ended with.

@@ -4,10 +4,10 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::message::ToolCall;
 use crate::provider::anthropic::history::{
     CONTINUE, EMPTY_OUTPUT, EMPTY_REPLY, MISSING_OUTPUT, tool_input,
 };
-use crate::session::ToolCall;
 
 fn calling(text: &str, calls: &[(&str, &str)]) -> Message {
     let mut message = assistant(text);

@@ -7,9 +7,9 @@ use serde_json::Value;
 
 use super::reply::WireReply;
 use super::*;
+use crate::message::Timestamp;
+use crate::message::{Defaults, Message, Role, Tool, ToolCall};
 use crate::provider::{ChatReply, FinishReason, ProviderError, StreamEvent, Usage};
-use crate::session::{Defaults, Message, Role, Tool, ToolCall};
-use crate::timestamp::Timestamp;
 
 mod chunks;
 mod history;
@@ -44,7 +44,7 @@ fn config(base_url: String, key: Option<&str>) -> HttpProviderConfig {
     HttpProviderConfig {
         name: "openai".to_owned(),
         base_url,
-        api_key: key.map(crate::config::Secret::new),
+        api_key: key.map(crate::secret::Secret::new),
         default_model: None,
         timeout: std::time::Duration::from_secs(5),
     }

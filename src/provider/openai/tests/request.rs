@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::session::ToolKind;
+use crate::message::ToolKind;
 
 #[test]
 fn tools_are_sent_as_functions_only_when_the_session_has_some() {
