@@ -15,8 +15,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use text_session_api::app::{self, AppState};
 use text_session_api::config::Config;
+use text_session_api::server::Server;
 
 #[tokio::main]
 async fn main() {
@@ -31,7 +31,7 @@ async fn main() {
     let mut config = Config::defaults();
     config.max_waiting_per_session = 100_000;
     config.max_messages_per_session = 1_000_000;
-    let state = AppState::new(&config).unwrap_or_else(|e| panic!("{e}"));
+    let server = Server::build(&config).unwrap_or_else(|e| panic!("{e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -39,7 +39,7 @@ async fn main() {
         "http://{}",
         listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
     );
-    tokio::spawn(app::serve(listener, state, std::future::pending()));
+    tokio::spawn(server.serve(listener, std::future::pending()));
     let client = reqwest::Client::new();
 
     println!("parallel sessions: {sessions} sessions × {messages} messages, one writer each");

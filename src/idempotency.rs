@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::auth::KeyId;
+use crate::keys::KeyId;
 
 /// What makes two requests "the same": the route (method, path, query) and the body
 /// compared as a JSON value.

@@ -4,14 +4,15 @@
 //! turns); `provider` talks to the LLMs; `app` wires them together.
 
 pub mod app;
-pub mod auth;
 pub mod config;
 pub mod error;
 pub mod idempotency;
+pub mod keys;
 pub mod message;
 pub mod metrics;
 pub mod openapi;
 pub mod provider;
 pub mod routes;
 pub mod secret;
+pub mod server;
 pub mod session;

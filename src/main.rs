@@ -1,8 +1,8 @@
 //! Start-up: read `.env`, parse the configuration, set up logging, bind, serve.
 
 use clap::Parser;
-use text_session_api::app::{self, AppState};
 use text_session_api::config::Config;
+use text_session_api::server::Server;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -39,16 +39,16 @@ fn init_logging(config: &Config) {
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let state = AppState::new(&config)?;
+    let server = Server::build(&config)?;
     let listener = TcpListener::bind(config.bind).await?;
-    let providers: Vec<_> = state.providers.names().collect();
+    let providers = &server.state().providers;
     println!(
         "text-session-api listening on http://{} (providers: {}; default: {})",
         listener.local_addr()?,
-        providers.join(", "),
-        state.providers.default_name(),
+        providers.names().collect::<Vec<_>>().join(", "),
+        providers.default_name(),
     );
-    app::serve(listener, state, shutdown_signal()).await?;
+    server.serve(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -12,8 +12,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::keys::Caller;
 use crate::session::Session;
 
 /// A JSON body, typed and as received; bad JSON, a wrong type or a wrong content type

@@ -1,5 +1,6 @@
 //! Operations: liveness, readiness, metrics, and the served OpenAPI document.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -17,6 +18,11 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
 }
+
+/// The OpenAPI document as served at `GET /openapi.json`: rendered once at start by the
+/// server and handed to its route as a request extension.
+#[derive(Debug, Clone)]
+pub struct OpenApiJson(pub bytes::Bytes);
 
 /// `{"status": "ok"}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -90,9 +96,6 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
 /// This API's OpenAPI 3.1 document, identical to `openapi/openapi.json`.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
-async fn openapi_json(State(app): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        app.openapi_json.clone(),
-    )
+async fn openapi_json(Extension(document): Extension<OpenApiJson>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document.0)
 }

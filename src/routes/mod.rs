@@ -3,9 +3,8 @@
 
 pub mod bodies;
 mod extract;
-pub mod guard;
 mod health;
-pub mod idempotency;
+pub mod middleware;
 pub mod responses;
 mod sessions;
 mod stream;
@@ -14,6 +13,8 @@ mod turns;
 mod writes;
 
 use utoipa_axum::router::OpenApiRouter;
+
+pub use health::OpenApiJson;
 
 use crate::app::AppState;
 

@@ -11,8 +11,8 @@ use super::bodies::CreateSessionRequest;
 use super::extract::{OptionalJsonBody, SessionPath};
 use super::responses::{self, SessionListResponse, SessionResponse, SuccessResponse};
 use crate::app::AppState;
-use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
+use crate::keys::Caller;
 use crate::session::NewSession;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use self::turns::TurnRecords;
-use crate::auth::KeyId;
+use crate::keys::KeyId;
 use crate::message::Timestamp;
 use crate::message::{Defaults, Message, Tool};
 use crate::provider::Provider;

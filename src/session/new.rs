@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::turns::{Retention, TurnRecords};
 use super::{History, Session, TurnLock};
-use crate::auth::KeyId;
+use crate::keys::KeyId;
 use crate::message::Timestamp;
 use crate::message::{Defaults, Message, Role, Tool};
 use crate::provider::ProviderRegistry;

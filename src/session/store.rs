@@ -9,7 +9,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::Session;
-use crate::auth::KeyId;
+use crate::keys::KeyId;
 
 /// A new session would pass a bound on the number of sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

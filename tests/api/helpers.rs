@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use text_session_api::app::{self, AppState};
 use text_session_api::config::{Config, Secret};
+use text_session_api::server::Server;
 
 use crate::mock_provider::{MockProvider, Protocol};
 
@@ -41,10 +41,10 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     config.provider_retry_base_ms = 5;
     config.provider_retry_max_ms = 50;
     configure(&mut config);
-    let state = AppState::new(&config).expect("valid test configuration");
+    let server = Server::build(&config).expect("valid test configuration");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(app::serve(listener, state, std::future::pending()));
+    tokio::spawn(server.serve(listener, std::future::pending()));
     TestApp {
         addr,
         client: reqwest::Client::new(),

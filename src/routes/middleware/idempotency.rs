@@ -18,9 +18,9 @@ use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 
 use crate::app::AppState;
-use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::idempotency::{Fingerprint, Lookup, StoredAnswer};
+use crate::keys::Caller;
 
 /// The request header.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -123,7 +123,7 @@ fn replay(answer: StoredAnswer) -> Response {
 /// kept once complete.
 async fn run_and_keep(
     app: AppState,
-    owner: Option<crate::auth::KeyId>,
+    owner: Option<crate::keys::KeyId>,
     key: String,
     route_matched: bool,
     request: Request,

@@ -1,0 +1,227 @@
+//! The HTTP server: the router with its fallbacks and layers (request ids, tracing,
+//! CORS, body limit, API keys, `Idempotency-Key`), and `Server::serve`, which runs on a
+//! listener the caller bound (port 0 in tests) until shutdown, then drains running
+//! turns. The state the handlers share is `app::AppState`; nothing here is a handler.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
+use axum::response::Response;
+use axum::{Extension, Router};
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::app::AppState;
+use crate::config::{Config, ConfigError};
+use crate::error::ApiError;
+use crate::openapi;
+use crate::routes::OpenApiJson;
+use crate::routes::middleware::{auth, idempotency};
+use crate::session::CancelMode;
+
+/// The header that names a request, taken from the client or made here.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The service, built from the configuration, ready to serve on a listener.
+#[derive(Debug)]
+pub struct Server {
+    state: AppState,
+    cors: CorsLayer,
+    shutdown_grace: Duration,
+}
+
+impl Server {
+    /// Builds the state (providers and their clients included) and the HTTP settings.
+    pub fn build(config: &Config) -> Result<Self, ConfigError> {
+        Ok(Self {
+            state: AppState::new(config)?,
+            cors: cors(&config.cors_allow_origins)?,
+            shutdown_grace: config.shutdown_grace(),
+        })
+    }
+
+    /// What the handlers share.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves on `listener` until `shutdown` resolves. Then: readiness fails and new
+    /// turns are refused (`503 shutting_down`) while running turns get the grace period
+    /// to finish; what is left is cancelled and rolled back; then the server stops.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self {
+            state,
+            cors,
+            shutdown_grace,
+        } = self;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let sweeper = tokio::spawn(expire_idle_sessions(state.clone()));
+        let draining = state.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            drain(&draining, shutdown_grace).await;
+            let _ = stop.send(());
+        });
+        let served = axum::serve(listener, router(state, cors))
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+        sweeper.abort();
+        served
+    }
+}
+
+/// Every route, the JSON fallbacks for unknown routes and methods, and the layers: a
+/// request id for every request (the client's `x-request-id`, or a new one) on every
+/// response and every log line of the request.
+fn router(state: AppState, cors: CorsLayer) -> Router {
+    let (routes, _) = openapi::split();
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+        let request_id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        tracing::info_span!(
+            "request",
+            request_id,
+            method = %request.method(),
+            path = %request.uri().path(),
+            session_id = tracing::field::Empty,
+        )
+    });
+    routes
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
+        .layer(cors)
+        .layer(axum::middleware::from_fn(preflight_no_content))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(Extension(OpenApiJson(openapi::document_json().into())))
+        .with_state(state)
+}
+
+/// CORS from `CORS_ALLOW_ORIGINS`: exact origins (echoed, with `Vary: Origin`), or `*`
+/// (never with credentials); none by default. The headers scripts need are exposed.
+fn cors(origins: &[String]) -> Result<CorsLayer, ConfigError> {
+    let origins: Vec<&str> = origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .collect();
+    let allow = if origins.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        let values = origins
+            .iter()
+            .map(|origin| {
+                HeaderValue::from_str(origin.trim_end_matches('/')).map_err(|_| {
+                    ConfigError::new(format!("CORS_ALLOW_ORIGINS: `{origin}` is not an origin"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(values)
+    };
+    Ok(CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::IF_MATCH,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+            REQUEST_ID,
+        ])
+        .expose_headers([
+            REQUEST_ID,
+            header::ETAG,
+            header::RETRY_AFTER,
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderName::from_static("x-turn-id"),
+            HeaderName::from_static("x-overhead-us"),
+        ])
+        .max_age(Duration::from_secs(600)))
+}
+
+/// CORS preflights are answered `204 No Content`.
+async fn preflight_no_content(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let preflight = request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = next.run(request).await;
+    if preflight && response.status() == StatusCode::OK {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    response
+}
+
+async fn route_not_found(uri: Uri) -> ApiError {
+    ApiError::RouteNotFound(uri.path().to_owned())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Removes idle sessions every so often (a quarter of the TTL, at most a minute).
+async fn expire_idle_sessions(state: AppState) {
+    let every = (state.session_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let expired = state.sessions.expire_idle(state.session_ttl);
+        if expired > 0 {
+            tracing::info!(expired, "idle sessions expired");
+        }
+    }
+}
+
+/// Lets running turns finish within the grace period, then rolls back the rest.
+async fn drain(state: &AppState, grace: Duration) {
+    let runtime = &state.runtime;
+    runtime.begin_shutdown();
+    tracing::info!(
+        grace_secs = grace.as_secs_f64(),
+        "shutting down: draining turns"
+    );
+    if !runtime.turns_finished(grace).await {
+        let sessions = state.sessions.list();
+        tracing::warn!("grace period over: cancelling the turns still running");
+        for session in &sessions {
+            session.lock().cancel_waiting();
+            session.lock().cancel_running(CancelMode::Rollback);
+        }
+        runtime.turns_finished(Duration::from_secs(5)).await;
+    }
+    tracing::info!("turns drained");
+}
