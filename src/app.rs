@@ -6,13 +6,14 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
-use crate::idempotency::IdempotencyStore;
+use crate::idempotency::IdempotencyRecords;
 use crate::keys::ApiKeys;
 use crate::provider::ProviderRegistry;
+use crate::session::records::Retention;
 use crate::session::runtime::{RetryPolicy, Runtime, RuntimeSettings};
-use crate::session::turns::Retention;
-use crate::session::{Limits, SessionStore, Settings};
+use crate::session::{Limits, LiveSessions, Settings};
 
 /// Shared by every handler; cheap to clone.
 #[derive(Debug, Clone)]
@@ -24,17 +25,15 @@ pub struct AppState {
 #[derive(Debug)]
 pub struct AppInner {
     /// Every live session.
-    pub sessions: SessionStore,
+    pub sessions: LiveSessions,
     /// The configured providers.
     pub providers: ProviderRegistry,
     /// The API keys; none means open (local use only).
     pub api_keys: ApiKeys,
     /// Largest request body.
     pub max_body_bytes: usize,
-    /// Idle sessions expire after this.
-    pub session_ttl: Duration,
     /// Remembered answers for `Idempotency-Key`.
-    pub idempotency: IdempotencyStore,
+    pub idempotency: IdempotencyRecords,
     /// Settings every session shares.
     pub settings: Settings,
     /// What every turn shares: metrics, provider slots, retries, shutdown.
@@ -51,12 +50,11 @@ impl Deref for AppState {
 
 impl AppState {
     /// Builds the state from the configuration (providers and their clients included).
-    pub fn new(config: &Config) -> Result<Self, ConfigError> {
+    pub fn new(config: &Config, clock: Clock) -> Result<Self, ConfigError> {
         let settings = Settings {
             max_waiting_per_session: config.max_waiting_per_session,
             limits: Limits {
                 message_chars: config.max_message_chars,
-                messages: config.max_messages_per_session,
                 tools: config.max_tools_per_session,
                 metadata_bytes: config.max_metadata_bytes,
             },
@@ -82,14 +80,19 @@ impl AppState {
         };
         Ok(Self {
             inner: Arc::new(AppInner {
-                sessions: SessionStore::new(config.max_sessions, config.max_sessions_per_key),
+                sessions: LiveSessions::new(
+                    config.max_sessions,
+                    config.max_sessions_per_key,
+                    Duration::from_secs_f64(config.session_ttl_secs),
+                    clock.clone(),
+                ),
                 providers: ProviderRegistry::from_config(config)?,
                 api_keys: ApiKeys::new(&config.api_keys()?),
                 max_body_bytes: config.max_body_bytes,
-                session_ttl: Duration::from_secs_f64(config.session_ttl_secs),
-                idempotency: IdempotencyStore::new(
+                idempotency: IdempotencyRecords::new(
                     Duration::from_secs(config.idempotency_ttl_secs),
                     config.idempotency_max_keys,
+                    clock,
                 ),
                 settings,
                 runtime: Arc::new(Runtime::new(runtime)),

@@ -1,7 +1,7 @@
 //! Remembered answers for `Idempotency-Key`: per (API key, idempotency key), what the
 //! first request was (route and body, as a JSON value) and, once it ended, its answer.
 //! Bounded in count and age. How requests are matched against it and answers replayed
-//! is HTTP work (`routes/idempotency.rs`); this only keeps entries.
+//! is HTTP work (`routes/middleware/idempotency.rs`); this only keeps entries.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::clock::Clock;
 use crate::keys::KeyId;
 
 /// What makes two requests "the same": the route (method, path, query) and the body
@@ -52,8 +53,9 @@ struct Entry {
 
 /// The remembered idempotency keys.
 #[derive(Debug)]
-pub struct IdempotencyStore {
+pub struct IdempotencyRecords {
     ttl: Duration,
+    clock: Clock,
     max_keys: usize,
     state: Mutex<State>,
 }
@@ -65,10 +67,11 @@ struct State {
     order: VecDeque<(Instant, Key)>,
 }
 
-impl IdempotencyStore {
-    pub fn new(ttl: Duration, max_keys: usize) -> Self {
+impl IdempotencyRecords {
+    pub fn new(ttl: Duration, max_keys: usize, clock: Clock) -> Self {
         Self {
             ttl,
+            clock,
             max_keys: max_keys.max(1),
             state: Mutex::default(),
         }
@@ -90,7 +93,7 @@ impl IdempotencyStore {
                 Some(answer) => Lookup::Replay(answer.clone()),
             };
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         state.entries.insert(
             id.clone(),
             Entry {
@@ -132,8 +135,9 @@ impl IdempotencyStore {
     }
 
     fn expire(&self, state: &mut State) {
+        let now = self.clock.now();
         while let Some((created, _)) = state.order.front() {
-            if created.elapsed() < self.ttl {
+            if now.saturating_duration_since(*created) < self.ttl {
                 break;
             }
             if let Some((created, id)) = state.order.pop_front()
@@ -188,7 +192,7 @@ mod tests {
 
     #[test]
     fn a_key_is_reserved_then_in_use_then_replayed_and_a_new_body_is_reuse() {
-        let store = IdempotencyStore::new(Duration::from_secs(60), 10);
+        let store = IdempotencyRecords::new(Duration::from_secs(60), 10, Clock::system());
         let body = serde_json::json!({"a": 1, "b": 2});
         assert!(matches!(
             store.begin(None, "k", print(body.clone())),
@@ -219,7 +223,7 @@ mod tests {
 
     #[test]
     fn a_released_key_runs_again_and_expired_or_evicted_keys_are_forgotten() {
-        let store = IdempotencyStore::new(Duration::from_secs(60), 2);
+        let store = IdempotencyRecords::new(Duration::from_secs(60), 2, Clock::system());
         store.begin(None, "k", print(Value::Null));
         store.release(None, "k");
         assert!(matches!(
@@ -237,7 +241,7 @@ mod tests {
             "evicted"
         );
 
-        let short = IdempotencyStore::new(Duration::ZERO, 10);
+        let short = IdempotencyRecords::new(Duration::ZERO, 10, Clock::system());
         short.begin(None, "k", print(Value::Null));
         short.finish(None, "k", answer());
         assert!(

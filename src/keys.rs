@@ -1,7 +1,7 @@
 //! API keys: who is calling. Keys are kept only as SHA-256 digests and compared in
 //! constant time against every configured key, so neither the content nor the length
 //! of a key leaks through timing. Which routes need a key, and what a caller may see, is
-//! decided by the routes (`routes/guard.rs`, `routes/extract.rs`).
+//! decided by the routes (`routes/middleware/auth.rs`, `routes/extract.rs`).
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

@@ -4,6 +4,7 @@
 //! turns); `provider` talks to the LLMs; `app` wires them together.
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod idempotency;

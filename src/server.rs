@@ -17,12 +17,12 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
 use crate::openapi;
 use crate::routes::OpenApiJson;
 use crate::routes::middleware::{auth, idempotency};
-use crate::session::CancelMode;
 
 /// The header that names a request, taken from the client or made here.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -38,8 +38,13 @@ pub struct Server {
 impl Server {
     /// Builds the state (providers and their clients included) and the HTTP settings.
     pub fn build(config: &Config) -> Result<Self, ConfigError> {
+        Self::build_with_clock(config, Clock::system())
+    }
+
+    /// As `build`, with idle expiry and `Idempotency-Key` lifetimes measured by `clock`.
+    pub fn build_with_clock(config: &Config, clock: Clock) -> Result<Self, ConfigError> {
         Ok(Self {
-            state: AppState::new(config)?,
+            state: AppState::new(config, clock)?,
             cors: cors(&config.cors_allow_origins)?,
             shutdown_grace: config.shutdown_grace(),
         })
@@ -64,11 +69,17 @@ impl Server {
             shutdown_grace,
         } = self;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let sweeper = tokio::spawn(expire_idle_sessions(state.clone()));
+        let sweeper = tokio::spawn({
+            let state = state.clone();
+            async move { state.sessions.expire_idle_forever().await }
+        });
         let draining = state.clone();
         tokio::spawn(async move {
             shutdown.await;
-            drain(&draining, shutdown_grace).await;
+            draining
+                .runtime
+                .drain(&draining.sessions, shutdown_grace)
+                .await;
             let _ = stop.send(());
         });
         let served = axum::serve(listener, router(state, cors))
@@ -190,38 +201,4 @@ async fn route_not_found(uri: Uri) -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// Removes idle sessions every so often (a quarter of the TTL, at most a minute).
-async fn expire_idle_sessions(state: AppState) {
-    let every = (state.session_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let expired = state.sessions.expire_idle(state.session_ttl);
-        if expired > 0 {
-            tracing::info!(expired, "idle sessions expired");
-        }
-    }
-}
-
-/// Lets running turns finish within the grace period, then rolls back the rest.
-async fn drain(state: &AppState, grace: Duration) {
-    let runtime = &state.runtime;
-    runtime.begin_shutdown();
-    tracing::info!(
-        grace_secs = grace.as_secs_f64(),
-        "shutting down: draining turns"
-    );
-    if !runtime.turns_finished(grace).await {
-        let sessions = state.sessions.list();
-        tracing::warn!("grace period over: cancelling the turns still running");
-        for session in &sessions {
-            session.lock().cancel_waiting();
-            session.lock().cancel_running(CancelMode::Rollback);
-        }
-        runtime.turns_finished(Duration::from_secs(5)).await;
-    }
-    tracing::info!("turns drained");
 }

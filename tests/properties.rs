@@ -174,7 +174,7 @@ fn tools() -> impl Strategy<Value = Vec<Tool>> {
     )
 }
 
-/// Defaults in the ranges session creation accepts (`session/new.rs`).
+/// Defaults in the ranges session creation accepts (`session/create.rs`).
 fn defaults() -> impl Strategy<Value = Defaults> {
     let temperature = prop::option::of(prop_oneof![Just(0.0), Just(1.0), Just(2.0), 0.0..=2.0]);
     let top_p = prop::option::of(prop_oneof![Just(1.0), f64::MIN_POSITIVE..=1.0]);

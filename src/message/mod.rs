@@ -1,6 +1,6 @@
 //! The entries of a session's history and the settings a session is created with:
 //! messages, roles, tool calls, tools and generation defaults. Plain data; how they are
-//! sent to a provider lives in `provider/`, how they are validated on input in `session/new.rs`.
+//! sent to a provider lives in `provider/`, how they are validated on input in `session/create.rs`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

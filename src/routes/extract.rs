@@ -128,7 +128,7 @@ impl FromRequestParts<AppState> for SessionPath {
             .and_then(|uuid| app.sessions.get(uuid))
             .filter(|session| session.owner == caller.0)
             .ok_or_else(|| ApiError::session_not_found(&id))?;
-        session.touch();
+        app.sessions.touch(&session);
         Ok(Self { session, id })
     }
 }

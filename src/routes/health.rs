@@ -73,7 +73,10 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let sessions = app.sessions.list();
     let mut by_rank = [0usize; 4];
     for session in &sessions {
-        for (total, count) in by_rank.iter_mut().zip(session.lock().waiting_by_rank()) {
+        for (total, count) in by_rank
+            .iter_mut()
+            .zip(session.turn_lock().waiting_by_rank())
+        {
             *total += count;
         }
     }

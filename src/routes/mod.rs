@@ -8,7 +8,6 @@ pub mod middleware;
 pub mod responses;
 mod sessions;
 mod stream;
-mod turn_view;
 mod turns;
 mod writes;
 

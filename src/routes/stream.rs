@@ -19,8 +19,8 @@ use uuid::Uuid;
 use super::responses;
 use crate::error::{ApiError, ErrorDetail};
 use crate::session::events::TurnEvent;
+use crate::session::records::TurnRecord;
 use crate::session::turn::TurnResult;
-use crate::session::turns::TurnRecord;
 use crate::session::{Session, SessionView};
 
 /// How often an idle stream sends a comment so that proxies keep it open.

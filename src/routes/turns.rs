@@ -13,13 +13,13 @@ use uuid::Uuid;
 
 use super::bodies::CancelRequest;
 use super::extract::{OptionalJsonBody, SessionPath};
+use super::responses::TurnView;
 use super::responses::View;
 use super::stream::{self, TurnSseEvent};
-use super::turn_view::TurnView;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::session::records::{TurnRecord, TurnStatus};
 use crate::session::turn::TurnInput;
-use crate::session::turns::{TurnRecord, TurnStatus};
 use crate::session::{CancelMode, Session};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -42,7 +42,7 @@ fn turn_of(session: &Session, turn_id: &str) -> Result<Arc<TurnRecord>, ApiError
 /// The record with its place in the turn lock's line, if it waits.
 fn view(session: &Session, record: &TurnRecord) -> TurnView {
     let position = session
-        .lock()
+        .turn_lock()
         .waiting_order()
         .iter()
         .position(|id| *id == record.id)
@@ -96,7 +96,7 @@ async fn list_turns(
     filter: Result<Query<TurnFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<TurnListResponse>, ApiError> {
     let Query(filter) = filter.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
-    let order = session.lock().waiting_order();
+    let order = session.turn_lock().waiting_order();
     let records = session.turns().list();
     let turns = records
         .iter()
@@ -160,7 +160,7 @@ async fn delete_turn(
     Path((_, turn_id)): Path<(String, String)>,
 ) -> Result<axum::Json<TurnResponse>, ApiError> {
     let record = turn_of(&session, &turn_id)?;
-    let lock = session.lock();
+    let lock = session.turn_lock();
     if !lock.cancel_waiter(record.id) && lock.status().running.map(|r| r.0) == Some(record.id) {
         lock.cancel_running(CancelMode::Keep);
     }
@@ -315,9 +315,9 @@ async fn cancel(
 ) -> Result<axum::Json<CancelResponse>, ApiError> {
     let OptionalJsonBody(body) = body?;
     if body.waiting {
-        session.lock().cancel_waiting();
+        session.turn_lock().cancel_waiting();
     }
-    let cancelled = session.lock().cancel_running(body.mode);
+    let cancelled = session.turn_lock().cancel_running(body.mode);
     tracing::info!(session_id = %session.id, turn_id = ?cancelled, mode = ?body.mode, "cancel");
     Ok(axum::Json(CancelResponse {
         success: true,

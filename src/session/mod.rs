@@ -5,13 +5,14 @@
 //! turn holding the turn lock appends to it when it commits.
 
 pub mod context;
+mod create;
 pub mod events;
-mod new;
+mod live;
+pub mod records;
 pub mod runtime;
-mod store;
+mod settings;
 pub mod turn;
 mod turn_lock;
-pub mod turns;
 mod view;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -20,14 +21,15 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use self::turns::TurnRecords;
+use self::records::TurnRecords;
 use crate::keys::KeyId;
 use crate::message::Timestamp;
 use crate::message::{Defaults, Message, Tool};
 use crate::provider::Provider;
 
-pub use new::{Invalid, Limits, NewSession, Settings, check_length, validate_instructions};
-pub use store::{SessionLimit, SessionStore};
+pub use create::{Invalid, NewSession, check_length, validate_instructions};
+pub use live::{LiveSessions, SessionLimit};
+pub use settings::{Limits, Settings};
 pub use turn_lock::{CancelMode, LockError, LockStatus, OnBusy, Priority, RANK_NAMES, TurnLock};
 pub use view::{SessionDelta, SessionHead, SessionStatus, SessionSummary, SessionView};
 
@@ -48,7 +50,7 @@ pub struct Session {
     /// When the session was last read or written, for idle expiry.
     last_active: Mutex<Instant>,
     history: RwLock<History>,
-    lock: TurnLock,
+    turn_lock: TurnLock,
     turns: TurnRecords,
 }
 
@@ -73,9 +75,9 @@ pub struct Commit {
 }
 
 impl Session {
-    /// The turn lock of this session.
-    pub fn lock(&self) -> &TurnLock {
-        &self.lock
+    /// The turn lock of this session: one writer at a time.
+    pub fn turn_lock(&self) -> &TurnLock {
+        &self.turn_lock
     }
 
     /// The session's recent turns.
@@ -108,27 +110,27 @@ impl Session {
         }
     }
 
-    /// Notes a read or a write, which keeps the session from expiring.
-    pub fn touch(&self) {
+    /// Notes a read or a write at `now`, which keeps the session from expiring.
+    fn touch(&self, now: Instant) {
         *self
             .last_active
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+            .unwrap_or_else(PoisonError::into_inner) = now;
     }
 
-    /// Whether the session has been idle for `ttl`: no read or write, no running or
-    /// waiting turn.
-    pub fn is_idle_for(&self, ttl: Duration) -> bool {
-        let status = self.lock.status();
+    /// Whether the session has been idle for `ttl` at `now`: no read or write, no
+    /// running or waiting turn.
+    fn is_idle_for(&self, ttl: Duration, now: Instant) -> bool {
+        let status = self.turn_lock.status();
         let last = *self
             .last_active
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        !status.busy && status.waiting == 0 && last.elapsed() >= ttl
+        !status.busy && status.waiting == 0 && now.saturating_duration_since(last) >= ttl
     }
 
     /// Ends the session: its running turn is cancelled, its waiters turned away.
     pub fn close(&self) {
-        self.lock.close();
+        self.turn_lock.close();
     }
 }

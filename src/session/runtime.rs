@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
+use super::{CancelMode, LiveSessions};
 use crate::metrics::Metrics;
 
 /// How failed provider calls are tried again: exponential backoff with full jitter,
@@ -128,6 +129,25 @@ impl Runtime {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Shutdown: new turns are refused at once; running turns get `grace` to finish;
+    /// what still runs then is cancelled and rolled back, and its waiters turned away.
+    pub async fn drain(&self, sessions: &LiveSessions, grace: Duration) {
+        self.begin_shutdown();
+        tracing::info!(
+            grace_secs = grace.as_secs_f64(),
+            "shutting down: draining turns"
+        );
+        if !self.turns_finished(grace).await {
+            tracing::warn!("grace period over: cancelling the turns still running");
+            for session in &sessions.list() {
+                session.turn_lock().cancel_waiting();
+                session.turn_lock().cancel_running(CancelMode::Rollback);
+            }
+            self.turns_finished(Duration::from_secs(5)).await;
+        }
+        tracing::info!("turns drained");
     }
 
     /// Waits until every turn task has ended, or `limit` has passed; whether they all did.

@@ -22,9 +22,9 @@ use uuid::Uuid;
 
 use super::context;
 use super::events::TurnEvent;
+use super::records::TurnRecord;
 use super::runtime::{NotAdmitted, Runtime};
 use super::turn_lock::{CancelMode, Ticket};
-use super::turns::TurnRecord;
 use super::{Commit, LockError, OnBusy, Priority, Session};
 use crate::message::Timestamp;
 use crate::message::{Message, Role, ToolCall};
@@ -147,10 +147,11 @@ pub fn start(
     runtime: &Arc<Runtime>,
 ) -> Result<Turn, Rejected> {
     let id = Uuid::new_v4();
-    let entered = runtime
-        .admit()
-        .map_err(TurnError::from)
-        .and_then(|()| Ok(session.lock().enter(id, input.priority, input.on_busy)?));
+    let entered = runtime.admit().map_err(TurnError::from).and_then(|()| {
+        Ok(session
+            .turn_lock()
+            .enter(id, input.priority, input.on_busy)?)
+    });
     let ticket = match entered {
         Ok(ticket) => ticket,
         Err(error) => {
@@ -224,9 +225,9 @@ async fn run(
 fn observe(runtime: &Runtime, record: &TurnRecord) {
     let state = record.snapshot();
     let outcome = match state.status {
-        super::turns::TurnStatus::Completed => "completed",
-        super::turns::TurnStatus::Cancelled => "cancelled",
-        super::turns::TurnStatus::Rejected => "rejected",
+        super::records::TurnStatus::Completed => "completed",
+        super::records::TurnStatus::Cancelled => "cancelled",
+        super::records::TurnStatus::Rejected => "rejected",
         _ => "failed",
     };
     let metrics = &runtime.metrics;

@@ -82,7 +82,7 @@ pub struct SessionSummary<'a> {
 
 impl Session {
     fn head<'a>(&'a self, history: &History, as_of: Option<Commit>) -> SessionHead<'a> {
-        let status = self.lock.status();
+        let status = self.turn_lock.status();
         SessionHead {
             id: self.id,
             provider: &self.provider_name,

@@ -1,6 +1,7 @@
 //! All live sessions by id. The map lock is held only to look up, insert or remove an
 //! `Arc<Session>` (and to count); nothing else happens under it. Bounds the number of
-//! sessions, in all and per API key, and lets idle ones expire.
+//! sessions, in all and per API key, and lets idle ones expire: `expire_idle_forever`
+//! is the task that does it, measured by the service's `Clock`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -9,6 +10,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::Session;
+use crate::clock::Clock;
 use crate::keys::KeyId;
 
 /// A new session would pass a bound on the number of sessions.
@@ -22,10 +24,13 @@ pub enum SessionLimit {
 
 /// The live sessions.
 #[derive(Debug)]
-pub struct SessionStore {
+pub struct LiveSessions {
     sessions: RwLock<Sessions>,
     max_total: usize,
     max_per_key: usize,
+    /// Sessions idle this long expire.
+    idle_ttl: Duration,
+    clock: Clock,
 }
 
 /// The map, and how many sessions each API key holds (kept with it, under its lock).
@@ -50,20 +55,28 @@ impl Sessions {
     }
 }
 
-impl Default for SessionStore {
+impl Default for LiveSessions {
     fn default() -> Self {
-        Self::new(usize::MAX, usize::MAX)
+        Self::new(usize::MAX, usize::MAX, Duration::MAX, Clock::system())
     }
 }
 
-impl SessionStore {
-    /// A store of at most `max_total` sessions, `max_per_key` per API key.
-    pub fn new(max_total: usize, max_per_key: usize) -> Self {
+impl LiveSessions {
+    /// At most `max_total` sessions, `max_per_key` per API key; those idle for
+    /// `idle_ttl` by `clock` expire.
+    pub fn new(max_total: usize, max_per_key: usize, idle_ttl: Duration, clock: Clock) -> Self {
         Self {
             sessions: RwLock::default(),
             max_total,
             max_per_key,
+            idle_ttl,
+            clock,
         }
+    }
+
+    /// Notes a read or a write of `session`, which keeps it from expiring.
+    pub fn touch(&self, session: &Session) {
+        session.touch(self.clock.now());
     }
 
     /// The session with this id.
@@ -88,6 +101,7 @@ impl SessionStore {
             }
             *owned += 1;
         }
+        session.touch(self.clock.now());
         sessions.by_id.insert(session.id, session);
         Ok(())
     }
@@ -124,9 +138,10 @@ impl SessionStore {
         sessions
     }
 
-    /// Removes the sessions idle for `ttl` (no read, no write, no turn running or
+    /// Removes the sessions idle for the TTL (no read, no write, no turn running or
     /// waiting); how many.
-    pub fn expire_idle(&self, ttl: Duration) -> usize {
+    pub fn expire_idle(&self) -> usize {
+        let now = self.clock.now();
         let mut expired = Vec::new();
         {
             // Checked under the map lock, so a session is never removed between the check
@@ -138,7 +153,7 @@ impl SessionStore {
             let idle: Vec<Uuid> = sessions
                 .by_id
                 .values()
-                .filter(|session| session.is_idle_for(ttl))
+                .filter(|session| session.is_idle_for(self.idle_ttl, now))
                 .map(|session| session.id)
                 .collect();
             expired.extend(idle.iter().filter_map(|id| sessions.remove(id)));
@@ -147,6 +162,25 @@ impl SessionStore {
             session.close();
         }
         expired.len()
+    }
+
+    /// Expires idle sessions every so often (a quarter of the TTL, at least every 50 ms,
+    /// at most every minute) and whenever the clock is moved; runs until dropped.
+    pub async fn expire_idle_forever(&self) {
+        let every = (self.idle_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut moves = self.clock.moves();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = moves.next() => {}
+            }
+            let expired = self.expire_idle();
+            if expired > 0 {
+                tracing::info!(expired, "idle sessions expired");
+            }
+        }
     }
 
     /// How many sessions are live.
@@ -168,7 +202,7 @@ impl SessionStore {
 mod tests {
     use super::*;
     use crate::provider::{Provider, ProviderRegistry, echo::Echo};
-    use crate::session::turns::Retention;
+    use crate::session::records::Retention;
     use crate::session::{Limits, NewSession, Settings};
 
     fn session(owner: Option<KeyId>) -> Arc<Session> {
@@ -198,7 +232,8 @@ mod tests {
 
     #[test]
     fn the_per_key_bound_counts_what_each_key_holds_now() {
-        let store = SessionStore::new(10, 2);
+        let clock = Clock::manual();
+        let store = LiveSessions::new(10, 2, Duration::from_secs(60), clock.clone());
         let (a, b) = (Some(KeyId(0)), Some(KeyId(1)));
         let first = session(a);
         store.insert(first.clone()).unwrap();
@@ -208,14 +243,15 @@ mod tests {
         store.remove(first.id).unwrap();
         store.insert(session(a)).unwrap();
         assert_eq!(store.len(), 3);
-        assert_eq!(store.expire_idle(Duration::ZERO), 3);
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(store.expire_idle(), 3);
         store.insert(session(a)).unwrap();
         store.insert(session(a)).unwrap();
     }
 
     #[test]
     fn the_total_bound_holds_for_sessions_without_a_key() {
-        let store = SessionStore::new(1, 1);
+        let store = LiveSessions::new(1, 1, Duration::MAX, Clock::system());
         store.insert(session(None)).unwrap();
         assert_eq!(store.insert(session(None)), Err(SessionLimit::Total(1)));
     }

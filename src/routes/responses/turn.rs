@@ -10,8 +10,8 @@ use uuid::Uuid;
 use crate::error::{ApiError, ErrorDetail};
 use crate::message::Timestamp;
 use crate::session::Priority;
+use crate::session::records::{TurnRecord, TurnStatus};
 use crate::session::turn::{TurnKind, TurnResult};
-use crate::session::turns::{TurnRecord, TurnStatus};
 
 /// One turn: what it asked for, where it stands, and its timings.
 #[derive(Debug, Serialize, ToSchema)]

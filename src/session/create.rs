@@ -1,5 +1,6 @@
-//! Checking what a client asks for before anything is created or appended: a new
-//! session's settings and instructions. Each failure names the field at fault.
+//! Creating a session: checking what a client asks for (provider, model, defaults,
+//! tools, metadata, instructions) before anything is created, and the checks the writes
+//! share (instructions, message length). Each failure names the field at fault.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, RwLock};
@@ -8,7 +9,8 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::turns::{Retention, TurnRecords};
+use super::records::TurnRecords;
+use super::settings::Settings;
 use super::{History, Session, TurnLock};
 use crate::keys::KeyId;
 use crate::message::Timestamp;
@@ -33,40 +35,6 @@ impl Invalid {
             message: message.into(),
         }
     }
-}
-
-/// Bounds on what one session may hold.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Characters in one message.
-    pub message_chars: usize,
-    /// Messages in the history.
-    pub messages: usize,
-    /// Tools of the session.
-    pub tools: usize,
-    /// Bytes of `metadata` as compact JSON.
-    pub metadata_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            message_chars: 100_000,
-            messages: 10_000,
-            tools: 128,
-            metadata_bytes: 16 * 1024,
-        }
-    }
-}
-
-/// Settings every session shares.
-#[derive(Debug, Clone, Copy)]
-pub struct Settings {
-    /// Writers that may wait for one session's turn lock.
-    pub max_waiting_per_session: usize,
-    pub limits: Limits,
-    /// How many ended turns are remembered, and for how long.
-    pub turns: Retention,
 }
 
 /// What a client asks for when it creates a session; every field is optional.
@@ -139,7 +107,7 @@ impl NewSession {
                 updated_at: now,
                 version: 1,
             }),
-            lock: TurnLock::new(settings.max_waiting_per_session),
+            turn_lock: TurnLock::new(settings.max_waiting_per_session),
             turns: TurnRecords::new(settings.turns),
         })
     }
@@ -271,6 +239,8 @@ fn check_metadata(metadata: &Map<String, Value>, max: usize) -> Result<(), Inval
 mod tests {
     use super::*;
     use crate::provider::{Provider, echo::Echo};
+    use crate::session::Limits;
+    use crate::session::records::Retention;
 
     fn registry() -> ProviderRegistry {
         ProviderRegistry::new(
@@ -285,7 +255,6 @@ mod tests {
         max_waiting_per_session: 4,
         limits: Limits {
             message_chars: 100,
-            messages: 100,
             tools: 128,
             metadata_bytes: 16 * 1024,
         },

@@ -1,11 +1,16 @@
 //! Success bodies. They borrow the session snapshot under its read lock and are
-//! serialized there (see `session::view`), so answering copies no history.
+//! serialized there (see `session::view`), so answering copies no history. A turn
+//! record's body is `turn.rs`.
+
+mod turn;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+pub use turn::TurnView;
 
 use crate::session::turn::{TurnOutcome, TurnResult};
 use crate::session::{Session, SessionDelta, SessionSummary, SessionView};
@@ -161,7 +166,7 @@ pub fn write(session: &Session, outcome: &TurnOutcome, view: View) -> Response {
 pub const OVERHEAD_HEADER: &str = "x-overhead-us";
 
 /// Adds the `x-overhead-us` header of an ended turn.
-pub fn with_overhead(response: &mut Response, record: &crate::session::turns::TurnRecord) {
+pub fn with_overhead(response: &mut Response, record: &crate::session::records::TurnRecord) {
     if let Some(overhead) = record.overhead() {
         response.headers_mut().insert(
             OVERHEAD_HEADER,
