@@ -65,9 +65,9 @@ fn event_data(
 ) -> (&'static str, serde_json::Result<String>) {
     use serde_json::to_string;
     match event {
-        TurnEvent::Queued { position } => (
-            "turn.queued",
-            to_string(&QueuedData {
+        TurnEvent::Waiting { position } => (
+            "turn.waiting",
+            to_string(&WaitingData {
                 turn_id,
                 position: *position,
             }),
@@ -101,7 +101,7 @@ pub struct TurnSseEvent;
 
 /// The event names, in the order they can come.
 const EVENT_NAMES: [&str; 7] = [
-    "turn.queued",
+    "turn.waiting",
     "turn.started",
     "text.delta",
     "tool_call",
@@ -153,8 +153,8 @@ impl ToSchema for TurnSseEvent {
 #[serde(untagged)]
 #[allow(dead_code)]
 pub enum TurnEventData<'a> {
-    /// `turn.queued`: the turn waits; position 1 is next. Only if it had to wait.
-    Queued(QueuedData),
+    /// `turn.waiting`: the turn waits; position 1 is next. Only if it had to wait.
+    Waiting(WaitingData),
     /// `turn.started`: the turn took the turn lock.
     Started(StartedData),
     /// `text.delta`: more reply text, as the provider sent it.
@@ -169,10 +169,10 @@ pub enum TurnEventData<'a> {
     Cancelled(CancelledData<'a>),
 }
 
-/// `turn.queued`.
+/// `turn.waiting`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct QueuedData {
+pub struct WaitingData {
     #[schema(value_type = String, format = Uuid)]
     pub turn_id: Uuid,
     pub position: usize,

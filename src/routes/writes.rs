@@ -45,7 +45,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     ),
     request_body = MessageRequest,
     responses(
-        (status = 200, description = "Committed (JSON), or the turn's events (`text/event-stream`) when the body has `stream: true` or the request `Accept: text/event-stream`: `turn.queued`, `turn.started`, `text.delta`, `tool_call`, then one of `turn.completed`, `turn.failed`, `turn.cancelled`; each with `id: <turnId>:<seq>`",
+        (status = 200, description = "Committed (JSON), or the turn's events (`text/event-stream`) when the body has `stream: true` or the request `Accept: text/event-stream`: `turn.waiting`, `turn.started`, `text.delta`, `tool_call`, then one of `turn.completed`, `turn.failed`, `turn.cancelled`; each with `id: <turnId>:<seq>`",
             content(
                 (WriteResponse = "application/json"),
                 (TurnSseEvent = "text/event-stream"),

@@ -16,7 +16,7 @@ use crate::message::ToolCall;
 #[derive(Debug, Clone, PartialEq)]
 pub enum TurnEvent {
     /// The turn had to wait; `position` 1 is next.
-    Queued { position: usize },
+    Waiting { position: usize },
     /// The turn took the turn lock.
     Started,
     /// More reply text.

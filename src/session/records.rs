@@ -118,7 +118,7 @@ impl TurnRecord {
             let mut state = self.state();
             let now = Instant::now();
             match &event {
-                TurnEvent::Queued { .. } => {}
+                TurnEvent::Waiting { .. } => {}
                 TurnEvent::Started => {
                     state.status = TurnStatus::Running;
                     state.started = Some(now);

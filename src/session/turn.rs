@@ -162,7 +162,7 @@ pub fn start(
     };
     let record = session.turns().start(id, input.clone());
     if let Some(position) = ticket.position() {
-        record.push(TurnEvent::Queued { position });
+        record.push(TurnEvent::Waiting { position });
     }
     let span = tracing::info_span!("turn", session_id = %session.id, turn_id = %id);
     let task = runtime

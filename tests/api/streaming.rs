@@ -190,7 +190,7 @@ async fn the_first_delta_reaches_the_client_long_before_the_provider_finishes() 
 }
 
 #[tokio::test]
-async fn a_queued_streaming_turn_says_where_it_waits() {
+async fn a_waiting_streaming_turn_says_where_it_waits() {
     let app = spawn_app().await;
     let id = app.create_session(json!({"provider": "openai"})).await;
     app.openai.pause();
@@ -209,11 +209,11 @@ async fn a_queued_streaming_turn_says_where_it_waits() {
     app.openai.wait_for_requests(1).await;
     let response = stream_message(&app, &id, json!({"content": "second"})).await;
     let mut stream = events(response);
-    let queued = stream.next().await.unwrap();
-    assert_eq!(queued.name, "turn.queued");
-    assert_eq!(queued.seq(), 1);
-    assert_eq!(queued.data["position"], 1);
-    assert_eq!(queued.data["turnId"], queued.turn_id());
+    let waiting = stream.next().await.unwrap();
+    assert_eq!(waiting.name, "turn.waiting");
+    assert_eq!(waiting.seq(), 1);
+    assert_eq!(waiting.data["position"], 1);
+    assert_eq!(waiting.data["turnId"], waiting.turn_id());
     app.openai.resume();
     let rest: Vec<_> = stream.collect().await;
     assert_eq!(rest[0].name, "turn.started");
