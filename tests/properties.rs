@@ -1,21 +1,15 @@
 //! Property tests: any history we can hold maps to a request body the real OpenAI and
-//! Anthropic APIs accept (as the mocks of `tests/api` judge it), the mappings keep what
+//! Anthropic APIs accept (as the mocks of `tests/support` judge it), the mappings keep what
 //! the user wrote, and request-body parsing never panics and accepts the documented
 //! forms. Tests that talk HTTP to the server live in `tests/api`, not here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-#[allow(dead_code)]
-#[path = "api/mock_anthropic.rs"]
-mod mock_anthropic;
-#[allow(dead_code)]
-#[path = "api/mock_openai.rs"]
-mod mock_openai;
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
+use test_support::{mock_anthropic, mock_openai};
 
 use text_session_api::message::Timestamp;
 use text_session_api::message::{Defaults, Message, Role, Tool, ToolCall, ToolKind};

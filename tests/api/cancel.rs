@@ -8,9 +8,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app, spawn_message};
-use crate::mock_provider::StreamPlan;
 use crate::sse::events;
 use crate::streaming::stream_message;
+use test_support::mock_provider::StreamPlan;
 
 fn slow_stream() -> StreamPlan {
     StreamPlan {

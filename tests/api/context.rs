@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
-use crate::mock_provider::Reply;
+use test_support::mock_provider::Reply;
 
 fn roles(body: &Value) -> Vec<String> {
     body["messages"]

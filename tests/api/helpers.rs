@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use text_session_api::clock::Clock;
 use text_session_api::config::{Config, Secret};
 use text_session_api::server::Server;
 
-use crate::mock_provider::{MockProvider, Protocol};
+use test_support::mock_provider::{MockProvider, Protocol};
 
 /// The key the service is configured with for each mock.
 pub const OPENAI_TEST_KEY: &str = "sk-test-openai-key";
@@ -21,6 +22,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub openai: MockProvider,
     pub anthropic: MockProvider,
+    /// The service's clock: `advance` it to pass a TTL without sleeping through it.
+    pub clock: Clock,
 }
 
 /// The service with default settings.
@@ -41,7 +44,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     config.provider_retry_base_ms = 5;
     config.provider_retry_max_ms = 50;
     configure(&mut config);
-    let server = Server::build(&config).expect("valid test configuration");
+    let clock = Clock::manual();
+    let server =
+        Server::build_with_clock(&config, clock.clone()).expect("valid test configuration");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(server.serve(listener, std::future::pending()));
@@ -50,6 +55,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         client: reqwest::Client::new(),
         openai,
         anthropic,
+        clock,
     }
 }
 
@@ -128,6 +134,29 @@ impl TestApp {
                 "status never matched: {status}"
             );
             tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Waits until the ids `GET /text/sessions` lists satisfy `check` (bounded by 10 s);
+    /// returns them.
+    pub async fn wait_for_session_ids(&self, check: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let list: Value = self.get("/text/sessions").await.json().await.unwrap();
+            let ids: Vec<String> = list["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_owned())
+                .collect();
+            if check(&ids) {
+                return ids;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the sessions never matched: {ids:?}"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }

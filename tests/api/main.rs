@@ -3,9 +3,6 @@
 
 mod helpers;
 mod idempotency;
-mod mock_anthropic;
-mod mock_openai;
-mod mock_provider;
 mod sse;
 
 mod atomicity;

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
-use crate::mock_provider::Reply;
+use test_support::mock_provider::Reply;
 
 /// The parsed exposition.
 struct Scrape(prometheus_parse::Scrape);

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{roles_and_contents, spawn_app};
-use crate::mock_provider::reply_text_for;
+use test_support::mock_provider::reply_text_for;
 
 #[tokio::test]
 async fn fifty_concurrent_messages_are_applied_one_at_a_time_in_a_consistent_order() {

@@ -14,8 +14,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
-use crate::mock_provider::{MockProvider, Protocol, reply_text_for};
 use crate::sse::all_events;
+use test_support::mock_provider::{MockProvider, Protocol, reply_text_for};
 
 const SECRET_KEY: &str = "sk-test-secret-key-123";
 const SECRET_CONTENT: &str = "the-secret-content-xyz";

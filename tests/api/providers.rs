@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, TestApp, spawn_app};
-use crate::mock_provider::{MockProvider, Reply};
+use test_support::mock_provider::{MockProvider, Reply};
 
 fn weather_tool() -> Value {
     json!({"type": "function", "name": "get_weather", "description": "Current weather",

@@ -8,8 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
-use crate::mock_provider::StreamPlan;
 use crate::sse::{SseEvent, all_events, events, names};
+use test_support::mock_provider::StreamPlan;
 
 pub async fn stream_message(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
     let mut body = body;

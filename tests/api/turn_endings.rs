@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use text_session_api::session::turn::fault_injection;
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with, spawn_message};
-use crate::mock_provider::Reply;
+use test_support::mock_provider::Reply;
 
 /// How soon after a turn ends the next writer must be in.
 const HANDOVER: Duration = Duration::from_millis(100);
@@ -24,7 +24,7 @@ fn first_call(app: &TestApp, status: u16, delay: Duration) {
             ..if status == 200 {
                 Reply {
                     status,
-                    body: crate::mock_openai::text_reply("m", "done"),
+                    body: test_support::mock_openai::text_reply("m", "done"),
                     delay,
                 }
             } else {

@@ -1,7 +1,7 @@
 //! What the mock OpenAI server needs: the checks the real Chat Completions API makes
 //! before it answers 400, its error body, and the replies it sends, whole or as the
 //! chunks of a stream. Serving them (the mock server, SSE framing, call counts) lives in
-//! `helpers.rs` and `mock_provider.rs`.
+//! `mock_provider.rs`.
 //!
 //! The error messages follow the real API's wording where it is known, so a failing test
 //! reads like the production failure it stands for.

@@ -1,7 +1,7 @@
 //! What a mock Anthropic Messages API needs: the checks the real API makes on a request
 //! body (so that a test fails where the real API would answer 400), its error body,
 //! reply bodies and streamed replies (the server-sent events, as event name and data).
-//! Serving them (routes, framing, call counting) belongs to the test helpers.
+//! Serving them (routes, framing, call counting) belongs to `mock_provider.rs`.
 //!
 //! The checks follow the real API's answers as seen in the wild, messages included:
 //! e.g. ``messages.3: `tool_use` ids were found without `tool_result` blocks immediately
