@@ -1,7 +1,10 @@
 //! text-session-api: a REST service that keeps chat sessions with an LLM.
 //!
-//! `routes` speaks HTTP and nothing else; `session` is the domain (history, turn lock,
-//! turns); `provider` talks to the LLMs; `app` wires them together.
+//! Layers, top to bottom (`tests/layers.rs` checks them): `server` (router, serve),
+//! `openapi`, `routes` (HTTP and nothing else), `app` (the shared state) and `error`,
+//! `session` (the domain: history, turn lock, turns) and `idempotency`, `provider` (the
+//! LLMs), `metrics` and `keys`, `config` and `clock`, and at the bottom `message` (the
+//! conversation types) and `secret`. Nothing imports from a layer above its own.
 
 pub mod app;
 pub mod clock;
