@@ -295,9 +295,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_secret_never_prints_itself() {
-        let secret = Secret::new("sk-very-secret");
-        assert_eq!(format!("{secret:?} {secret}"), "*** ***");
+    fn a_key_in_the_configuration_never_prints_itself() {
         let config = Config::parse_from(["x", "--openai-api-key", "sk-very-secret"]);
         assert!(!format!("{config:?}").contains("sk-very-secret"));
     }
