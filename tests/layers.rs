@@ -110,7 +110,9 @@ fn every_module_imports_only_from_the_layers_below_it() {
         for name in names {
             match layer_of(name) {
                 Some(layer) if layer > own => {}
-                Some(_) => wrong.push(format!("`{module}` imports `{name}`, which is not below it")),
+                Some(_) => wrong.push(format!(
+                    "`{module}` imports `{name}`, which is not below it"
+                )),
                 None => wrong.push(format!("`{module}` imports `{name}`, which has no layer")),
             }
         }
