@@ -1,6 +1,10 @@
 //! A turn's events, in order: what a streaming client receives, what a client that
 //! reconnects replays, what a non-streaming client never sees. Appended only by the
 //! turn's own task; followed by any number of readers, each from the event it names.
+//!
+//! Retention drops an ended turn's events (`forget`), but never from under a reader:
+//! while readers are attached the events stay, so every reader, however far behind,
+//! gets to the terminal event; the last one to leave lets them go.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -59,8 +63,21 @@ pub struct EventLog {
 struct LogState {
     events: Vec<Arc<TurnEvent>>,
     ended: bool,
-    /// The events were dropped to bound memory; the turn can no longer be replayed.
+    /// Retention let the turn go: no new replay; the events go once no reader is left.
     forgotten: bool,
+    /// The events were dropped (forgotten, and no reader was attached).
+    dropped: bool,
+    /// Readers attached now.
+    followers: usize,
+}
+
+impl LogState {
+    fn drop_events_if_unread(&mut self) {
+        if self.forgotten && self.followers == 0 {
+            self.events = Vec::new();
+            self.dropped = true;
+        }
+    }
 }
 
 impl Default for EventLog {
@@ -96,16 +113,17 @@ impl EventLog {
         self.state().ended
     }
 
-    /// Whether the events were dropped to bound memory.
+    /// Whether retention let the turn go: it can no longer be replayed.
     pub fn is_forgotten(&self) -> bool {
         self.state().forgotten
     }
 
-    /// Drops the events of an ended turn.
+    /// Lets the events of an ended turn go: at once if no reader is attached, else
+    /// when the last one leaves.
     pub fn forget(&self) {
         let mut state = self.state();
-        state.events = Vec::new();
         state.forgotten = true;
+        state.drop_events_if_unread();
     }
 
     /// Whether any piece of a reply (text or a tool call) was recorded.
@@ -131,12 +149,21 @@ impl EventLog {
     }
 
     /// The events after sequence number `after` (0 for all), then the live ones as they
-    /// come, until the terminal event. Each item is `(seq, event)`.
+    /// come, until the terminal event. Each item is `(seq, event)`. While the stream
+    /// lives the events stay, whatever retention says; nothing, if they are gone.
     pub fn follow(
         self: &Arc<Self>,
         after: usize,
     ) -> impl Stream<Item = (usize, Arc<TurnEvent>)> + Send + 'static {
+        let attached = {
+            let mut state = self.state();
+            if !state.dropped {
+                state.followers += 1;
+            }
+            !state.dropped
+        };
         let follower = Follower {
+            attached,
             log: self.clone(),
             next: after + 1,
             ready: VecDeque::new(),
@@ -156,6 +183,8 @@ impl EventLog {
 }
 
 struct Follower {
+    /// Counted among the log's readers (false when the events were already gone).
+    attached: bool,
     log: Arc<EventLog>,
     /// The sequence number of the next event to hand out.
     next: usize,
@@ -179,13 +208,23 @@ impl Follower {
                     self.next = state.events.len() + 1;
                     continue;
                 }
-                if state.ended || state.forgotten {
+                if state.ended || state.dropped {
                     return None;
                 }
             }
             // Wakes on the next push; a push between the check and here is not lost,
             // since the receiver remembers what it has seen.
             self.appended.changed().await.ok()?;
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if self.attached {
+            let mut state = self.log.state();
+            state.followers -= 1;
+            state.drop_events_if_unread();
         }
     }
 }
@@ -242,5 +281,27 @@ mod tests {
         log.forget();
         assert!(log.is_forgotten());
         assert_eq!(log.follow(0).count().await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_reader_behind_retention_still_reads_to_the_terminal_event() {
+        let log = Arc::new(EventLog::default());
+        log.push(TurnEvent::Started);
+        let mut behind = Box::pin(log.follow(0));
+        assert_eq!(behind.next().await.map(|(seq, _)| seq), Some(1));
+        log.push(text("a"));
+        log.push(TurnEvent::Failed(TurnError::Internal("x".into())));
+        log.forget();
+        assert!(log.is_forgotten(), "no new replay once let go");
+        let rest: Vec<_> = behind
+            .map(|(seq, event)| (seq, event.is_terminal()))
+            .collect()
+            .await;
+        assert_eq!(rest, [(2, false), (3, true)]);
+        assert_eq!(
+            log.follow(0).count().await,
+            0,
+            "gone once the last reader left"
+        );
     }
 }

@@ -3,9 +3,11 @@
 
 mod helpers;
 mod idempotency;
+mod service;
 mod sse;
 
 mod atomicity;
+mod bounds;
 mod cancel;
 mod concurrency;
 mod context;

@@ -1,0 +1,95 @@
+//! Bounds, checked against the real binary: streams that always end, idempotency
+//! records per API key, a memory budget, provider replies bounded in bytes, and
+//! connections that cannot pin the service.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::service::spawn_service;
+use test_support::mock_provider::{MockProvider, Protocol, StreamPlan};
+
+/// The names of the SSE events in `text`, in order.
+fn event_names(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("event: "))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reader_paused_until_20_later_turns_ended_still_gets_its_terminal_event() {
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    // 16 MiB of reply: more than the socket buffers hold, so the reader falls behind.
+    openai.set_stream_plan(StreamPlan {
+        pieces: Some(vec!["x".repeat(64 * 1024); 256]),
+        ..StreamPlan::default()
+    });
+    let service = spawn_service(&openai, &[("MAX_REPLY_BYTES", "67108864")]).await;
+    // Later turns send only their own message, not the long reply.
+    let id = service
+        .create_session(json!({"provider": "openai", "defaults": {"maxContextMessages": 1}}))
+        .await;
+    let mut paused = service
+        .client
+        .post(service.url(&format!("/text/session/{id}/message")))
+        .json(&json!({"content": "a long one", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), StatusCode::OK);
+    let turn_id = paused.headers()["x-turn-id"].to_str().unwrap().to_owned();
+    let mut received = String::from_utf8(paused.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+
+    // The turn commits while its reader sleeps; then 20 more turns end after it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let turn: Value = service
+            .client
+            .get(service.url(&format!("/text/session/{id}/turns/{turn_id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if turn["turn"]["status"] == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the turn never committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for n in 0..20 {
+        let response = service
+            .client
+            .post(service.url(&format!("/text/session/{id}/message?view=delta")))
+            .json(&json!({"content": format!("later {n}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let replay = service
+        .client
+        .get(service.url(&format!("/text/session/{id}/turns/{turn_id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        replay.status(),
+        StatusCode::NOT_FOUND,
+        "retention has let the turn go"
+    );
+
+    while let Some(chunk) = paused.chunk().await.unwrap() {
+        received.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let names = event_names(&received);
+    assert_eq!(names.first(), Some(&"turn.started"));
+    assert_eq!(
+        names.last(),
+        Some(&"turn.completed"),
+        "the stream ended with its turn"
+    );
+    assert_eq!(names.iter().filter(|n| **n == "text.delta").count(), 256);
+}
