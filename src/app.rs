@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
-use crate::idempotency::IdempotencyRecords;
+use crate::idempotency::{IdempotencyLimits, IdempotencyRecords};
 use crate::keys::ApiKeys;
 use crate::provider::ProviderRegistry;
 use crate::session::records::Retention;
@@ -90,8 +90,11 @@ impl AppState {
                 api_keys: ApiKeys::new(&config.api_keys()?),
                 max_body_bytes: config.max_body_bytes,
                 idempotency: IdempotencyRecords::new(
-                    Duration::from_secs(config.idempotency_ttl_secs),
-                    config.idempotency_max_keys,
+                    IdempotencyLimits {
+                        ttl: Duration::from_secs(config.idempotency_ttl_secs),
+                        max_keys: config.idempotency_max_keys,
+                        max_bytes: config.idempotency_max_bytes,
+                    },
                     clock,
                 ),
                 settings,

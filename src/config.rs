@@ -139,9 +139,13 @@ pub struct Config {
     #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 86400)]
     pub idempotency_ttl_secs: u64,
 
-    /// Idempotency keys kept at most (the oldest go first).
+    /// Idempotency keys kept per API key (its oldest go first; other keys' are untouched).
     #[arg(long, env = "IDEMPOTENCY_MAX_KEYS", default_value_t = 10000)]
     pub idempotency_max_keys: usize,
+
+    /// Bytes of stored answers kept per API key (its oldest go first).
+    #[arg(long, env = "IDEMPOTENCY_MAX_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub idempotency_max_bytes: usize,
 
     /// Largest request body, in bytes; larger ones get 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]

@@ -1,7 +1,13 @@
 //! Remembered answers for `Idempotency-Key`: per (API key, idempotency key), what the
-//! first request was (route and body, as a JSON value) and, once it ended, its answer.
-//! Bounded in count and age. How requests are matched against it and answers replayed
-//! is HTTP work (`routes/middleware/idempotency.rs`); this only keeps entries.
+//! first request was (route and a digest of its body as a JSON value) and, once it
+//! ended, its answer. How requests are matched against it and answers replayed is HTTP
+//! work (`routes/middleware/idempotency.rs`); this only keeps records.
+//!
+//! Each API key has its own records, bounded in count and bytes: one key's traffic can
+//! never push out another's record (and so make its retry run twice). An answer that
+//! holds a session's history keeps only what is around it, plus where the history ends;
+//! a replay renders the history again, which is committed and never rewritten, so the
+//! bytes are the same.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -9,16 +15,66 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::keys::KeyId;
 
 /// What makes two requests "the same": the route (method, path, query) and the body
-/// compared as a JSON value.
-#[derive(Debug, Clone, PartialEq)]
+/// compared as a JSON value (object keys in any order).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
     pub route: String,
-    pub body: Value,
+    body: [u8; 32],
+}
+
+impl Fingerprint {
+    pub fn new(route: String, body: &Value) -> Self {
+        let mut digest = Sha256::new();
+        feed(&mut digest, body);
+        Self {
+            route,
+            body: digest.finalize().into(),
+        }
+    }
+}
+
+/// Feeds a JSON value to `digest` so that equal values (object keys in any order) give
+/// equal digests and different ones do not: each value is tagged with its type, strings
+/// and keys with their length.
+fn feed(digest: &mut Sha256, value: &Value) {
+    fn text(digest: &mut Sha256, text: &str) {
+        digest.update((text.len() as u64).to_le_bytes());
+        digest.update(text.as_bytes());
+    }
+    match value {
+        Value::Null => digest.update(b"n"),
+        Value::Bool(b) => digest.update(if *b { b"t" } else { b"f" }),
+        Value::Number(n) => {
+            digest.update(b"#");
+            text(digest, &n.to_string());
+        }
+        Value::String(s) => {
+            digest.update(b"s");
+            text(digest, s);
+        }
+        Value::Array(items) => {
+            digest.update(b"[");
+            digest.update((items.len() as u64).to_le_bytes());
+            items.iter().for_each(|item| feed(digest, item));
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            digest.update(b"{");
+            digest.update((keys.len() as u64).to_le_bytes());
+            for key in keys {
+                text(digest, key);
+                feed(digest, &map[key]);
+            }
+        }
+    }
 }
 
 /// A stored answer.
@@ -26,10 +82,36 @@ pub struct Fingerprint {
 pub struct StoredAnswer {
     pub status: u16,
     pub headers: Vec<(String, Vec<u8>)>,
-    pub body: Bytes,
+    pub body: StoredBody,
 }
 
-/// What the store knows of a key.
+/// The bytes of a stored answer.
+#[derive(Debug, Clone)]
+pub enum StoredBody {
+    /// All of them.
+    Whole(Bytes),
+    /// `before`, then the JSON of `messages[..len]` of session `session`, then `after`.
+    AroundHistory {
+        before: Bytes,
+        session: Uuid,
+        len: usize,
+        after: Bytes,
+    },
+}
+
+impl StoredAnswer {
+    /// Bytes held for this answer.
+    fn size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        headers
+            + match &self.body {
+                StoredBody::Whole(bytes) => bytes.len(),
+                StoredBody::AroundHistory { before, after, .. } => before.len() + after.len(),
+            }
+    }
+}
+
+/// What the records know of a key.
 #[derive(Debug, Clone)]
 pub enum Lookup {
     /// Never seen (or expired): the caller now holds it and must `finish` or `release`.
@@ -42,91 +124,117 @@ pub enum Lookup {
     Replay(StoredAnswer),
 }
 
-type Key = (Option<KeyId>, String);
-
 #[derive(Debug)]
 struct Entry {
     fingerprint: Fingerprint,
     created: Instant,
     answer: Option<StoredAnswer>,
+    /// Bytes held for this entry (its key, route and answer).
+    size: usize,
 }
 
-/// The remembered idempotency keys.
+/// The bounds each API key's records keep to.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyLimits {
+    /// How long a key and its answer are kept.
+    pub ttl: Duration,
+    /// Keys kept per API key.
+    pub max_keys: usize,
+    /// Bytes kept per API key.
+    pub max_bytes: usize,
+}
+
+/// The remembered idempotency keys, per API key.
 #[derive(Debug)]
 pub struct IdempotencyRecords {
-    ttl: Duration,
+    limits: IdempotencyLimits,
     clock: Clock,
-    max_keys: usize,
-    state: Mutex<State>,
+    by_owner: Mutex<HashMap<Option<KeyId>, OwnerRecords>>,
 }
 
+/// One API key's records.
 #[derive(Debug, Default)]
-struct State {
-    entries: HashMap<Key, Entry>,
+struct OwnerRecords {
+    entries: HashMap<String, Entry>,
     /// Keys oldest first, for expiry and eviction.
-    order: VecDeque<(Instant, Key)>,
+    order: VecDeque<(Instant, String)>,
+    /// Bytes held by `entries`.
+    bytes: usize,
 }
 
 impl IdempotencyRecords {
-    pub fn new(ttl: Duration, max_keys: usize, clock: Clock) -> Self {
+    pub fn new(limits: IdempotencyLimits, clock: Clock) -> Self {
         Self {
-            ttl,
+            limits: IdempotencyLimits {
+                max_keys: limits.max_keys.max(1),
+                ..limits
+            },
             clock,
-            max_keys: max_keys.max(1),
-            state: Mutex::default(),
+            by_owner: Mutex::default(),
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn by_owner(&self) -> MutexGuard<'_, HashMap<Option<KeyId>, OwnerRecords>> {
+        self.by_owner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Looks `key` up for a request with `fingerprint`, reserving it if unknown.
     pub fn begin(&self, owner: Option<KeyId>, key: &str, fingerprint: Fingerprint) -> Lookup {
-        let mut state = self.state();
-        self.expire(&mut state);
-        let id = (owner, key.to_owned());
-        if let Some(entry) = state.entries.get(&id) {
+        let now = self.clock.now();
+        let mut by_owner = self.by_owner();
+        let records = by_owner.entry(owner).or_default();
+        records.expire(now, self.limits.ttl);
+        if let Some(entry) = records.entries.get(key) {
             return match &entry.answer {
                 _ if entry.fingerprint != fingerprint => Lookup::Reused,
                 None => Lookup::InUse,
                 Some(answer) => Lookup::Replay(answer.clone()),
             };
         }
-        let now = self.clock.now();
-        state.entries.insert(
-            id.clone(),
+        let size = key.len() + fingerprint.route.len() + std::mem::size_of::<Entry>();
+        records.entries.insert(
+            key.to_owned(),
             Entry {
                 fingerprint,
                 created: now,
                 answer: None,
+                size,
             },
         );
-        state.order.push_back((now, id));
-        self.evict(&mut state);
+        records.bytes += size;
+        records.order.push_back((now, key.to_owned()));
+        records.evict(self.limits);
         Lookup::Reserved
     }
 
     /// Stores the answer of a reserved key.
     pub fn finish(&self, owner: Option<KeyId>, key: &str, answer: StoredAnswer) {
-        let mut state = self.state();
-        if let Some(entry) = state.entries.get_mut(&(owner, key.to_owned())) {
+        let mut by_owner = self.by_owner();
+        let Some(records) = by_owner.get_mut(&owner) else {
+            return;
+        };
+        if let Some(entry) = records.entries.get_mut(key) {
+            let grown = answer.size();
+            entry.size += grown;
             entry.answer = Some(answer);
+            records.bytes += grown;
+            records.evict(self.limits);
         }
     }
 
     /// Forgets a reserved key whose answer is not to be kept (so a corrected retry runs).
     pub fn release(&self, owner: Option<KeyId>, key: &str) {
-        let mut state = self.state();
-        let id = (owner, key.to_owned());
-        if state.entries.get(&id).is_some_and(|e| e.answer.is_none()) {
-            state.entries.remove(&id);
+        let mut by_owner = self.by_owner();
+        if let Some(records) = by_owner.get_mut(&owner)
+            && records.entries.get(key).is_some_and(|e| e.answer.is_none())
+        {
+            records.remove(key);
         }
     }
 
-    /// How many keys are remembered.
+    /// How many keys are remembered, all API keys together.
     pub fn len(&self) -> usize {
-        self.state().entries.len()
+        self.by_owner().values().map(|r| r.entries.len()).sum()
     }
 
     /// Whether no key is remembered.
@@ -134,39 +242,53 @@ impl IdempotencyRecords {
         self.len() == 0
     }
 
-    fn expire(&self, state: &mut State) {
-        let now = self.clock.now();
-        while let Some((created, _)) = state.order.front() {
-            if now.saturating_duration_since(*created) < self.ttl {
+    /// Bytes held by the records, all API keys together.
+    pub fn bytes(&self) -> usize {
+        self.by_owner().values().map(|r| r.bytes).sum()
+    }
+}
+
+impl OwnerRecords {
+    fn remove(&mut self, key: &str) {
+        if let Some(entry) = self.entries.remove(key) {
+            self.bytes -= entry.size;
+        }
+    }
+
+    fn expire(&mut self, now: Instant, ttl: Duration) {
+        while let Some((created, _)) = self.order.front() {
+            if now.saturating_duration_since(*created) < ttl {
                 break;
             }
-            if let Some((created, id)) = state.order.pop_front()
-                && state.entries.get(&id).is_some_and(|e| e.created == created)
+            if let Some((created, key)) = self.order.pop_front()
+                && self.entries.get(&key).is_some_and(|e| e.created == created)
             {
-                state.entries.remove(&id);
+                self.remove(&key);
             }
         }
     }
 
-    /// Past `max_keys`, the oldest answered keys go (keys still running stay).
-    fn evict(&self, state: &mut State) {
+    /// Past either bound, the oldest answered keys go (keys still running stay, and so
+    /// does the newest answer, however large).
+    fn evict(&mut self, limits: IdempotencyLimits) {
         let mut kept = VecDeque::new();
-        while state.entries.len() > self.max_keys {
-            let Some((created, id)) = state.order.pop_front() else {
+        while self.entries.len() > limits.max_keys
+            || (self.bytes > limits.max_bytes && self.entries.len() > 1)
+        {
+            let Some((created, key)) = self.order.pop_front() else {
                 break;
             };
-            match state.entries.get(&id) {
-                Some(entry) if entry.created == created && entry.answer.is_none() => {
-                    kept.push_back((created, id));
+            match self.entries.get(&key) {
+                Some(entry) if entry.created != created => {}
+                Some(entry) if entry.answer.is_none() || self.order.is_empty() => {
+                    kept.push_back((created, key));
                 }
-                Some(entry) if entry.created == created => {
-                    state.entries.remove(&id);
-                }
-                _ => {}
+                Some(_) => self.remove(&key),
+                None => {}
             }
         }
         while let Some(item) = kept.pop_back() {
-            state.order.push_front(item);
+            self.order.push_front(item);
         }
     }
 }
@@ -176,9 +298,14 @@ mod tests {
     use super::*;
 
     fn print(body: Value) -> Fingerprint {
-        Fingerprint {
-            route: "POST /x".into(),
-            body,
+        Fingerprint::new("POST /x".into(), &body)
+    }
+
+    fn limits(ttl: Duration, max_keys: usize) -> IdempotencyLimits {
+        IdempotencyLimits {
+            ttl,
+            max_keys,
+            max_bytes: usize::MAX,
         }
     }
 
@@ -186,13 +313,13 @@ mod tests {
         StoredAnswer {
             status: 200,
             headers: Vec::new(),
-            body: Bytes::from_static(b"{}"),
+            body: StoredBody::Whole(Bytes::from_static(b"{}")),
         }
     }
 
     #[test]
     fn a_key_is_reserved_then_in_use_then_replayed_and_a_new_body_is_reuse() {
-        let store = IdempotencyRecords::new(Duration::from_secs(60), 10, Clock::system());
+        let store = IdempotencyRecords::new(limits(Duration::from_secs(60), 10), Clock::system());
         let body = serde_json::json!({"a": 1, "b": 2});
         assert!(matches!(
             store.begin(None, "k", print(body.clone())),
@@ -223,7 +350,7 @@ mod tests {
 
     #[test]
     fn a_released_key_runs_again_and_expired_or_evicted_keys_are_forgotten() {
-        let store = IdempotencyRecords::new(Duration::from_secs(60), 2, Clock::system());
+        let store = IdempotencyRecords::new(limits(Duration::from_secs(60), 2), Clock::system());
         store.begin(None, "k", print(Value::Null));
         store.release(None, "k");
         assert!(matches!(
@@ -241,12 +368,88 @@ mod tests {
             "evicted"
         );
 
-        let short = IdempotencyRecords::new(Duration::ZERO, 10, Clock::system());
+        let short = IdempotencyRecords::new(limits(Duration::ZERO, 10), Clock::system());
         short.begin(None, "k", print(Value::Null));
         short.finish(None, "k", answer());
         assert!(
             matches!(short.begin(None, "k", print(Value::Null)), Lookup::Reserved),
             "expired"
         );
+    }
+
+    #[test]
+    fn one_api_keys_flood_never_pushes_out_anothers_record() {
+        let store = IdempotencyRecords::new(limits(Duration::from_secs(60), 3), Clock::system());
+        let (a, b) = (Some(KeyId(0)), Some(KeyId(1)));
+        store.begin(b, "mine", print(Value::Null));
+        store.finish(b, "mine", answer());
+        for n in 0..1000 {
+            let key = format!("flood-{n}");
+            store.begin(a, &key, print(Value::Null));
+            store.finish(a, &key, answer());
+        }
+        assert!(matches!(
+            store.begin(b, "mine", print(Value::Null)),
+            Lookup::Replay(_)
+        ));
+        assert_eq!(store.len(), 4, "three of a's, one of b's");
+    }
+
+    #[test]
+    fn past_the_byte_bound_the_oldest_answers_go_but_never_the_newest_nor_running_ones() {
+        let bounds = IdempotencyLimits {
+            ttl: Duration::from_secs(60),
+            max_keys: 100,
+            max_bytes: 4096,
+        };
+        let store = IdempotencyRecords::new(bounds, Clock::system());
+        let big = |n: usize| StoredAnswer {
+            status: 200,
+            headers: Vec::new(),
+            body: StoredBody::Whole(Bytes::from(vec![b'x'; n])),
+        };
+        store.begin(None, "running", print(Value::Null));
+        for key in ["a", "b", "c"] {
+            store.begin(None, key, print(Value::Null));
+            store.finish(None, key, big(1500));
+        }
+        assert!(store.bytes() <= 4096, "{}", store.bytes());
+        assert!(matches!(
+            store.begin(None, "running", print(Value::Null)),
+            Lookup::InUse
+        ));
+        assert!(matches!(
+            store.begin(None, "c", print(Value::Null)),
+            Lookup::Replay(_)
+        ));
+        assert!(
+            matches!(store.begin(None, "a", print(Value::Null)), Lookup::Reserved),
+            "evicted"
+        );
+        store.begin(None, "huge", print(Value::Null));
+        store.finish(None, "huge", big(10_000));
+        assert!(
+            matches!(
+                store.begin(None, "huge", print(Value::Null)),
+                Lookup::Replay(_)
+            ),
+            "the newest answer stays, however large"
+        );
+    }
+
+    #[test]
+    fn equal_json_bodies_match_whatever_their_key_order_and_others_do_not() {
+        let one = print(serde_json::json!({"a": [1, {"x": "y", "z": null}], "b": true}));
+        let same = print(serde_json::json!({"b": true, "a": [1, {"z": null, "x": "y"}]}));
+        assert_eq!(one, same);
+        for other in [
+            serde_json::json!({"a": [1, {"x": "y"}], "b": true}),
+            serde_json::json!({"a": [{"x": "y", "z": null}, 1], "b": true}),
+            serde_json::json!({"a": [1, {"x": "y", "z": null}], "b": "true"}),
+            serde_json::json!(["a", "b"]),
+            serde_json::json!("ab"),
+        ] {
+            assert_ne!(one, print(other));
+        }
     }
 }

@@ -16,7 +16,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
-use super::responses;
+use super::responses::{self, HistoryInAnswer};
 use crate::error::{ApiError, ErrorDetail};
 use crate::session::events::TurnEvent;
 use crate::session::records::TurnRecord;
@@ -38,14 +38,19 @@ pub fn wants_event_stream(headers: &HeaderMap) -> bool {
 /// The events of `record` after sequence number `after`, live until the turn ends.
 pub fn events(session: Arc<Session>, record: &Arc<TurnRecord>, after: usize) -> Response {
     let turn_id = record.id;
-    let stream = record
-        .events
-        .follow(after)
-        .map(move |(seq, event)| Ok::<_, Infallible>(sse_event(&session, turn_id, seq, &event)));
+    let history = HistoryInAnswer::new(session.clone());
+    let history_len = history.len.clone();
+    let stream = record.events.follow(after).map(move |(seq, event)| {
+        if let TurnEvent::Completed { commit, .. } = event.as_ref() {
+            let _ = history_len.set(commit.len);
+        }
+        Ok::<_, Infallible>(sse_event(&session, turn_id, seq, &event))
+    });
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response();
     responses::with_turn_id(&mut response, turn_id);
+    response.extensions_mut().insert(history);
     response
 }
 

@@ -93,3 +93,74 @@ async fn a_reader_paused_until_20_later_turns_ended_still_gets_its_terminal_even
     );
     assert_eq!(names.iter().filter(|n| **n == "text.delta").count(), 256);
 }
+
+#[tokio::test]
+async fn one_api_key_flooding_idempotency_records_cannot_make_anothers_retry_run_twice() {
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let service = spawn_service(
+        &openai,
+        &[
+            ("API_KEYS", "key-one,key-two"),
+            ("IDEMPOTENCY_MAX_KEYS", "200"),
+        ],
+    )
+    .await;
+    let post = |key: &str, idempotency_key: &str, path: &str, body: Value| {
+        service
+            .client
+            .post(service.url(path))
+            .bearer_auth(key)
+            .header("idempotency-key", idempotency_key)
+            .json(&body)
+            .send()
+    };
+    let session: Value = post(
+        "key-two",
+        "create",
+        "/text/session",
+        json!({"provider": "openai"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let id = session["session"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/text/session/{id}/message");
+    let first = post("key-two", "mine", &path, json!({"content": "once"}))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+
+    // Key one fills its records many times over with answers that are kept (404s).
+    let missing = format!("/text/session/{}/message", uuid::Uuid::new_v4());
+    for n in 0..1000 {
+        let answer = post(
+            "key-one",
+            &format!("flood-{n}"),
+            &missing,
+            json!({"content": "x"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    }
+
+    let retry = post("key-two", "mine", &path, json!({"content": "once"}))
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(openai.request_count(), 1, "the write ran once");
+    let session: Value = service
+        .client
+        .get(service.url(&format!("/text/session/{id}")))
+        .bearer_auth("key-two")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["session"]["messages"].as_array().unwrap().len(), 2);
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use text_session_api::app::AppState;
 use text_session_api::clock::Clock;
 use text_session_api::config::{Config, Secret};
 use text_session_api::server::Server;
@@ -24,6 +25,8 @@ pub struct TestApp {
     pub anthropic: MockProvider,
     /// The service's clock: `advance` it to pass a TTL without sleeping through it.
     pub clock: Clock,
+    /// The service's state, to look at what it holds.
+    pub state: AppState,
 }
 
 /// The service with default settings.
@@ -49,6 +52,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         Server::build_with_clock(&config, clock.clone()).expect("valid test configuration");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let state = server.state().clone();
     tokio::spawn(server.serve(listener, std::future::pending()));
     TestApp {
         addr,
@@ -56,6 +60,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         openai,
         anthropic,
         clock,
+        state,
     }
 }
 

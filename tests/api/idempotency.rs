@@ -266,3 +266,60 @@ async fn a_client_that_leaves_before_the_answer_still_gets_it_replayed() {
     assert_eq!(app.openai.request_count(), 1);
     assert_eq!(app.messages(&id).await.len(), 2);
 }
+
+#[tokio::test]
+async fn a_write_on_a_long_history_is_kept_without_it_and_replayed_byte_for_byte() {
+    let app = spawn_app().await;
+    let id = app.create_session(json!({})).await;
+    let long = "many words in a long message ".repeat(2000);
+    for _ in 0..20 {
+        let (status, _) = app.message(&id, json!({"content": long})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let path = format!("/text/session/{id}/message");
+    let first = post_with_key(&app, &path, "long", &json!({"content": "and one more"})).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let first_body = first.bytes().await.unwrap();
+    assert!(first_body.len() > 2_000_000, "{}", first_body.len());
+    let kept = app.state.idempotency.bytes();
+    assert!(
+        kept < 10_000,
+        "the record holds {kept} bytes, not the history"
+    );
+
+    // Later writes do not change what the replay shows.
+    app.message(&id, json!({"content": "after"})).await;
+    let again = post_with_key(&app, &path, "long", &json!({"content": "and one more"})).await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.bytes().await.unwrap(), first_body, "byte-identical");
+
+    assert_eq!(
+        app.delete(&format!("/text/session/{id}")).await.status(),
+        StatusCode::OK
+    );
+    let gone = post_with_key(&app, &path, "long", &json!({"content": "and one more"})).await;
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        gone.json::<Value>().await.unwrap()["error"]["code"],
+        "session_not_found"
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_write_on_a_long_history_is_kept_without_it_and_replayed_byte_for_byte() {
+    let app = spawn_app().await;
+    let id = app.create_session(json!({})).await;
+    let long = "many words in a long message ".repeat(2000);
+    for _ in 0..10 {
+        app.message(&id, json!({"content": long})).await;
+    }
+    let path = format!("/text/session/{id}/message");
+    let body = json!({"content": "stream it", "stream": true});
+    let first = post_with_key(&app, &path, "streamed", &body).await;
+    let first_body = first.bytes().await.unwrap();
+    assert!(first_body.len() > 1_000_000, "{}", first_body.len());
+    assert!(app.state.idempotency.bytes() < 10_000);
+    let again = post_with_key(&app, &path, "streamed", &body).await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.bytes().await.unwrap(), first_body, "byte-identical");
+}

@@ -7,6 +7,12 @@
 //! to the client (a stream included), so the answer is kept even if the client leaves.
 //! Answers to requests that did not get past validation (400, 405, 413, 415, an unknown
 //! route) and load answers (429, 503) are not kept, so a corrected retry runs.
+//!
+//! An answer that carries a session's history (marked by the route with
+//! `HistoryInAnswer`) is kept without it: what stands before and after the history's
+//! JSON, and where the history ends. A replay renders that committed history again, so
+//! it is the same bytes; if the session has been deleted since, the replay is
+//! `404 session_not_found`, as any request to it would be.
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -19,8 +25,9 @@ use serde_json::Value;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::idempotency::{Fingerprint, Lookup, StoredAnswer};
-use crate::keys::Caller;
+use crate::idempotency::{Fingerprint, Lookup, StoredAnswer, StoredBody};
+use crate::keys::{Caller, KeyId};
+use crate::routes::responses::HistoryInAnswer;
 
 /// The request header.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -68,14 +75,14 @@ pub async fn idempotency(State(app): State<AppState>, request: Request, next: Ne
     let Ok(bytes) = axum::body::to_bytes(body, app.max_body_bytes).await else {
         return ApiError::PayloadTooLarge("the request body is too large".into()).into_response();
     };
-    let fingerprint = Fingerprint {
-        route: format!("{} {}", parts.method, parts.uri),
-        body: body_value(&bytes),
-    };
+    let fingerprint = Fingerprint::new(
+        format!("{} {}", parts.method, parts.uri),
+        &body_value(&bytes),
+    );
     match app.idempotency.begin(owner, &key, fingerprint) {
         Lookup::InUse => ApiError::IdempotencyKeyInUse.into_response(),
         Lookup::Reused => ApiError::IdempotencyKeyReused.into_response(),
-        Lookup::Replay(answer) => replay(answer),
+        Lookup::Replay(answer) => replay(&app, owner, answer),
         Lookup::Reserved => {
             let request = Request::from_parts(parts, Body::from(bytes));
             run_and_keep(app, owner, key, route_matched, request, next).await
@@ -103,8 +110,31 @@ fn body_value(bytes: &Bytes) -> Value {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
-fn replay(answer: StoredAnswer) -> Response {
-    let mut response = Response::new(Body::from(answer.body));
+fn replay(app: &AppState, owner: Option<KeyId>, answer: StoredAnswer) -> Response {
+    let body = match answer.body {
+        StoredBody::Whole(bytes) => bytes,
+        StoredBody::AroundHistory {
+            before,
+            session,
+            len,
+            after,
+        } => {
+            let history = app
+                .sessions
+                .get(session)
+                .filter(|s| s.owner == owner)
+                .and_then(|s| s.read(|h| serde_json::to_vec(h.messages.get(..len)?).ok()));
+            let Some(history) = history else {
+                return ApiError::session_not_found(&session.to_string()).into_response();
+            };
+            let mut body = BytesMut::with_capacity(before.len() + history.len() + after.len());
+            body.extend_from_slice(&before);
+            body.extend_from_slice(&history);
+            body.extend_from_slice(&after);
+            body.freeze()
+        }
+    };
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
     let headers = response.headers_mut();
     for (name, value) in answer.headers {
@@ -123,7 +153,7 @@ fn replay(answer: StoredAnswer) -> Response {
 /// kept once complete.
 async fn run_and_keep(
     app: AppState,
-    owner: Option<crate::keys::KeyId>,
+    owner: Option<KeyId>,
     key: String,
     route_matched: bool,
     request: Request,
@@ -139,6 +169,7 @@ async fn run_and_keep(
             return;
         }
         let (parts, body) = response.into_parts();
+        let history = parts.extensions.get::<HistoryInAnswer>().cloned();
         let headers: Vec<(String, Vec<u8>)> = parts
             .headers
             .iter()
@@ -173,11 +204,31 @@ async fn run_and_keep(
             StoredAnswer {
                 status: status.as_u16(),
                 headers,
-                body: kept.freeze(),
+                body: without_history(kept.freeze(), history),
             },
         );
     });
     answered.await.unwrap_or_else(|_| {
         ApiError::Internal("the request's task ended without an answer".into()).into_response()
     })
+}
+
+/// The answer's bytes, kept without the history they carry where the route marked one.
+fn without_history(body: Bytes, history: Option<HistoryInAnswer>) -> StoredBody {
+    let Some((session, len)) = history.and_then(|h| Some((h.session, *h.len.get()?))) else {
+        return StoredBody::Whole(body);
+    };
+    let Some(json) = session.read(|h| serde_json::to_vec(h.messages.get(..len)?).ok()) else {
+        return StoredBody::Whole(body);
+    };
+    // The history stands last in the session, which stands last in the answer.
+    match memchr::memmem::rfind(&body, &json) {
+        Some(at) => StoredBody::AroundHistory {
+            before: body.slice(..at),
+            session: session.id,
+            len,
+            after: body.slice(at + json.len()..),
+        },
+        None => StoredBody::Whole(body),
+    }
 }

@@ -4,6 +4,8 @@
 
 mod turn;
 
+use std::sync::{Arc, OnceLock};
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -112,8 +114,31 @@ pub struct ToolOutputResponse<'a> {
     pub session: WrittenSession<'a>,
 }
 
+/// Marks an answer that carries `messages[..len]` of `session` as JSON (`len` known
+/// once the answer has it), so that a stored copy of the answer can leave it out.
+#[derive(Debug, Clone)]
+pub struct HistoryInAnswer {
+    pub session: Arc<Session>,
+    pub len: Arc<OnceLock<usize>>,
+}
+
+impl HistoryInAnswer {
+    pub fn new(session: Arc<Session>) -> Self {
+        Self {
+            session,
+            len: Arc::default(),
+        }
+    }
+
+    fn of(session: &Arc<Session>, len: usize) -> Self {
+        let marked = Self::new(session.clone());
+        let _ = marked.len.set(len);
+        marked
+    }
+}
+
 /// The session as it is now, with `status`.
-pub fn session(session: &Session, status: StatusCode) -> Response {
+pub fn session(session: &Arc<Session>, status: StatusCode) -> Response {
     session.render(None, |view| {
         let mut response = (
             status,
@@ -124,6 +149,9 @@ pub fn session(session: &Session, status: StatusCode) -> Response {
         )
             .into_response();
         with_etag(&mut response, view.head.version);
+        response
+            .extensions_mut()
+            .insert(HistoryInAnswer::of(session, view.messages.len()));
         response
     })
 }
@@ -136,7 +164,7 @@ pub fn with_etag(response: &mut Response, version: u64) {
 }
 
 /// The answer to a committed write: the session as of its commit, whole or as a delta.
-pub fn write(session: &Session, outcome: &TurnOutcome, view: View) -> Response {
+pub fn write(session: &Arc<Session>, outcome: &TurnOutcome, view: View) -> Response {
     let answer = |written: WrittenSession<'_>| match &outcome.result {
         Some(result) => axum::Json(WriteResponse {
             success: true,
@@ -153,7 +181,14 @@ pub fn write(session: &Session, outcome: &TurnOutcome, view: View) -> Response {
         .into_response(),
     };
     let mut response = match view {
-        View::Full => session.render(Some(outcome.commit), |v| answer(WrittenSession::Full(v))),
+        View::Full => {
+            let mut response =
+                session.render(Some(outcome.commit), |v| answer(WrittenSession::Full(v)));
+            response
+                .extensions_mut()
+                .insert(HistoryInAnswer::of(session, outcome.commit.len));
+            response
+        }
         View::Delta => session.render_delta(outcome.commit, |d| answer(WrittenSession::Delta(d))),
     };
     with_turn_id(&mut response, outcome.turn_id);
