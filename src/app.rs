@@ -55,6 +55,7 @@ impl AppState {
             max_waiting_per_session: config.max_waiting_per_session,
             limits: Limits {
                 message_chars: config.max_message_chars,
+                messages: config.max_messages_per_session,
                 tools: config.max_tools_per_session,
                 metadata_bytes: config.max_metadata_bytes,
             },
@@ -76,7 +77,6 @@ impl AppState {
                 cap: Duration::from_millis(config.provider_retry_max_ms),
             },
             log_content: config.log_content,
-            max_messages: config.max_messages_per_session,
         };
         Ok(Self {
             inner: Arc::new(AppInner {

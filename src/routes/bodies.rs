@@ -86,8 +86,8 @@ const NON_BLANK: &str = "\\S";
 pub struct CreateSessionRequest {
     /// A configured provider name; the server's default when left out.
     pub provider: Option<String>,
-    /// The provider's default model when left out.
-    #[schema(pattern = "\\S")]
+    /// The provider's default model when left out; at most 256 characters.
+    #[schema(max_length = 256, pattern = "\\S")]
     pub model: Option<String>,
     /// Become the first system messages.
     pub instructions: Option<Instructions>,
@@ -174,8 +174,8 @@ impl ToSchema for InstructionsBody {}
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({"callId": "call_1", "output": "{\"temperature\":21}"}))]
 pub struct ToolOutputInput {
-    /// The id of the tool call this answers; must not be blank.
-    #[schema(min_length = 1, pattern = "\\S")]
+    /// The id of the tool call this answers; not blank, at most 256 characters.
+    #[schema(min_length = 1, max_length = 256, pattern = "\\S")]
     pub call_id: String,
     /// A string, or any JSON value but null (stored as its compact JSON text).
     #[schema(schema_with = any_but_null)]

@@ -250,7 +250,7 @@ async fn retry_turn(
     responses(
         (status = 200, description = "The turn's events", content_type = "text/event-stream", body = TurnSseEvent),
         (status = 204, description = "The turn has ended and no event is left after `Last-Event-ID`"),
-        (status = 400, description = "`Last-Event-ID` is not of the form `<turnId>:<seq>` (`invalid_request`)", body = ErrorBody),
+        (status = 400, description = "`Last-Event-ID` is not of the form `<turnId>:<seq>` with this turn's id (`invalid_request`)", body = ErrorBody),
         (status = 404, description = "No such session (`session_not_found`), or no such turn kept (`turn_not_found`)", body = ErrorBody),
     )
 )]
@@ -269,7 +269,7 @@ async fn turn_events(
             .to_str()
             .ok()
             .and_then(|v| v.trim().split_once(':'))
-            .filter(|(turn, _)| Uuid::parse_str(turn).is_ok())
+            .filter(|(turn, _)| Uuid::parse_str(turn).is_ok_and(|turn| turn == record.id))
             .and_then(|(_, seq)| seq.parse::<usize>().ok())
             .ok_or_else(|| {
                 ApiError::InvalidRequest(format!("Last-Event-ID: must be `{}:<seq>`", record.id))

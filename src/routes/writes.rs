@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::message::Timestamp;
 use crate::message::{Message, Role};
 use crate::session::turn::{self, TurnInput, TurnKind};
-use crate::session::{Invalid, Session, check_length, validate_instructions};
+use crate::session::{Invalid, Session, check_id, check_length, validate_instructions};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -166,11 +166,7 @@ async fn post_tool_output(
     let now = Timestamp::now();
     let mut staged = Vec::with_capacity(body.tool_outputs.len());
     for (i, item) in body.tool_outputs.iter().enumerate() {
-        if item.call_id.trim().is_empty() {
-            return Err(
-                Invalid::new(format!("toolOutputs[{i}].callId"), "must not be empty").into(),
-            );
-        }
+        check_id(&format!("toolOutputs[{i}].callId"), &item.call_id)?;
         let output = match &item.output {
             serde_json::Value::Null => {
                 return Err(Invalid::new(

@@ -20,6 +20,24 @@ use crate::provider::ProviderRegistry;
 /// Most stop sequences (OpenAI's own bound).
 pub const MAX_STOP_SEQUENCES: usize = 4;
 
+/// Most characters in a name or an id a client gives: a model, a tool output's `callId`.
+pub const MAX_ID_CHARS: usize = 256;
+
+/// A name or an id: not blank, at most `MAX_ID_CHARS` characters.
+pub fn check_id(field: &str, id: &str) -> Result<(), Invalid> {
+    if id.trim().is_empty() {
+        return Err(Invalid::new(field, "must not be blank"));
+    }
+    let chars = id.chars().count();
+    if chars > MAX_ID_CHARS {
+        return Err(Invalid::new(
+            field,
+            format!("at most {MAX_ID_CHARS} characters, got {chars}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Input that breaks a rule; `field` is the JSON path of the culprit, e.g. `tools[1].name`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -66,10 +84,10 @@ impl NewSession {
             .map_err(|e| Invalid::new("provider", e.to_string()))?
             .clone();
         let model = match self.model {
-            Some(model) if model.trim().is_empty() => {
-                return Err(Invalid::new("model", "must not be blank"));
+            Some(model) => {
+                check_id("model", &model)?;
+                model
             }
-            Some(model) => model,
             None => providers
                 .default_model(&provider_name)
                 .ok_or_else(|| {
@@ -91,6 +109,16 @@ impl NewSession {
                 .collect(),
             None => Vec::new(),
         };
+        if messages.len() > limits.messages {
+            return Err(Invalid::new(
+                "instructions",
+                format!(
+                    "at most {} messages (MAX_MESSAGES_PER_SESSION), got {}",
+                    limits.messages,
+                    messages.len()
+                ),
+            ));
+        }
         Ok(Session {
             id: Uuid::new_v4(),
             provider_name,
@@ -100,6 +128,7 @@ impl NewSession {
             tools: self.tools,
             metadata: self.metadata,
             created_at: now,
+            limits,
             owner,
             last_active: Mutex::new(Instant::now()),
             history: RwLock::new(History {
@@ -255,6 +284,7 @@ mod tests {
         max_waiting_per_session: 4,
         limits: Limits {
             message_chars: 100,
+            messages: 100,
             tools: 128,
             metadata_bytes: 16 * 1024,
         },

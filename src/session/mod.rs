@@ -27,7 +27,9 @@ use crate::message::Timestamp;
 use crate::message::{Defaults, Message, Tool};
 use crate::provider::Provider;
 
-pub use create::{Invalid, NewSession, check_length, validate_instructions};
+pub use create::{
+    Invalid, MAX_ID_CHARS, NewSession, check_id, check_length, validate_instructions,
+};
 pub use live::{LiveSessions, SessionLimit};
 pub use settings::{Limits, Settings};
 pub use turn_lock::{CancelMode, LockError, LockStatus, OnBusy, Priority, RANK_NAMES, TurnLock};
@@ -45,6 +47,8 @@ pub struct Session {
     pub tools: Vec<Tool>,
     pub metadata: Map<String, Value>,
     pub created_at: Timestamp,
+    /// What the session may hold.
+    pub limits: Limits,
     /// The API key the session belongs to (`None` when no keys are configured).
     pub owner: Option<KeyId>,
     /// When the session was last read or written, for idle expiry.

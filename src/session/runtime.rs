@@ -48,8 +48,6 @@ pub struct RuntimeSettings {
     pub retry: RetryPolicy,
     /// Log message content (off by default).
     pub log_content: bool,
-    /// Messages one session's history may hold.
-    pub max_messages: usize,
 }
 
 /// Shared by every turn.
@@ -173,7 +171,6 @@ mod tests {
                 cap: Duration::from_secs(1),
             },
             log_content: false,
-            max_messages: 100,
         }
     }
 

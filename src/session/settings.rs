@@ -8,6 +8,8 @@ use super::records::Retention;
 pub struct Limits {
     /// Characters in one message.
     pub message_chars: usize,
+    /// Messages in the history (creation instructions included).
+    pub messages: usize,
     /// Tools of the session.
     pub tools: usize,
     /// Bytes of `metadata` as compact JSON.
@@ -18,6 +20,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             message_chars: 100_000,
+            messages: 10_000,
             tools: 128,
             metadata_bytes: 16 * 1024,
         }

@@ -269,7 +269,7 @@ async fn execute(
     runtime: &Runtime,
 ) -> Result<TurnOutcome, TurnError> {
     let guard = ticket.acquire().await?;
-    check_preconditions(session, &input, runtime)?;
+    check_preconditions(session, &input)?;
     record.push(TurnEvent::Started);
     let mut messages = stamp(input.staged);
     #[cfg(feature = "fault-injection")]
@@ -320,11 +320,7 @@ async fn execute(
 
 /// What must hold when the turn takes the lock: the version `If-Match` names, and room
 /// for the turn's messages.
-fn check_preconditions(
-    session: &Session,
-    input: &TurnInput,
-    runtime: &Runtime,
-) -> Result<(), TurnError> {
+fn check_preconditions(session: &Session, input: &TurnInput) -> Result<(), TurnError> {
     let (version, len) = session.read(|h| (h.version, h.messages.len()));
     if let Some(expected) = input.if_match
         && expected != version
@@ -332,7 +328,7 @@ fn check_preconditions(
         return Err(TurnError::VersionMismatch { current: version });
     }
     let reply = usize::from(input.kind != TurnKind::ToolOutput);
-    let max = runtime.settings.max_messages;
+    let max = session.limits.messages;
     if len + input.staged.len() + reply > max {
         return Err(TurnError::SessionFull(max));
     }

@@ -54,6 +54,9 @@ async fn without_a_key_or_with_a_wrong_one_every_guarded_route_is_401_and_no_pro
         .with_writer(capture.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Callsites first hit by tests on other threads (with no subscriber) may have cached
+    // "not interested"; ask them again now that this thread has one.
+    tracing::callsite::rebuild_interest_cache();
 
     let app = keyed_app().await;
     let id = {

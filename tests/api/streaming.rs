@@ -322,6 +322,21 @@ async fn replay_of_an_unknown_turn_is_404_turn_not_found_and_a_foreign_last_even
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let another = uuid::Uuid::new_v4();
+    let response = app
+        .client
+        .get(app.url(&format!("/text/session/{id}/turns/{turn}/events")))
+        .header("last-event-id", format!("{another}:1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::BAD_REQUEST,
+        "another turn's event"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains(turn));
 }
 
 #[tokio::test]

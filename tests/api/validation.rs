@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 async fn assert_rejected(app: &TestApp, id: &str, route: &str, body: Value, field: &str) {
     let before = app.session(id).await;
@@ -240,4 +240,69 @@ async fn positional_arrays_are_not_taken_for_objects() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let response = app.post("/text/session", &json!(null)).await;
     assert_eq!(response.status(), StatusCode::CREATED, "null is no body");
+}
+
+#[tokio::test]
+async fn creation_instructions_count_against_the_messages_a_session_may_hold() {
+    let app = spawn_app_with(|c| c.max_messages_per_session = 5).await;
+    let too_many: Vec<String> = (0..6).map(|i| format!("rule {i}")).collect();
+    let response = app
+        .post("/text/session", &json!({"instructions": too_many}))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_request");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("instructions:")
+    );
+    let list: Value = app.get("/text/sessions").await.json().await.unwrap();
+    assert_eq!(list["sessions"], json!([]), "nothing was created");
+    let fits: Vec<String> = (0..5).map(|i| format!("rule {i}")).collect();
+    let response = app
+        .post("/text/session", &json!({"instructions": fits}))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_call_id_or_model_past_256_characters_is_400_naming_it() {
+    let app = spawn_app().await;
+    let response = app
+        .post("/text/session", &json!({"model": "m".repeat(257)}))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("model:")
+    );
+
+    let id = app.create_session(json!({})).await;
+    let response = app
+        .post(
+            &format!("/text/session/{id}/tool-output"),
+            &json!({"callId": "c".repeat(500_000), "output": "x"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("toolOutputs[0].callId:")
+    );
+    assert!(app.messages(&id).await.is_empty(), "nothing appended");
+    let response = app
+        .post(
+            &format!("/text/session/{id}/tool-output"),
+            &json!({"callId": "c".repeat(256), "output": "x"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
 }
