@@ -186,6 +186,15 @@ pub struct Config {
     /// Bound on one provider call, in seconds (fractions allowed).
     #[arg(long, env = "PROVIDER_TIMEOUT_SECS", default_value_t = 120.0, value_parser = positive_secs)]
     pub provider_timeout_secs: f64,
+
+    /// Bytes read at most for one provider answer, a body or a stream; past it the turn
+    /// fails (502) with nothing appended.
+    #[arg(long, env = "MAX_REPLY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_reply_bytes: usize,
+
+    /// Tool calls one provider reply may make; past it the turn fails (502).
+    #[arg(long, env = "MAX_TOOL_CALLS_PER_REPLY", default_value_t = 256)]
+    pub max_tool_calls_per_reply: usize,
 }
 
 /// A configuration error found at start.

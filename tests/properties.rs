@@ -40,6 +40,7 @@ fn config(name: &str) -> HttpProviderConfig {
         api_key: None,
         default_model: None,
         timeout: Duration::from_secs(5),
+        reply_limits: Default::default(),
     }
 }
 

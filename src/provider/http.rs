@@ -14,6 +14,26 @@ use super::ProviderError;
 /// How much of an unreadable error body goes into the error message.
 const BODY_EXCERPT_CHARS: usize = 300;
 
+/// How much of an error answer is read: enough for any provider's error object.
+const ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// How long reading one answer may take and how much of it may be read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadBounds {
+    pub timeout: Duration,
+    /// Bytes read at most (`MAX_REPLY_BYTES`); past them the reply is `TooLarge`.
+    pub max_bytes: usize,
+}
+
+impl ReadBounds {
+    fn too_large(&self) -> ProviderError {
+        ProviderError::TooLarge(format!(
+            "more than MAX_REPLY_BYTES ({} bytes) were sent",
+            self.max_bytes
+        ))
+    }
+}
+
 /// One client per provider, built once: bounded by the provider timeout, following no
 /// redirects (a key must never be sent on to another host).
 pub(crate) fn client(timeout: Duration) -> reqwest::Client {
@@ -28,63 +48,98 @@ pub(crate) fn client(timeout: Duration) -> reqwest::Client {
 /// Sends a request and returns the body of a 2xx answer.
 pub(crate) async fn send(
     request: reqwest::RequestBuilder,
-    timeout: Duration,
+    bounds: ReadBounds,
 ) -> Result<Bytes, ProviderError> {
     let response = request
         .send()
         .await
-        .map_err(|e| transport_error(e, timeout))?;
-    let status = response.status();
-    let retry_after = retry_after(response.headers());
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| transport_error(e, timeout))?;
-    if status.is_success() {
-        Ok(body)
+        .map_err(|e| transport_error(e, bounds.timeout))?;
+    if response.status().is_success() {
+        read_body(response, bounds).await
     } else {
-        Err(with_retry_after(
-            upstream_error(status.as_u16(), &body),
-            retry_after,
-        ))
+        Err(error_answer(response, bounds).await)
     }
+}
+
+/// Reads a whole body, at most `bounds.max_bytes` of it (a larger one is refused by its
+/// `Content-Length` before reading, or as soon as it passes the bound).
+pub(crate) async fn read_body(
+    mut response: reqwest::Response,
+    bounds: ReadBounds,
+) -> Result<Bytes, ProviderError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > bounds.max_bytes as u64)
+    {
+        return Err(bounds.too_large());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(e, bounds.timeout))?
+    {
+        if body.len() + chunk.len() > bounds.max_bytes {
+            return Err(bounds.too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// A non-2xx answer as an error: its start (enough for an error object) is read, the
+/// rest is left unread.
+async fn error_answer(mut response: reqwest::Response, bounds: ReadBounds) -> ProviderError {
+    let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
+    let mut body = Vec::new();
+    while body.len() < ERROR_BODY_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(error) => return transport_error(error, bounds.timeout),
+        }
+    }
+    body.truncate(ERROR_BODY_BYTES);
+    with_retry_after(upstream_error(status, &body), retry_after)
 }
 
 /// Sends a request whose answer is streamed and returns a 2xx response with its body
 /// unread; a non-2xx answer is read whole and mapped as by [`send`].
 pub(crate) async fn send_streaming(
     request: reqwest::RequestBuilder,
-    timeout: Duration,
+    bounds: ReadBounds,
 ) -> Result<reqwest::Response, ProviderError> {
     let response = request
         .send()
         .await
-        .map_err(|e| transport_error(e, timeout))?;
-    let status = response.status();
-    if status.is_success() {
+        .map_err(|e| transport_error(e, bounds.timeout))?;
+    if response.status().is_success() {
         return Ok(response);
     }
-    let retry_after = retry_after(response.headers());
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| transport_error(e, timeout))?;
-    Err(with_retry_after(
-        upstream_error(status.as_u16(), &body),
-        retry_after,
-    ))
+    Err(error_answer(response, bounds).await)
 }
 
 /// The server-sent events of a streamed answer, each as soon as it is complete. A broken
 /// connection or the timeout while reading maps as by [`transport_error`]; a body that is
-/// not an event stream is an invalid reply.
+/// not an event stream is an invalid reply; past `bounds.max_bytes` read (however they
+/// are cut into events) the reply is `TooLarge`.
 pub(crate) fn sse_events(
     response: reqwest::Response,
-    timeout: Duration,
+    bounds: ReadBounds,
 ) -> impl Stream<Item = Result<Event, ProviderError>> + Send + 'static {
-    response.bytes_stream().eventsource().map(move |event| {
+    let mut read = 0usize;
+    let bytes = response.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(|e| transport_error(e, bounds.timeout))?;
+        read += chunk.len();
+        if read > bounds.max_bytes {
+            return Err(bounds.too_large());
+        }
+        Ok(chunk)
+    });
+    bytes.eventsource().map(|event| {
         event.map_err(|error| match error {
-            EventStreamError::Transport(error) => transport_error(error, timeout),
+            EventStreamError::Transport(error) => error,
             other => {
                 ProviderError::InvalidReply(format!("the event stream could not be read: {other}"))
             }

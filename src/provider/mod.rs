@@ -122,6 +122,10 @@ pub enum ProviderError {
     /// The provider answered 2xx with something we cannot read.
     #[error("the provider's reply could not be read: {0}")]
     InvalidReply(String),
+    /// The reply passed a bound (`MAX_REPLY_BYTES`, `MAX_TOOL_CALLS_PER_REPLY`); what had
+    /// arrived was dropped.
+    #[error("the provider's reply is too large: {0}")]
+    TooLarge(String),
 }
 
 impl ProviderError {
@@ -140,7 +144,9 @@ impl ProviderError {
                         )
             }
             ProviderError::Transport(_) => true,
-            ProviderError::Timeout(_) | ProviderError::InvalidReply(_) => false,
+            ProviderError::Timeout(_)
+            | ProviderError::InvalidReply(_)
+            | ProviderError::TooLarge(_) => false,
         }
     }
 
@@ -153,7 +159,7 @@ impl ProviderError {
     }
 
     /// A short name for metrics: `rate_limited`, `upstream_4xx`, `upstream_5xx`,
-    /// `stream_error`, `transport`, `timeout` or `invalid_reply`.
+    /// `stream_error`, `transport`, `timeout`, `invalid_reply` or `too_large`.
     pub fn kind(&self) -> &'static str {
         match self {
             ProviderError::Upstream { status: 429, .. } => "rate_limited",
@@ -163,6 +169,7 @@ impl ProviderError {
             ProviderError::Transport(_) => "transport",
             ProviderError::Timeout(_) => "timeout",
             ProviderError::InvalidReply(_) => "invalid_reply",
+            ProviderError::TooLarge(_) => "too_large",
         }
     }
 }
@@ -188,6 +195,49 @@ pub struct HttpProviderConfig {
     pub default_model: Option<String>,
     /// Bound on one whole provider request.
     pub timeout: Duration,
+    /// Bounds on one reply.
+    pub reply_limits: ReplyLimits,
+}
+
+impl HttpProviderConfig {
+    fn read_bounds(&self) -> http::ReadBounds {
+        http::ReadBounds {
+            timeout: self.timeout,
+            max_bytes: self.reply_limits.max_bytes,
+        }
+    }
+}
+
+/// Bounds on what one provider reply may make us hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyLimits {
+    /// Bytes read for one answer, a body or a stream (`MAX_REPLY_BYTES`).
+    pub max_bytes: usize,
+    /// Tool calls in one reply (`MAX_TOOL_CALLS_PER_REPLY`).
+    pub max_tool_calls: usize,
+}
+
+impl Default for ReplyLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 32 * 1024 * 1024,
+            max_tool_calls: 256,
+        }
+    }
+}
+
+impl ReplyLimits {
+    /// Fails a reply with more tool calls than allowed.
+    fn check(&self, reply: ChatReply) -> Result<ChatReply, ProviderError> {
+        if reply.tool_calls.len() > self.max_tool_calls {
+            return Err(ProviderError::TooLarge(format!(
+                "{} tool calls, more than MAX_TOOL_CALLS_PER_REPLY ({})",
+                reply.tool_calls.len(),
+                self.max_tool_calls
+            )));
+        }
+        Ok(reply)
+    }
 }
 
 /// One configured provider.
@@ -226,29 +276,56 @@ impl Provider {
         }
     }
 
+    /// Bounds on one reply of this provider (the echo provider's replies are bounded
+    /// by what they echo).
+    fn reply_limits(&self) -> ReplyLimits {
+        match self {
+            Provider::Echo(_) => ReplyLimits {
+                max_bytes: usize::MAX,
+                max_tool_calls: usize::MAX,
+            },
+            Provider::OpenAi(p) => p.reply_limits(),
+            Provider::Anthropic(p) => p.reply_limits(),
+        }
+    }
+
     /// Performs a call prepared with `stream: true`, handing each piece of the reply to
-    /// `sink` as it arrives; the whole reply is returned at the end.
+    /// `sink` as it arrives; the whole reply is returned at the end. Tool calls past
+    /// `MAX_TOOL_CALLS_PER_REPLY` are not handed on, and the reply fails.
     pub async fn stream(
         &self,
         call: PreparedCall,
         sink: StreamSink<'_>,
     ) -> Result<ChatReply, ProviderError> {
-        match (self, call) {
+        let limits = self.reply_limits();
+        let mut tool_calls = 0;
+        let sink = &mut |event: StreamEvent| {
+            if let StreamEvent::ToolCall(_) = event {
+                tool_calls += 1;
+                if tool_calls > limits.max_tool_calls {
+                    return;
+                }
+            }
+            sink(event)
+        };
+        let reply = match (self, call) {
             (Provider::Echo(p), PreparedCall::Echo(reply)) => Ok(p.stream(reply, sink).await),
             (Provider::OpenAi(p), PreparedCall::Http(body)) => p.stream(body, sink).await,
             (Provider::Anthropic(p), PreparedCall::Http(body)) => p.stream(body, sink).await,
             (_, call) => Err(mismatched(&call)),
-        }
+        };
+        limits.check(reply?)
     }
 
     /// Performs a prepared call.
     pub async fn send(&self, call: PreparedCall) -> Result<ChatReply, ProviderError> {
-        match (self, call) {
+        let reply = match (self, call) {
             (_, PreparedCall::Echo(reply)) => Ok(reply),
             (Provider::OpenAi(p), PreparedCall::Http(body)) => p.send(body).await,
             (Provider::Anthropic(p), PreparedCall::Http(body)) => p.send(body).await,
             (Provider::Echo(_), call) => Err(mismatched(&call)),
-        }
+        };
+        self.reply_limits().check(reply?)
     }
 }
 

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::HttpProviderConfig;
 use super::Provider;
 use super::anthropic::Anthropic;
 use super::echo::Echo;
 use super::openai::OpenAi;
+use super::{HttpProviderConfig, ReplyLimits};
 use crate::config::{
     ANTHROPIC_DEFAULT_BASE_URL, Config, ConfigError, OPENAI_DEFAULT_BASE_URL, Secret,
 };
@@ -45,6 +45,10 @@ impl ProviderRegistry {
                 api_key: key.clone(),
                 default_model: model,
                 timeout,
+                reply_limits: ReplyLimits {
+                    max_bytes: config.max_reply_bytes,
+                    max_tool_calls: config.max_tool_calls_per_reply,
+                },
             })
         };
         // An empty value (as a copied `.env.example` has) means "not set".

@@ -8,7 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::service::spawn_service;
-use test_support::mock_provider::{MockProvider, Protocol, StreamPlan};
+use test_support::mock_openai;
+use test_support::mock_provider::{MockProvider, Protocol, Reply, StreamPlan};
 
 /// The names of the SSE events in `text`, in order.
 fn event_names(text: &str) -> Vec<&str> {
@@ -163,4 +164,90 @@ async fn one_api_key_flooding_idempotency_records_cannot_make_anothers_retry_run
         .await
         .unwrap();
     assert_eq!(session["session"]["messages"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_50_mb_reply_10000_tool_calls_and_an_endless_stream_each_fail_the_turn_quickly() {
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let huge = mock_openai::text_reply("mock-model", &"x".repeat(50_000_000));
+    let calls: Vec<(String, String, String)> = (0..10_000)
+        .map(|i| (format!("call_{i}"), "f".to_owned(), "{}".to_owned()))
+        .collect();
+    let borrowed: Vec<(&str, &str, &str)> = calls
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    let many_calls = mock_openai::tool_call_reply("mock-model", &borrowed);
+    openai.script(move |body, _| {
+        let reply = match body["messages"].as_array()?.last()?["content"].as_str()? {
+            "huge" => huge.clone(),
+            "calls" => many_calls.clone(),
+            _ => return None,
+        };
+        Some(Reply {
+            status: 200,
+            body: reply,
+            delay: Duration::ZERO,
+        })
+    });
+    openai.set_stream_plan(StreamPlan {
+        pieces: Some(vec!["more ".repeat(1000)]),
+        endless: true,
+        ..StreamPlan::default()
+    });
+    let service = spawn_service(&openai, &[]).await;
+    let id = service.create_session(json!({"provider": "openai"})).await;
+    let (status, _, _) = service.spawn_message(&id, "warm up").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let before = service.rss_bytes();
+
+    for (body, what) in [
+        (json!({"content": "huge"}), "MAX_REPLY_BYTES"),
+        (json!({"content": "calls"}), "MAX_TOOL_CALLS_PER_REPLY"),
+        (
+            json!({"content": "endless", "stream": true}),
+            "MAX_REPLY_BYTES",
+        ),
+    ] {
+        let started = Instant::now();
+        let response = service
+            .client
+            .post(service.url(&format!("/text/session/{id}/message")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let text = response.text().await.unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(10), "{body} took {took:?}");
+        assert!(
+            text.contains("provider_error") && text.contains(what),
+            "{body}: {text}"
+        );
+        if body["stream"] == true {
+            assert_eq!(event_names(&text).last(), Some(&"turn.failed"), "{text}");
+        }
+    }
+
+    let session: Value = service
+        .client
+        .get(service.url(&format!("/text/session/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        session["session"]["messages"].as_array().unwrap().len(),
+        2,
+        "only the warm-up turn"
+    );
+    let after = service.rss_bytes();
+    assert!(
+        after < before + 48 * 1024 * 1024,
+        "memory returned: {} MiB before, {} MiB after",
+        before >> 20,
+        after >> 20
+    );
 }

@@ -106,7 +106,9 @@ mod tests;
 use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
-use super::{ChatReply, ChatRequest, HttpProviderConfig, ProviderError, StreamSink, http};
+use super::{
+    ChatReply, ChatRequest, HttpProviderConfig, ProviderError, ReplyLimits, StreamSink, http,
+};
 use crate::secret::Secret;
 use reply::WireReply;
 use request::WireRequest;
@@ -137,6 +139,11 @@ impl Anthropic {
         self.config.default_model.as_deref()
     }
 
+    /// Bounds on one reply.
+    pub fn reply_limits(&self) -> ReplyLimits {
+        self.config.reply_limits
+    }
+
     /// Encodes the request body while the history is borrowed; see the module doc.
     pub fn encode(&self, request: &ChatRequest<'_>) -> Result<Bytes, ProviderError> {
         let body = WireRequest::new(request);
@@ -147,7 +154,7 @@ impl Anthropic {
 
     /// Sends an encoded body to `{base_url}/v1/messages` and decodes the whole reply.
     pub async fn send(&self, body: Bytes) -> Result<ChatReply, ProviderError> {
-        let body = http::send(self.post(body)?, self.config.timeout).await?;
+        let body = http::send(self.post(body)?, self.config.read_bounds()).await?;
         let reply: WireReply = http::decode(&body)?;
         Ok(reply.into_chat_reply())
     }
@@ -160,8 +167,8 @@ impl Anthropic {
         body: Bytes,
         sink: StreamSink<'_>,
     ) -> Result<ChatReply, ProviderError> {
-        let response = http::send_streaming(self.post(body)?, self.config.timeout).await?;
-        stream::read(response, self.config.timeout, sink).await
+        let response = http::send_streaming(self.post(body)?, self.config.read_bounds()).await?;
+        stream::read(response, self.config.read_bounds(), sink).await
     }
 
     /// A POST of `body` to `{base_url}/v1/messages` with the version and key headers.

@@ -3,25 +3,24 @@
 //! [`Assembly`] is the pure part, fed one event's data at a time; [`read`] drives it
 //! from the response. Sending the request and the whole-reply mapping do not belong here.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::reply::{ReplyBlock, WireUsage, finish_reason};
 use crate::message::ToolCall;
-use crate::provider::{ChatReply, ProviderError, StreamEvent, StreamSink, http};
+use crate::provider::http::{self, ReadBounds};
+use crate::provider::{ChatReply, ProviderError, StreamEvent, StreamSink};
 
 /// Reads the events of a 2xx streamed answer as they arrive, handing text and complete
 /// tool calls to `sink`; stops at `message_stop` without waiting for the connection to close.
 pub(super) async fn read(
     response: reqwest::Response,
-    timeout: Duration,
+    bounds: ReadBounds,
     sink: StreamSink<'_>,
 ) -> Result<ChatReply, ProviderError> {
     let mut assembly = Assembly::new(response.status().as_u16());
-    let mut events = std::pin::pin!(http::sse_events(response, timeout));
+    let mut events = std::pin::pin!(http::sse_events(response, bounds));
     while let Some(event) = events.next().await {
         if assembly.feed(&event?.data, sink)? == Flow::Done {
             break;

@@ -77,7 +77,9 @@
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
-use super::{ChatReply, ChatRequest, HttpProviderConfig, ProviderError, StreamSink, http};
+use super::{
+    ChatReply, ChatRequest, HttpProviderConfig, ProviderError, ReplyLimits, StreamSink, http,
+};
 use reply::WireReply;
 use request::WireRequest;
 
@@ -116,6 +118,11 @@ impl OpenAi {
         self.config.default_model.as_deref()
     }
 
+    /// Bounds on one reply.
+    pub fn reply_limits(&self) -> ReplyLimits {
+        self.config.reply_limits
+    }
+
     /// Encodes the request body; borrows the history and copies none of it.
     pub fn encode(&self, request: &ChatRequest<'_>) -> Result<Bytes, ProviderError> {
         let body = WireRequest::from_request(request);
@@ -133,13 +140,13 @@ impl OpenAi {
         sink: StreamSink<'_>,
     ) -> Result<ChatReply, ProviderError> {
         let request = self.post(body).header(ACCEPT, "text/event-stream");
-        let response = http::send_streaming(request, self.config.timeout).await?;
-        stream::read(response, self.config.timeout, sink).await
+        let response = http::send_streaming(request, self.config.read_bounds()).await?;
+        stream::read(response, self.config.read_bounds(), sink).await
     }
 
     /// Sends an encoded body and reads the whole reply.
     pub async fn send(&self, body: Bytes) -> Result<ChatReply, ProviderError> {
-        let answer = http::send(self.post(body), self.config.timeout).await?;
+        let answer = http::send(self.post(body), self.config.read_bounds()).await?;
         http::decode::<WireReply>(&answer)?.into_reply()
     }
 

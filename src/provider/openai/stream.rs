@@ -3,14 +3,13 @@
 //! to the [`Assembler`]. What a
 //! chunk means lives in `chunks.rs`; sending the request in the parent module.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use reqwest::header::CONTENT_TYPE;
 
 use super::chunks::{Assembler, Step};
 use super::reply::WireReply;
-use crate::provider::{ChatReply, ProviderError, StreamEvent, StreamSink, http};
+use crate::provider::http::{self, ReadBounds};
+use crate::provider::{ChatReply, ProviderError, StreamEvent, StreamSink};
 
 /// The SSE event name some compatible servers give an error sent inside the stream.
 const ERROR_EVENT: &str = "error";
@@ -18,15 +17,15 @@ const ERROR_EVENT: &str = "error";
 /// Reads a 2xx answer to a streaming request, handing each piece to `sink` as it comes.
 pub(super) async fn read(
     response: reqwest::Response,
-    timeout: Duration,
+    bounds: ReadBounds,
     sink: StreamSink<'_>,
 ) -> Result<ChatReply, ProviderError> {
     if is_json(&response) {
-        return read_whole(response, timeout, sink).await;
+        return read_whole(response, bounds, sink).await;
     }
     let status = response.status().as_u16();
     let mut assembler = Assembler::new(status);
-    let mut events = std::pin::pin!(http::sse_events(response, timeout));
+    let mut events = std::pin::pin!(http::sse_events(response, bounds));
     while let Some(event) = events.next().await {
         let event = event?;
         if event.event == ERROR_EVENT {
@@ -42,13 +41,10 @@ pub(super) async fn read(
 /// A compatible server that ignores `stream: true` answers one whole `chat.completion`.
 async fn read_whole(
     response: reqwest::Response,
-    timeout: Duration,
+    bounds: ReadBounds,
     sink: StreamSink<'_>,
 ) -> Result<ChatReply, ProviderError> {
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| http::transport_error(e, timeout))?;
+    let body = http::read_body(response, bounds).await?;
     let reply = http::decode::<WireReply>(&body)?.into_reply()?;
     if !reply.text.is_empty() {
         sink(StreamEvent::Text(reply.text.clone()));

@@ -64,13 +64,15 @@ struct Inner {
 
 /// How the mock streams: the reply's pieces (by default the words of
 /// `reply to: <last user text>`), or tool calls, one event every `interval`, and
-/// optionally a broken connection after `fail_after` events.
+/// optionally a broken connection after `fail_after` events. An `endless` text stream
+/// repeats its last piece for ever and never ends.
 #[derive(Debug, Clone, Default)]
 pub struct StreamPlan {
     pub pieces: Option<Vec<String>>,
     pub tool_calls: Option<Vec<(String, String, String)>>,
     pub interval: Duration,
     pub fail_after: Option<usize>,
+    pub endless: bool,
 }
 
 /// A running mock provider.
@@ -394,7 +396,24 @@ impl Drop for DisconnectWatch {
 
 fn stream_reply(inner: &Arc<Inner>, body: &Value) -> Response {
     let plan = inner.stream_plan.lock().unwrap().clone();
-    let frames = frames(inner.protocol, &plan, body);
+    let mut frames = frames(inner.protocol, &plan, body);
+    if plan.endless {
+        // The frames that close a text reply: OpenAI's last chunk and `[DONE]`;
+        // Anthropic's content_block_stop, message_delta and message_stop.
+        let closing = match inner.protocol {
+            Protocol::OpenAi => 2,
+            Protocol::Anthropic => 3,
+        };
+        frames.truncate(frames.len() - closing);
+        let last = frames.last().cloned().unwrap_or_default();
+        let endless = frames.into_iter().chain(std::iter::repeat(last));
+        let stream = futures::stream::iter(endless.map(Ok::<_, std::io::Error>));
+        return (
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            Body::from_stream(stream),
+        )
+            .into_response();
+    }
     let watch = DisconnectWatch {
         inner: inner.clone(),
         finished: false,

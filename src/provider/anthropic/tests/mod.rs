@@ -31,6 +31,7 @@ fn client_at(base_url: &str, key: Option<&str>) -> Anthropic {
         api_key: key.map(Secret::new),
         default_model: Some("claude-sonnet-4-5".into()),
         timeout: Duration::from_secs(5),
+        reply_limits: Default::default(),
     })
 }
 

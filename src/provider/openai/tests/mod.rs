@@ -47,6 +47,7 @@ fn config(base_url: String, key: Option<&str>) -> HttpProviderConfig {
         api_key: key.map(crate::secret::Secret::new),
         default_model: None,
         timeout: std::time::Duration::from_secs(5),
+        reply_limits: Default::default(),
     }
 }
 
