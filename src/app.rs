@@ -32,6 +32,8 @@ pub struct AppInner {
     pub api_keys: ApiKeys,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive.
+    pub body_read_timeout: Duration,
     /// Remembered answers for `Idempotency-Key`.
     pub idempotency: IdempotencyRecords,
     /// Settings every session shares.
@@ -89,6 +91,7 @@ impl AppState {
                 providers: ProviderRegistry::from_config(config)?,
                 api_keys: ApiKeys::new(&config.api_keys()?),
                 max_body_bytes: config.max_body_bytes,
+                body_read_timeout: Duration::from_secs_f64(config.body_read_timeout_secs),
                 idempotency: IdempotencyRecords::new(
                     IdempotencyLimits {
                         ttl: Duration::from_secs(config.idempotency_ttl_secs),

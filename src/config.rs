@@ -187,6 +187,24 @@ pub struct Config {
     #[arg(long, env = "PROVIDER_TIMEOUT_SECS", default_value_t = 120.0, value_parser = positive_secs)]
     pub provider_timeout_secs: f64,
 
+    /// Connections open at once; at the bound the oldest idle one is closed to make
+    /// room. 0: half the file-descriptor limit (raised to its hard limit at start).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Seconds for a request head to arrive, from when a connection opens or goes idle
+    /// (so also the keep-alive timeout); then the connection is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 15.0, value_parser = positive_secs)]
+    pub header_read_timeout_secs: f64,
+
+    /// Seconds for a request body to arrive once its head has; then `408 request_timeout`.
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECS", default_value_t = 30.0, value_parser = positive_secs)]
+    pub body_read_timeout_secs: f64,
+
+    /// Seconds a write may wait for the client to read; then the connection is closed.
+    #[arg(long, env = "WRITE_TIMEOUT_SECS", default_value_t = 60.0, value_parser = positive_secs)]
+    pub write_timeout_secs: f64,
+
     /// Bytes read at most for one provider answer, a body or a stream; past it the turn
     /// fails (502) with nothing appended.
     #[arg(long, env = "MAX_REPLY_BYTES", default_value_t = 32 * 1024 * 1024)]

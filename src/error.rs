@@ -46,6 +46,9 @@ pub enum ApiError {
     /// 409: only failed or cancelled turns can be retried, once.
     #[error("{0}")]
     TurnNotRetryable(String),
+    /// 408: the request body did not arrive within `BODY_READ_TIMEOUT_SECS`.
+    #[error("the request body did not arrive within {0:?}")]
+    RequestTimeout(std::time::Duration),
     /// 413: the body is larger than allowed.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -102,6 +105,7 @@ impl ApiError {
             ApiError::SessionBusy | ApiError::TurnCancelled(_) | ApiError::TurnNotRetryable(_) => {
                 StatusCode::CONFLICT
             }
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::SessionOverloaded(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -129,6 +133,7 @@ impl ApiError {
             ApiError::SessionBusy => "session_busy",
             ApiError::TurnCancelled(_) => "turn_cancelled",
             ApiError::TurnNotRetryable(_) => "turn_not_retryable",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::SessionOverloaded(_) => "session_overloaded",

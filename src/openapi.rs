@@ -44,7 +44,8 @@ pub(crate) fn split() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
 const OPEN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/openapi.json"];
 
 /// What the middleware adds to every route, written once here rather than on each:
-/// `401` where API keys apply, and `Idempotency-Key` with its `409`/`422` on every POST.
+/// `401` where API keys apply; on every POST, `Idempotency-Key` with its `409`/`422`,
+/// and the body's bounds (`408`, `413`).
 fn add_cross_cutting(doc: &mut utoipa::openapi::OpenApi) {
     for (path, item) in doc.paths.paths.iter_mut() {
         let open = OPEN_PATHS.contains(&path.as_str());
@@ -85,6 +86,14 @@ fn add_cross_cutting(doc: &mut utoipa::openapi::OpenApi) {
                     "422",
                     "`idempotency_key_reused`: this `Idempotency-Key` was used with another route or body",
                 );
+                add_error(
+                    operation,
+                    "408",
+                    "The body did not arrive within `BODY_READ_TIMEOUT_SECS` (`request_timeout`)",
+                );
+                if !operation.responses.responses.contains_key("413") {
+                    add_error(operation, "413", "Body too large (`payload_too_large`)");
+                }
             }
         }
     }

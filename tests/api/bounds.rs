@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::service::spawn_service;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::service::{spawn_service, spawn_service_with_nofile};
 use test_support::mock_openai;
 use test_support::mock_provider::{MockProvider, Protocol, Reply, StreamPlan};
 
@@ -249,5 +252,140 @@ async fn a_50_mb_reply_10000_tool_calls_and_an_endless_stream_each_fail_the_turn
         "memory returned: {} MiB before, {} MiB after",
         before >> 20,
         after >> 20
+    );
+}
+
+/// Reads until the peer closes (or the bound passes); whether it closed, and how much
+/// was read.
+async fn closed_within(stream: &mut TcpStream, bound: Duration) -> (bool, usize) {
+    let mut read = 0;
+    let mut buf = vec![0; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return (false, read),
+            Ok(Ok(0)) | Ok(Err(_)) => return (true, read),
+            Ok(Ok(n)) => read += n,
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_thousand_slowloris_connections_are_closed_within_the_header_timeout() {
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let service = spawn_service(&openai, &[("HEADER_READ_TIMEOUT_SECS", "2")]).await;
+    let mut slow = Vec::new();
+    for _ in 0..2000 {
+        let mut stream = TcpStream::connect(service.addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    let opened = Instant::now();
+    // They keep dribbling, one byte a second, never ending their heads.
+    let dribble = tokio::time::interval(Duration::from_millis(1000));
+    let mut dribble = std::pin::pin!(dribble);
+    let mut closed = 0;
+    while opened.elapsed() < Duration::from_secs(6) && closed < slow.len() {
+        dribble.as_mut().tick().await;
+        closed = 0;
+        for stream in &mut slow {
+            if stream.write_all(b"a").await.is_err() {
+                closed += 1;
+            }
+        }
+    }
+    let mut still_open = 0;
+    for stream in &mut slow {
+        if !closed_within(stream, Duration::from_millis(100)).await.0 {
+            still_open += 1;
+        }
+    }
+    assert_eq!(
+        still_open,
+        0,
+        "closed {:?} after they opened",
+        opened.elapsed()
+    );
+    let health = service
+        .client
+        .get(service.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn with_1024_descriptors_and_1100_idle_connections_healthz_still_answers() {
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let service = spawn_service_with_nofile(&openai, &[], 1024).await;
+    let mut idle = Vec::new();
+    for _ in 0..1100 {
+        idle.push(TcpStream::connect(service.addr).await.unwrap());
+    }
+    // The idle ones were accepted (or closed to make room) before this one comes.
+    for _ in 0..3 {
+        let started = Instant::now();
+        let health = tokio::time::timeout(
+            Duration::from_secs(5),
+            reqwest::Client::new().get(service.url("/healthz")).send(),
+        )
+        .await
+        .expect("healthz answers at once")
+        .unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    let id = service.create_session(json!({})).await;
+    assert!(!id.is_empty(), "and real work gets through too");
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_408_and_a_reader_that_never_reads_is_cut_off() {
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let service = spawn_service(
+        &openai,
+        &[("BODY_READ_TIMEOUT_SECS", "1"), ("WRITE_TIMEOUT_SECS", "1")],
+    )
+    .await;
+    let mut stream = TcpStream::connect(service.addr).await.unwrap();
+    stream
+        .write_all(b"POST /text/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"instr")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    let started = Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // A session whose answer is far larger than the socket buffers, asked for and never read.
+    let id = service.create_session(json!({})).await;
+    let long = "x".repeat(90_000);
+    for n in 0..200 {
+        let response = service
+            .client
+            .post(service.url(&format!("/text/session/{id}/tool-output?view=delta")))
+            .json(&json!({"callId": format!("call_{n}"), "output": long}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let mut stalled = TcpStream::connect(service.addr).await.unwrap();
+    stalled
+        .write_all(format!("GET /text/session/{id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (closed, read) = closed_within(&mut stalled, Duration::from_secs(5)).await;
+    assert!(closed, "the server closed the stalled connection");
+    assert!(
+        read < 17_000_000,
+        "it gave up before sending all {read} bytes"
     );
 }

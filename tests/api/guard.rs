@@ -1,6 +1,5 @@
 //! Guarding it: API keys and ownership, If-Match, limits, idle expiry, CORS, redirects.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -25,39 +24,8 @@ fn with_key(request: reqwest::RequestBuilder, key: &str) -> reqwest::RequestBuil
     request.header("authorization", format!("Bearer {key}"))
 }
 
-/// A log capture for the current (test) thread, at every level.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn without_a_key_or_with_a_wrong_one_every_guarded_route_is_401_and_no_provider_is_called() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(capture.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Callsites first hit by tests on other threads (with no subscriber) may have cached
-    // "not interested"; ask them again now that this thread has one.
-    tracing::callsite::rebuild_interest_cache();
-
     let app = keyed_app().await;
     let id = {
         let response = with_key(app.client.post(app.url("/text/session")), KEY_A)
@@ -117,15 +85,6 @@ async fn without_a_key_or_with_a_wrong_one_every_guarded_route_is_401_and_no_pro
             "{open} needs no key"
         );
     }
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        logs.contains("session created"),
-        "the capture saw the service's logs"
-    );
-    assert!(
-        !logs.contains(KEY_A) && !logs.contains(KEY_B),
-        "no key in the logs"
-    );
 }
 
 #[tokio::test]

@@ -242,3 +242,36 @@ async fn sigint_stops_an_idle_service_cleanly_with_exit_0() {
     );
     assert!(service.logs().contains("stopped"), "{}", service.logs());
 }
+
+#[tokio::test]
+async fn api_keys_never_reach_the_logs_even_at_trace_level() {
+    const KEY: &str = "key-that-must-not-be-logged-42";
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let mut service = spawn_service(&openai, &[("API_KEYS", KEY), ("RUST_LOG", "trace")]).await;
+    for auth in [
+        format!("Bearer {KEY}"),
+        format!("Bearer {KEY}-wrong"),
+        KEY.to_owned(),
+    ] {
+        let response = service
+            .client
+            .post(service.url("/text/session"))
+            .header("authorization", auth)
+            .json(&json!({"provider": "openai"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status() == StatusCode::CREATED
+                || response.status() == StatusCode::UNAUTHORIZED
+        );
+    }
+    service.signal("TERM");
+    assert!(service.exit_within(Duration::from_secs(10)).await.success());
+    let logs = service.logs();
+    assert!(
+        logs.contains("session created"),
+        "the service logged: {logs}"
+    );
+    assert!(!logs.contains(KEY), "no key in the logs");
+}

@@ -34,8 +34,27 @@ pub struct Service {
 /// `openai` (with the test key), and waits for its start-up line.
 pub async fn spawn_service(openai: &MockProvider, env: &[(&str, &str)]) -> Service {
     let mut command = Command::new(env!("CARGO_BIN_EXE_text-session-api"));
+    command.args(["--bind", "127.0.0.1:0"]);
+    start(command, openai, env).await
+}
+
+/// As `spawn_service`, with the open-file limit (soft and hard) set to `nofile`.
+pub async fn spawn_service_with_nofile(
+    openai: &MockProvider,
+    env: &[(&str, &str)],
+    nofile: u64,
+) -> Service {
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        &format!("ulimit -n {nofile} && exec \"$0\" --bind 127.0.0.1:0"),
+        env!("CARGO_BIN_EXE_text-session-api"),
+    ]);
+    start(command, openai, env).await
+}
+
+async fn start(mut command: Command, openai: &MockProvider, env: &[(&str, &str)]) -> Service {
     command
-        .args(["--bind", "127.0.0.1:0"])
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("OPENAI_BASE_URL", &openai.base_url)

@@ -1,7 +1,11 @@
 //! The HTTP server: the router with its fallbacks and layers (request ids, tracing,
 //! CORS, body limit, API keys, `Idempotency-Key`), and `Server::serve`, which runs on a
 //! listener the caller bound (port 0 in tests) until shutdown, then drains running
-//! turns. The state the handlers share is `app::AppState`; nothing here is a handler.
+//! turns. Connections and their bounds are `connections.rs`. The state the handlers
+//! share is `app::AppState`; nothing here is a handler.
+
+mod connections;
+mod timed_io;
 
 use std::future::Future;
 use std::time::Duration;
@@ -22,7 +26,9 @@ use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
 use crate::openapi;
 use crate::routes::OpenApiJson;
-use crate::routes::middleware::{auth, idempotency};
+use crate::routes::middleware::{auth, body, idempotency};
+
+pub use connections::ConnectionLimits;
 
 /// The header that names a request, taken from the client or made here.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -33,6 +39,7 @@ pub struct Server {
     state: AppState,
     cors: CorsLayer,
     shutdown_grace: Duration,
+    connections: ConnectionLimits,
 }
 
 impl Server {
@@ -47,7 +54,17 @@ impl Server {
             state: AppState::new(config, clock)?,
             cors: cors(&config.cors_allow_origins)?,
             shutdown_grace: config.shutdown_grace(),
+            connections: ConnectionLimits {
+                max_open: max_connections(config.max_connections),
+                header_read_timeout: Duration::from_secs_f64(config.header_read_timeout_secs),
+                write_timeout: Duration::from_secs_f64(config.write_timeout_secs),
+            },
         })
+    }
+
+    /// The bounds every connection keeps to.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        self.connections
     }
 
     /// What the handlers share.
@@ -67,6 +84,7 @@ impl Server {
             state,
             cors,
             shutdown_grace,
+            connections,
         } = self;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let sweeper = tokio::spawn({
@@ -82,11 +100,17 @@ impl Server {
                 .await;
             let _ = stop.send(());
         });
-        let served = axum::serve(listener, router(state, cors))
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await;
+        let stopped = async move {
+            let _ = stopped.await;
+        };
+        let served = connections::serve(
+            listener,
+            router(state, cors),
+            connections,
+            stopped,
+            Duration::from_secs(5),
+        )
+        .await;
         sweeper.abort();
         served
     }
@@ -120,6 +144,10 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            body::read_whole,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             auth::require_key,
         ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
@@ -133,6 +161,21 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(Extension(OpenApiJson(openapi::document_json().into())))
         .with_state(state)
+}
+
+/// `MAX_CONNECTIONS`, or where it is 0, half the file-descriptor limit, which is first
+/// raised to its hard limit where the system allows: the other half stays for the
+/// provider connections and the rest of the process.
+fn max_connections(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let limit = rlimit::increase_nofile_limit(u64::MAX)
+        .or_else(|_| rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft))
+        .unwrap_or(1024);
+    usize::try_from(limit / 2)
+        .unwrap_or(usize::MAX)
+        .clamp(16, 1 << 20)
 }
 
 /// CORS from `CORS_ALLOW_ORIGINS`: exact origins (echoed, with `Vary: Origin`), or `*`
