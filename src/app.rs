@@ -10,6 +10,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::idempotency::{IdempotencyLimits, IdempotencyRecords};
 use crate::keys::ApiKeys;
+use crate::memory::{self, MemoryBudget};
 use crate::provider::ProviderRegistry;
 use crate::session::records::Retention;
 use crate::session::runtime::{RetryPolicy, Runtime, RuntimeSettings};
@@ -34,6 +35,8 @@ pub struct AppInner {
     pub max_body_bytes: usize,
     /// How long a request body may take to arrive.
     pub body_read_timeout: Duration,
+    /// What the service holds for its clients, in bytes, against its budget.
+    pub memory: Arc<MemoryBudget>,
     /// Remembered answers for `Idempotency-Key`.
     pub idempotency: IdempotencyRecords,
     /// Settings every session shares.
@@ -53,6 +56,8 @@ impl Deref for AppState {
 impl AppState {
     /// Builds the state from the configuration (providers and their clients included).
     pub fn new(config: &Config, clock: Clock) -> Result<Self, ConfigError> {
+        let api_keys = config.api_keys()?;
+        let memory = memory_budget(config, !api_keys.is_empty());
         let settings = Settings {
             max_waiting_per_session: config.max_waiting_per_session,
             limits: Limits {
@@ -89,7 +94,7 @@ impl AppState {
                     clock.clone(),
                 ),
                 providers: ProviderRegistry::from_config(config)?,
-                api_keys: ApiKeys::new(&config.api_keys()?),
+                api_keys: ApiKeys::new(&api_keys),
                 max_body_bytes: config.max_body_bytes,
                 body_read_timeout: Duration::from_secs_f64(config.body_read_timeout_secs),
                 idempotency: IdempotencyRecords::new(
@@ -99,10 +104,27 @@ impl AppState {
                         max_bytes: config.idempotency_max_bytes,
                     },
                     clock,
+                    memory.clone(),
                 ),
+                memory,
                 settings,
                 runtime: Arc::new(Runtime::new(runtime)),
             }),
         })
     }
+}
+
+/// `MEMORY_BUDGET_BYTES` (0: half the machine's memory) and `MEMORY_PER_KEY_BYTES` (0:
+/// half the budget with API keys on, so one key cannot take it all; all of it without).
+fn memory_budget(config: &Config, keys_on: bool) -> Arc<MemoryBudget> {
+    let budget = match config.memory_budget_bytes {
+        0 => memory::machine_bytes().map_or(4 << 30, |bytes| bytes / 2),
+        bytes => bytes,
+    };
+    let per_key = match config.memory_per_key_bytes {
+        0 if keys_on => budget / 2,
+        0 => budget,
+        bytes => bytes,
+    };
+    MemoryBudget::new(budget, per_key)
 }

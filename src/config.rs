@@ -187,6 +187,16 @@ pub struct Config {
     #[arg(long, env = "PROVIDER_TIMEOUT_SECS", default_value_t = 120.0, value_parser = positive_secs)]
     pub provider_timeout_secs: f64,
 
+    /// Bytes the service may hold for its clients (histories, turn records, turn events,
+    /// stored answers); past it new writes get 503. 0: half the machine's memory.
+    #[arg(long, env = "MEMORY_BUDGET_BYTES", default_value_t = 0)]
+    pub memory_budget_bytes: usize,
+
+    /// Bytes one API key may hold of that budget; past it its writes get 429. 0: half
+    /// the budget when API keys are configured, all of it when they are not.
+    #[arg(long, env = "MEMORY_PER_KEY_BYTES", default_value_t = 0)]
+    pub memory_per_key_bytes: usize,
+
     /// Connections open at once; at the bound the oldest idle one is closed to make
     /// room. 0: half the file-descriptor limit (raised to its hard limit at start).
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 0)]

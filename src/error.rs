@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::memory::OverBudget;
 use crate::provider::ProviderError;
 use crate::session::runtime::NotAdmitted;
 use crate::session::turn::TurnError;
@@ -70,6 +71,12 @@ pub enum ApiError {
     /// 503: every provider slot is taken and too many turns wait for one.
     #[error("the service is overloaded; retry later")]
     Overloaded,
+    /// 429: the caller's API key holds its memory quota.
+    #[error("{0}")]
+    MemoryQuota(OverBudget),
+    /// 503: the service holds its memory budget.
+    #[error("{0}")]
+    MemoryBudget(OverBudget),
     /// 503: the service is shutting down and takes no new turns.
     #[error("the service is shutting down; retry on another instance")]
     ShuttingDown,
@@ -111,7 +118,10 @@ impl ApiError {
             ApiError::SessionOverloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Provider { .. } => StatusCode::BAD_GATEWAY,
             ApiError::ProviderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Overloaded | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::MemoryQuota(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Overloaded | ApiError::ShuttingDown | ApiError::MemoryBudget(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::SessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::IdempotencyKeyInUse => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -140,6 +150,8 @@ impl ApiError {
             ApiError::Provider { .. } => "provider_error",
             ApiError::ProviderTimeout { .. } => "provider_timeout",
             ApiError::Overloaded => "overloaded",
+            ApiError::MemoryQuota(_) => "memory_quota_exceeded",
+            ApiError::MemoryBudget(_) => "memory_budget_exceeded",
             ApiError::SessionLimit(_) => "session_limit",
             ApiError::IdempotencyKeyInUse => "idempotency_key_in_use",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
@@ -181,7 +193,17 @@ impl ApiError {
             TurnError::NotAdmitted(NotAdmitted::ShuttingDown) => ApiError::ShuttingDown,
             TurnError::SessionFull(limit) => ApiError::SessionFull(limit),
             TurnError::VersionMismatch { current } => ApiError::VersionMismatch { current },
+            TurnError::OverBudget(over) => over.into(),
             TurnError::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl From<OverBudget> for ApiError {
+    fn from(over: OverBudget) -> Self {
+        match over {
+            OverBudget::Key { .. } => ApiError::MemoryQuota(over),
+            OverBudget::Service { .. } => ApiError::MemoryBudget(over),
         }
     }
 }
@@ -320,7 +342,10 @@ impl IntoResponse for ApiError {
         }
         if matches!(
             self,
-            ApiError::SessionOverloaded(_) | ApiError::Overloaded | ApiError::ShuttingDown
+            ApiError::SessionOverloaded(_)
+                | ApiError::Overloaded
+                | ApiError::ShuttingDown
+                | ApiError::MemoryBudget(_)
         ) {
             response
                 .headers_mut()

@@ -10,7 +10,7 @@
 //! bytes are the same.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::keys::KeyId;
+use crate::memory::{Charge, MemoryBudget};
 
 /// What makes two requests "the same": the route (method, path, query) and the body
 /// compared as a JSON value (object keys in any order).
@@ -149,27 +150,29 @@ pub struct IdempotencyLimits {
 pub struct IdempotencyRecords {
     limits: IdempotencyLimits,
     clock: Clock,
+    memory: Arc<MemoryBudget>,
     by_owner: Mutex<HashMap<Option<KeyId>, OwnerRecords>>,
 }
 
 /// One API key's records.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct OwnerRecords {
     entries: HashMap<String, Entry>,
     /// Keys oldest first, for expiry and eviction.
     order: VecDeque<(Instant, String)>,
-    /// Bytes held by `entries`.
-    bytes: usize,
+    /// Bytes held by `entries`, on the key's memory account.
+    held: Charge,
 }
 
 impl IdempotencyRecords {
-    pub fn new(limits: IdempotencyLimits, clock: Clock) -> Self {
+    pub fn new(limits: IdempotencyLimits, clock: Clock, memory: Arc<MemoryBudget>) -> Self {
         Self {
             limits: IdempotencyLimits {
                 max_keys: limits.max_keys.max(1),
                 ..limits
             },
             clock,
+            memory,
             by_owner: Mutex::default(),
         }
     }
@@ -182,7 +185,11 @@ impl IdempotencyRecords {
     pub fn begin(&self, owner: Option<KeyId>, key: &str, fingerprint: Fingerprint) -> Lookup {
         let now = self.clock.now();
         let mut by_owner = self.by_owner();
-        let records = by_owner.entry(owner).or_default();
+        let records = by_owner.entry(owner).or_insert_with(|| OwnerRecords {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            held: self.memory.account(owner).charge(0),
+        });
         records.expire(now, self.limits.ttl);
         if let Some(entry) = records.entries.get(key) {
             return match &entry.answer {
@@ -201,7 +208,7 @@ impl IdempotencyRecords {
                 size,
             },
         );
-        records.bytes += size;
+        records.held.add(size);
         records.order.push_back((now, key.to_owned()));
         records.evict(self.limits);
         Lookup::Reserved
@@ -217,7 +224,7 @@ impl IdempotencyRecords {
             let grown = answer.size();
             entry.size += grown;
             entry.answer = Some(answer);
-            records.bytes += grown;
+            records.held.add(grown);
             records.evict(self.limits);
         }
     }
@@ -244,14 +251,14 @@ impl IdempotencyRecords {
 
     /// Bytes held by the records, all API keys together.
     pub fn bytes(&self) -> usize {
-        self.by_owner().values().map(|r| r.bytes).sum()
+        self.by_owner().values().map(|r| r.held.bytes()).sum()
     }
 }
 
 impl OwnerRecords {
     fn remove(&mut self, key: &str) {
         if let Some(entry) = self.entries.remove(key) {
-            self.bytes -= entry.size;
+            self.held.sub(entry.size);
         }
     }
 
@@ -273,7 +280,7 @@ impl OwnerRecords {
     fn evict(&mut self, limits: IdempotencyLimits) {
         let mut kept = VecDeque::new();
         while self.entries.len() > limits.max_keys
-            || (self.bytes > limits.max_bytes && self.entries.len() > 1)
+            || (self.held.bytes() > limits.max_bytes && self.entries.len() > 1)
         {
             let Some((created, key)) = self.order.pop_front() else {
                 break;
@@ -319,7 +326,11 @@ mod tests {
 
     #[test]
     fn a_key_is_reserved_then_in_use_then_replayed_and_a_new_body_is_reuse() {
-        let store = IdempotencyRecords::new(limits(Duration::from_secs(60), 10), Clock::system());
+        let store = IdempotencyRecords::new(
+            limits(Duration::from_secs(60), 10),
+            Clock::system(),
+            MemoryBudget::unbounded(),
+        );
         let body = serde_json::json!({"a": 1, "b": 2});
         assert!(matches!(
             store.begin(None, "k", print(body.clone())),
@@ -350,7 +361,11 @@ mod tests {
 
     #[test]
     fn a_released_key_runs_again_and_expired_or_evicted_keys_are_forgotten() {
-        let store = IdempotencyRecords::new(limits(Duration::from_secs(60), 2), Clock::system());
+        let store = IdempotencyRecords::new(
+            limits(Duration::from_secs(60), 2),
+            Clock::system(),
+            MemoryBudget::unbounded(),
+        );
         store.begin(None, "k", print(Value::Null));
         store.release(None, "k");
         assert!(matches!(
@@ -368,7 +383,11 @@ mod tests {
             "evicted"
         );
 
-        let short = IdempotencyRecords::new(limits(Duration::ZERO, 10), Clock::system());
+        let short = IdempotencyRecords::new(
+            limits(Duration::ZERO, 10),
+            Clock::system(),
+            MemoryBudget::unbounded(),
+        );
         short.begin(None, "k", print(Value::Null));
         short.finish(None, "k", answer());
         assert!(
@@ -379,7 +398,11 @@ mod tests {
 
     #[test]
     fn one_api_keys_flood_never_pushes_out_anothers_record() {
-        let store = IdempotencyRecords::new(limits(Duration::from_secs(60), 3), Clock::system());
+        let store = IdempotencyRecords::new(
+            limits(Duration::from_secs(60), 3),
+            Clock::system(),
+            MemoryBudget::unbounded(),
+        );
         let (a, b) = (Some(KeyId(0)), Some(KeyId(1)));
         store.begin(b, "mine", print(Value::Null));
         store.finish(b, "mine", answer());
@@ -402,7 +425,7 @@ mod tests {
             max_keys: 100,
             max_bytes: 4096,
         };
-        let store = IdempotencyRecords::new(bounds, Clock::system());
+        let store = IdempotencyRecords::new(bounds, Clock::system(), MemoryBudget::unbounded());
         let big = |n: usize| StoredAnswer {
             status: 200,
             headers: Vec::new(),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod idempotency;
 pub mod keys;
+pub mod memory;
 pub mod message;
 pub mod metrics;
 pub mod openapi;

@@ -73,6 +73,8 @@ pub struct Metrics {
     pub provider_retries: Family<ProviderLabel, Counter>,
     pub tokens: Family<TokenLabels, Counter>,
     pub provider_slots_waiting: Gauge,
+    pub memory_held: Gauge,
+    pub memory_budget: Gauge,
 }
 
 impl Default for Metrics {
@@ -97,6 +99,8 @@ impl Metrics {
             provider_retries: Family::default(),
             tokens: Family::default(),
             provider_slots_waiting: Gauge::default(),
+            memory_held: Gauge::default(),
+            memory_budget: Gauge::default(),
             registry: Registry::default(),
         };
         let m = &metrics;
@@ -155,6 +159,16 @@ impl Metrics {
             "provider_slots_waiting",
             "Turns waiting for one of MAX_CONCURRENT_TURNS provider slots",
             m.provider_slots_waiting.clone(),
+        );
+        registry.register(
+            "memory_held_bytes",
+            "Bytes held for clients (histories, turn records and events, stored answers), estimated",
+            m.memory_held.clone(),
+        );
+        registry.register(
+            "memory_budget_bytes",
+            "MEMORY_BUDGET_BYTES: past it new writes are refused",
+            m.memory_budget.clone(),
         );
         Self {
             registry,

@@ -147,12 +147,12 @@ fn add_write_errors(path: &str, operation: &mut Operation) {
         ("415", "Body is not JSON (`unsupported_media_type`)", false),
         (
             "429",
-            "Too many writers wait (`session_overloaded`); see `Retry-After`",
+            "Too many writers wait (`session_overloaded`; see `Retry-After`), or this API key holds its memory quota (`memory_quota_exceeded`: delete sessions first); nothing appended",
             true,
         ),
         (
             "503",
-            "`overloaded` (every provider slot taken) or `shutting_down`; see `Retry-After`; nothing appended",
+            "`overloaded` (every provider slot taken), `memory_budget_exceeded` (the service holds MEMORY_BUDGET_BYTES) or `shutting_down`; see `Retry-After`; nothing appended",
             true,
         ),
     ];

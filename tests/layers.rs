@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["routes"],
     &["app", "error"],
     &["session", "idempotency"],
+    &["memory"],
     &["provider", "metrics", "keys"],
     &["config", "clock"],
     &["message", "secret"],

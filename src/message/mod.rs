@@ -47,6 +47,17 @@ pub struct Message {
 const TOOL_OUTPUT_PREFIX: &str = "Tool output (";
 
 impl Message {
+    /// Roughly the bytes this message holds in memory: its texts plus a fixed overhead.
+    pub fn size_estimate(&self) -> usize {
+        const OVERHEAD: usize = 128;
+        let calls: usize = self
+            .tool_calls
+            .iter()
+            .map(|c| c.id.len() + c.name.len() + c.arguments.len() + OVERHEAD)
+            .sum();
+        OVERHEAD + self.content.len() + calls + self.tool_call_id.as_ref().map_or(0, String::len)
+    }
+
     /// A message with no tool calls and no tool call id.
     pub fn text(role: Role, content: impl Into<String>, created_at: Timestamp) -> Self {
         Self {

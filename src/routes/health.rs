@@ -65,7 +65,7 @@ const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0;
 /// Sessions live; writers waiting (total and by priority); turns by outcome; turn
 /// duration, lock-wait and overhead histograms; provider call duration, errors by kind
 /// and retries by provider; tokens in and out by provider; turns waiting for a
-/// provider slot.
+/// provider slot; bytes held against the memory budget, and the budget.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "The metrics", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
@@ -81,6 +81,10 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         }
     }
     metrics.sessions_live.set(sessions.len() as i64);
+    metrics.memory_held.set(app.memory.held() as i64);
+    metrics
+        .memory_budget
+        .set(app.memory.budget().min(i64::MAX as usize) as i64);
     metrics
         .writers_waiting
         .set(by_rank.iter().sum::<usize>() as i64);

@@ -32,7 +32,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     responses(
         (status = 201, description = "Created", body = SessionResponse),
         (status = 400, description = "A field breaks a rule (`invalid_request`); the message names it", body = ErrorBody),
-        (status = 429, description = "Too many sessions, in all or for this API key (`session_limit`)", body = ErrorBody),
+        (status = 429, description = "Too many sessions, in all or for this API key (`session_limit`), or this API key holds its memory quota (`memory_quota_exceeded`)", body = ErrorBody),
+        (status = 503, description = "The service holds its memory budget (`memory_budget_exceeded`); see `Retry-After`", body = ErrorBody),
         (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
         (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
     )
@@ -50,7 +51,11 @@ async fn create_session(
         tools: body.tools.unwrap_or_default(),
         metadata: body.metadata.unwrap_or_default(),
     };
-    let session = Arc::new(new.build(&app.providers, app.settings, caller.0)?);
+    let account = app.memory.account(caller.0);
+    let session = Arc::new(new.build(&app.providers, app.settings, caller.0, account)?);
+    // The new session's instructions now count on its key's account: over the quota or
+    // the budget, it is dropped again (and its bytes with it).
+    session.account.admit(0)?;
     app.sessions
         .insert(session.clone())
         .map_err(ApiError::SessionLimit)?;

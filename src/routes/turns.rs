@@ -225,7 +225,7 @@ async fn retry_turn(
     // A retry runs the input again whatever the session's version now is.
     let input = TurnInput {
         if_match: None,
-        ..record.input.clone()
+        ..TurnInput::clone(&record.input)
     };
     super::writes::run(&app, session, input, &id, View::Full, |new| {
         record.retried_by(new)

@@ -13,6 +13,7 @@ use super::records::TurnRecords;
 use super::settings::Settings;
 use super::{History, Session, TurnLock};
 use crate::keys::KeyId;
+use crate::memory::Account;
 use crate::message::Timestamp;
 use crate::message::{Defaults, Message, Role, Tool};
 use crate::provider::ProviderRegistry;
@@ -74,6 +75,7 @@ impl NewSession {
         providers: &ProviderRegistry,
         settings: Settings,
         owner: Option<KeyId>,
+        account: Account,
     ) -> Result<Session, Invalid> {
         let limits = settings.limits;
         let provider_name = self
@@ -132,12 +134,14 @@ impl NewSession {
             owner,
             last_active: Mutex::new(Instant::now()),
             history: RwLock::new(History {
+                held: account.charge(messages.iter().map(Message::size_estimate).sum()),
                 messages,
                 updated_at: now,
                 version: 1,
             }),
             turn_lock: TurnLock::new(settings.max_waiting_per_session),
-            turns: TurnRecords::new(settings.turns),
+            turns: TurnRecords::new(settings.turns, account.clone()),
+            account,
         })
     }
 }
@@ -271,6 +275,10 @@ mod tests {
     use crate::session::Limits;
     use crate::session::records::Retention;
 
+    fn unbounded() -> Account {
+        crate::memory::MemoryBudget::unbounded().account(None)
+    }
+
     fn registry() -> ProviderRegistry {
         ProviderRegistry::new(
             [("echo".to_owned(), Provider::Echo(Echo::default()))],
@@ -309,7 +317,7 @@ mod tests {
     #[test]
     fn an_empty_request_gets_every_default() {
         let session = NewSession::default()
-            .build(&registry(), SETTINGS, None)
+            .build(&registry(), SETTINGS, None, unbounded())
             .unwrap();
         assert_eq!(session.provider_name, "echo");
         assert_eq!(session.model, "echo-1");
@@ -322,7 +330,7 @@ mod tests {
             instructions: Some(vec!["be brief".into(), "be kind".into()]),
             ..Default::default()
         };
-        let session = new.build(&registry(), SETTINGS, None).unwrap();
+        let session = new.build(&registry(), SETTINGS, None, unbounded()).unwrap();
         let roles: Vec<_> = session.read(|h| h.messages.iter().map(|m| m.role).collect());
         assert_eq!(roles, [Role::System, Role::System]);
     }
@@ -385,7 +393,9 @@ mod tests {
         ];
         for (new, field) in cases {
             assert_eq!(
-                new.build(&registry(), SETTINGS, None).unwrap_err().field,
+                new.build(&registry(), SETTINGS, None, unbounded())
+                    .unwrap_err()
+                    .field,
                 field
             );
         }
@@ -400,7 +410,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            new.build(&registry(), SETTINGS, None).unwrap_err().field,
+            new.build(&registry(), SETTINGS, None, unbounded())
+                .unwrap_err()
+                .field,
             "metadata"
         );
     }

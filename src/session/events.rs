@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::Commit;
 use super::turn::{TurnError, TurnResult};
+use crate::memory::{Account, Charge, ITEM_OVERHEAD, MemoryBudget};
 use crate::message::ToolCall;
 
 /// What happened in a turn.
@@ -42,6 +43,20 @@ pub enum TurnEvent {
 }
 
 impl TurnEvent {
+    /// Roughly the bytes the event holds.
+    fn size_estimate(&self) -> usize {
+        ITEM_OVERHEAD
+            + match self {
+                TurnEvent::TextDelta(text) => text.len(),
+                TurnEvent::ToolCall(call) => call.id.len() + call.name.len() + call.arguments.len(),
+                TurnEvent::Completed { result, .. } => {
+                    result.as_ref().map_or(0, TurnResult::size_estimate)
+                }
+                TurnEvent::Cancelled { result, .. } => result.size_estimate(),
+                TurnEvent::Waiting { .. } | TurnEvent::Started | TurnEvent::Failed(_) => 0,
+            }
+    }
+
     /// Whether the turn ends with this event.
     pub fn is_terminal(&self) -> bool {
         matches!(
@@ -59,9 +74,11 @@ pub struct EventLog {
     appended: watch::Sender<usize>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LogState {
     events: Vec<Arc<TurnEvent>>,
+    /// The bytes `events` hold, on the session's account.
+    held: Charge,
     ended: bool,
     /// Retention let the turn go: no new replay; the events go once no reader is left.
     forgotten: bool,
@@ -75,21 +92,36 @@ impl LogState {
     fn drop_events_if_unread(&mut self) {
         if self.forgotten && self.followers == 0 {
             self.events = Vec::new();
+            let held = self.held.bytes();
+            self.held.sub(held);
             self.dropped = true;
         }
     }
 }
 
 impl Default for EventLog {
+    /// A log whose bytes count on no budget.
     fn default() -> Self {
-        Self {
-            state: Mutex::default(),
-            appended: watch::Sender::new(0),
-        }
+        Self::new(&MemoryBudget::unbounded().account(None))
     }
 }
 
 impl EventLog {
+    /// An empty log whose events count on `account`.
+    pub fn new(account: &Account) -> Self {
+        Self {
+            state: Mutex::new(LogState {
+                events: Vec::new(),
+                held: account.charge(0),
+                ended: false,
+                forgotten: false,
+                dropped: false,
+                followers: 0,
+            }),
+            appended: watch::Sender::new(0),
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, LogState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -102,6 +134,7 @@ impl EventLog {
                 return;
             }
             state.ended = event.is_terminal();
+            state.held.add(event.size_estimate());
             state.events.push(Arc::new(event));
             state.events.len()
         };

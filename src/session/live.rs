@@ -225,7 +225,12 @@ mod tests {
         };
         Arc::new(
             NewSession::default()
-                .build(&registry, settings, owner)
+                .build(
+                    &registry,
+                    settings,
+                    owner,
+                    crate::memory::MemoryBudget::unbounded().account(owner),
+                )
                 .unwrap(),
         )
     }

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use self::records::TurnRecords;
 use crate::keys::KeyId;
+use crate::memory::{Account, Charge};
 use crate::message::Timestamp;
 use crate::message::{Defaults, Message, Tool};
 use crate::provider::Provider;
@@ -49,6 +50,8 @@ pub struct Session {
     pub created_at: Timestamp,
     /// What the session may hold.
     pub limits: Limits,
+    /// The memory account of the session's API key.
+    pub account: Account,
     /// The API key the session belongs to (`None` when no keys are configured).
     pub owner: Option<KeyId>,
     /// When the session was last read or written, for idle expiry.
@@ -62,6 +65,8 @@ pub struct Session {
 #[derive(Debug)]
 pub struct History {
     pub messages: Vec<Message>,
+    /// The bytes `messages` hold, on the session's account.
+    held: Charge,
     pub updated_at: Timestamp,
     /// Bumped on every commit.
     pub version: u64,
@@ -103,6 +108,9 @@ impl Session {
     pub(crate) fn commit(&self, messages: Vec<Message>) -> Commit {
         let mut history = self.history.write().unwrap_or_else(PoisonError::into_inner);
         let from = history.messages.len();
+        history
+            .held
+            .add(messages.iter().map(Message::size_estimate).sum());
         history.messages.extend(messages);
         history.version += 1;
         history.updated_at = Timestamp::now();

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::events::{EventLog, TurnEvent};
 use super::turn::{TurnError, TurnInput, TurnResult};
+use crate::memory::{Account, Charge};
 
 /// Where a turn stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
@@ -43,12 +44,15 @@ impl TurnStatus {
 #[derive(Debug)]
 pub struct TurnRecord {
     pub id: Uuid,
-    /// What the write asked for; a retry runs it again.
-    pub input: TurnInput,
+    /// What the write asked for (shared with the turn's task, not copied); a retry runs
+    /// it again.
+    pub input: Arc<TurnInput>,
     pub created_at: crate::message::Timestamp,
     created: Instant,
     pub events: Arc<EventLog>,
     state: Mutex<RecordState>,
+    /// The bytes this record holds (its input and result), on its session's account.
+    held: Mutex<Charge>,
 }
 
 /// What changes as the turn runs.
@@ -77,13 +81,14 @@ pub struct RecordState {
 }
 
 impl TurnRecord {
-    fn new(id: Uuid, input: TurnInput, status: TurnStatus) -> Self {
+    fn new(id: Uuid, input: Arc<TurnInput>, status: TurnStatus, account: &Account) -> Self {
         Self {
+            held: Mutex::new(account.charge(input.size_estimate())),
             id,
             input,
             created_at: crate::message::Timestamp::now(),
             created: Instant::now(),
-            events: Arc::new(EventLog::default()),
+            events: Arc::new(EventLog::new(account)),
             state: Mutex::new(RecordState {
                 status,
                 result: None,
@@ -132,6 +137,7 @@ impl TurnRecord {
                 }
                 TurnEvent::Completed { result, .. } => {
                     state.result = result.clone();
+                    self.hold(result.as_ref().map_or(0, TurnResult::size_estimate));
                     end(&mut state, TurnStatus::Completed);
                 }
                 TurnEvent::Failed(error) => {
@@ -140,11 +146,19 @@ impl TurnRecord {
                 }
                 TurnEvent::Cancelled { result, .. } => {
                     state.result = Some(result.clone());
+                    self.hold(result.size_estimate());
                     end(&mut state, TurnStatus::Cancelled);
                 }
             }
         }
         self.events.push(event);
+    }
+
+    fn hold(&self, bytes: usize) {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add(bytes);
     }
 
     /// Ends the turn as turned away (`rejected`): it never ran.
@@ -230,13 +244,15 @@ pub struct Retention {
 #[derive(Debug)]
 pub struct TurnRecords {
     retention: Retention,
+    account: Account,
     records: Mutex<VecDeque<Arc<TurnRecord>>>,
 }
 
 impl TurnRecords {
-    pub fn new(retention: Retention) -> Self {
+    pub fn new(retention: Retention, account: Account) -> Self {
         Self {
             retention,
+            account,
             records: Mutex::new(VecDeque::new()),
         }
     }
@@ -246,13 +262,18 @@ impl TurnRecords {
     }
 
     /// Records a new turn that waits for (or is about to take) the lock.
-    pub fn start(&self, id: Uuid, input: TurnInput) -> Arc<TurnRecord> {
-        self.add(TurnRecord::new(id, input, TurnStatus::Waiting))
+    pub fn start(&self, id: Uuid, input: Arc<TurnInput>) -> Arc<TurnRecord> {
+        self.add(TurnRecord::new(
+            id,
+            input,
+            TurnStatus::Waiting,
+            &self.account,
+        ))
     }
 
     /// Records a write that was turned away before it ran.
     pub fn reject(&self, id: Uuid, input: TurnInput, error: TurnError) -> Arc<TurnRecord> {
-        let record = TurnRecord::new(id, input, TurnStatus::Waiting);
+        let record = TurnRecord::new(id, Arc::new(input), TurnStatus::Waiting, &self.account);
         record.turned_away(error);
         self.add(record)
     }
@@ -331,6 +352,10 @@ mod tests {
         }
     }
 
+    fn unbounded() -> Account {
+        crate::memory::MemoryBudget::unbounded().account(None)
+    }
+
     fn retention() -> Retention {
         Retention {
             records: 3,
@@ -343,7 +368,7 @@ mod tests {
 
     fn ended(records: &TurnRecords, failed: bool) -> Uuid {
         let id = Uuid::new_v4();
-        let record = records.start(id, input());
+        let record = records.start(id, Arc::new(input()));
         record.push(TurnEvent::Started);
         if failed {
             record.push(TurnEvent::Failed(TurnError::Internal("x".into())));
@@ -366,9 +391,9 @@ mod tests {
 
     #[test]
     fn the_last_few_ended_turns_and_the_last_failed_ones_are_kept_and_running_ones_always() {
-        let records = TurnRecords::new(retention());
+        let records = TurnRecords::new(retention(), unbounded());
         let running = Uuid::new_v4();
-        records.start(running, input());
+        records.start(running, Arc::new(input()));
         let old_failed: Vec<_> = (0..3).map(|_| ended(&records, true)).collect();
         let recent: Vec<_> = (0..3).map(|_| ended(&records, false)).collect();
         let kept: Vec<_> = records.list().iter().map(|r| r.id).collect();
@@ -387,7 +412,7 @@ mod tests {
 
     #[test]
     fn only_the_last_few_ended_turns_keep_their_events() {
-        let records = TurnRecords::new(retention());
+        let records = TurnRecords::new(retention(), unbounded());
         let ids: Vec<_> = (0..3).map(|_| ended(&records, false)).collect();
         let forgotten: Vec<_> = ids
             .iter()
@@ -398,10 +423,13 @@ mod tests {
 
     #[test]
     fn ended_turns_past_their_age_are_dropped() {
-        let records = TurnRecords::new(Retention {
-            max_age: Duration::ZERO,
-            ..retention()
-        });
+        let records = TurnRecords::new(
+            Retention {
+                max_age: Duration::ZERO,
+                ..retention()
+            },
+            unbounded(),
+        );
         let id = ended(&records, false);
         std::thread::sleep(Duration::from_millis(2));
         assert!(records.get(id).is_none());
@@ -409,8 +437,8 @@ mod tests {
 
     #[test]
     fn a_record_follows_its_events_and_times() {
-        let records = TurnRecords::new(retention());
-        let record = records.start(Uuid::new_v4(), input());
+        let records = TurnRecords::new(retention(), unbounded());
+        let record = records.start(Uuid::new_v4(), Arc::new(input()));
         assert_eq!(record.snapshot().status, TurnStatus::Waiting);
         record.push(TurnEvent::Started);
         record.provider_call(Duration::from_millis(5));
@@ -427,7 +455,7 @@ mod tests {
 
     #[test]
     fn a_rejected_write_is_recorded_as_ended() {
-        let records = TurnRecords::new(retention());
+        let records = TurnRecords::new(retention(), unbounded());
         let record = records.reject(
             Uuid::new_v4(),
             input(),

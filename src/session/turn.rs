@@ -26,6 +26,7 @@ use super::records::TurnRecord;
 use super::runtime::{NotAdmitted, Runtime};
 use super::turn_lock::{CancelMode, Ticket};
 use super::{Commit, LockError, OnBusy, Priority, Session};
+use crate::memory::{ITEM_OVERHEAD, OverBudget};
 use crate::message::Timestamp;
 use crate::message::{Message, Role, ToolCall};
 use crate::provider::{ChatRequest, FinishReason, PreparedCall, ProviderError, StreamEvent, Usage};
@@ -59,6 +60,14 @@ pub struct TurnInput {
     pub if_match: Option<u64>,
 }
 
+impl TurnInput {
+    /// Roughly the bytes the input holds: its messages and the body they came in.
+    pub fn size_estimate(&self) -> usize {
+        let staged: usize = self.staged.iter().map(Message::size_estimate).sum();
+        2 * staged + ITEM_OVERHEAD
+    }
+}
+
 /// What one generation returned.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -74,6 +83,18 @@ pub struct TurnResult {
     /// session bounds its context window).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages_sent: Option<usize>,
+}
+
+impl TurnResult {
+    /// Roughly the bytes the result holds.
+    pub fn size_estimate(&self) -> usize {
+        let calls: usize = self
+            .tool_calls
+            .iter()
+            .map(|c| c.id.len() + c.name.len() + c.arguments.len() + ITEM_OVERHEAD)
+            .sum();
+        ITEM_OVERHEAD + self.text.len() + calls + self.provider.len() + self.model.len()
+    }
 }
 
 /// A committed turn.
@@ -115,6 +136,10 @@ pub enum TurnError {
     /// The service did not take the turn on (overloaded or shutting down).
     #[error(transparent)]
     NotAdmitted(#[from] NotAdmitted),
+    /// The write would take its API key or the service past the memory budget; it was
+    /// not recorded and nothing was appended.
+    #[error(transparent)]
+    OverBudget(#[from] OverBudget),
     /// The turn's task died (a bug); the history is as it was.
     #[error("the turn failed unexpectedly: {0}")]
     Internal(String),
@@ -147,6 +172,20 @@ pub fn start(
     runtime: &Arc<Runtime>,
 ) -> Result<Turn, Rejected> {
     let id = Uuid::new_v4();
+    // What the write will hold: its messages in the history, and its record.
+    let incoming = input.size_estimate()
+        + input
+            .staged
+            .iter()
+            .map(Message::size_estimate)
+            .sum::<usize>();
+    if let Err(over) = session.account.admit(incoming) {
+        runtime.metrics.turn_ended("rejected");
+        return Err(Rejected {
+            turn_id: id,
+            error: over.into(),
+        });
+    }
     let entered = runtime.admit().map_err(TurnError::from).and_then(|()| {
         Ok(session
             .turn_lock()
@@ -160,6 +199,7 @@ pub fn start(
             return Err(Rejected { turn_id: id, error });
         }
     };
+    let input = Arc::new(input);
     let record = session.turns().start(id, input.clone());
     if let Some(position) = ticket.position() {
         record.push(TurnEvent::Waiting { position });
@@ -183,7 +223,7 @@ async fn run(
     session: Arc<Session>,
     record: Arc<TurnRecord>,
     ticket: Ticket,
-    input: TurnInput,
+    input: Arc<TurnInput>,
     runtime: Arc<Runtime>,
 ) -> Result<TurnOutcome, TurnError> {
     let outcome = AssertUnwindSafe(execute(&session, &record, ticket, input, &runtime))
@@ -265,13 +305,13 @@ async fn execute(
     session: &Session,
     record: &TurnRecord,
     ticket: Ticket,
-    input: TurnInput,
+    input: Arc<TurnInput>,
     runtime: &Runtime,
 ) -> Result<TurnOutcome, TurnError> {
     let guard = ticket.acquire().await?;
     check_preconditions(session, &input)?;
     record.push(TurnEvent::Started);
-    let mut messages = stamp(input.staged);
+    let mut messages = stamp(&input.staged);
     #[cfg(feature = "fault-injection")]
     fault_injection::panic_if_asked(&messages);
     let turn_id = guard.turn_id();
@@ -359,12 +399,17 @@ fn cancelled_result(session: &Session, text: String) -> TurnResult {
 }
 
 /// The time the turn took the lock is the time its messages enter the history.
-fn stamp(mut staged: Vec<Message>) -> Vec<Message> {
+/// The history's own copy of the staged messages (the record keeps the input), with
+/// the time the turn took the lock.
+fn stamp(staged: &[Message]) -> Vec<Message> {
     let now = Timestamp::now();
-    for message in &mut staged {
-        message.created_at = now;
-    }
     staged
+        .iter()
+        .map(|message| Message {
+            created_at: now,
+            ..message.clone()
+        })
+        .collect()
 }
 
 /// Calls the provider with the committed history plus the staged messages; every piece

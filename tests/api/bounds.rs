@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::helpers::spawn_app_with;
 use crate::service::{spawn_service, spawn_service_with_nofile};
 use test_support::mock_openai;
 use test_support::mock_provider::{MockProvider, Protocol, Reply, StreamPlan};
@@ -388,4 +389,144 @@ async fn a_body_that_never_arrives_is_408_and_a_reader_that_never_reads_is_cut_o
         read < 17_000_000,
         "it gave up before sending all {read} bytes"
     );
+}
+
+#[tokio::test]
+async fn a_key_sending_1_gib_of_writes_under_a_256_mib_budget_is_refused_and_others_still_write() {
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let service = spawn_service(
+        &openai,
+        &[
+            ("API_KEYS", "key-greedy,key-modest"),
+            ("MEMORY_BUDGET_BYTES", "268435456"),
+        ],
+    )
+    .await;
+    let create = |key: &'static str| {
+        let service = &service;
+        async move {
+            let body: Value = service
+                .client
+                .post(service.url("/text/session"))
+                .bearer_auth(key)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["session"]["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let greedy = create("key-greedy").await;
+    // 1 GiB in writes of 10 tool outputs of 100,000 characters each, two at a time.
+    let output = "x".repeat(100_000);
+    let body = json!({"toolOutputs": (0..10).map(|i| json!({"callId": format!("c{i}"), "output": output})).collect::<Vec<_>>()});
+    let body = std::sync::Arc::new(serde_json::to_vec(&body).unwrap());
+    let url = service.url(&format!("/text/session/{greedy}/tool-output?view=delta"));
+    let mut accepted = 0;
+    let mut refused = 0;
+    let mut peak = 0;
+    for _ in 0..512 {
+        let pair = [0, 1].map(|_| {
+            service
+                .client
+                .post(&url)
+                .bearer_auth("key-greedy")
+                .header("content-type", "application/json")
+                .body(body.as_ref().clone())
+                .send()
+        });
+        for response in futures::future::join_all(pair).await {
+            let response = response.unwrap();
+            match response.status() {
+                StatusCode::OK => accepted += 1,
+                StatusCode::TOO_MANY_REQUESTS => {
+                    let error: Value = response.json().await.unwrap();
+                    assert_eq!(error["error"]["code"], "memory_quota_exceeded");
+                    refused += 1;
+                }
+                other => panic!("unexpected {other}: {}", response.text().await.unwrap()),
+            }
+        }
+        peak = peak.max(service.rss_bytes());
+    }
+    assert!(
+        accepted > 10 && refused > 900,
+        "{accepted} accepted, {refused} refused"
+    );
+    assert!(peak < 300 * 1024 * 1024, "peak RSS {} MiB", peak >> 20);
+
+    let modest = create("key-modest").await;
+    for n in 0..5 {
+        let response = service
+            .client
+            .post(service.url(&format!("/text/session/{modest}/message")))
+            .bearer_auth("key-modest")
+            .json(&json!({"content": format!("small {n}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "the other key still writes"
+        );
+    }
+    println!(
+        "greedy: {accepted} accepted, {refused} refused; peak RSS {} MiB",
+        peak >> 20
+    );
+}
+
+#[tokio::test]
+async fn past_the_memory_budget_writes_get_503_with_retry_after_until_memory_is_freed() {
+    let app = spawn_app_with(|c| c.memory_budget_bytes = 3_000_000).await;
+    let id = app.create_session(json!({})).await;
+    let output = "y".repeat(100_000);
+    let path = format!("/text/session/{id}/tool-output?view=delta");
+    let mut answer = None;
+    for n in 0..40 {
+        let response = app
+            .post(&path, &json!({"callId": format!("c{n}"), "output": output}))
+            .await;
+        if response.status() != StatusCode::OK {
+            answer = Some(response);
+            break;
+        }
+    }
+    let refused = answer.expect("the budget was reached");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "memory_budget_exceeded");
+    let held = app.state.memory.held();
+    assert!(held <= 3_000_000, "{held}");
+    let messages = app.messages(&id).await.len();
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("text_session_memory_held_bytes"),
+        "{metrics}"
+    );
+
+    assert_eq!(
+        app.delete(&format!("/text/session/{id}")).await.status(),
+        StatusCode::OK
+    );
+    assert!(
+        app.state.memory.held() < 10_000,
+        "{}",
+        app.state.memory.held()
+    );
+    let fresh = app.create_session(json!({})).await;
+    let response = app
+        .post(
+            &format!("/text/session/{fresh}/tool-output"),
+            &json!({"callId": "c", "output": output}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK, "memory was given back");
+    assert!(messages > 5);
 }
