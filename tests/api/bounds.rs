@@ -119,18 +119,9 @@ async fn one_api_key_flooding_idempotency_records_cannot_make_anothers_retry_run
             .json(&body)
             .send()
     };
-    let session: Value = post(
-        "key-two",
-        "create",
-        "/text/session",
-        json!({"provider": "openai"}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let id = session["session"]["id"].as_str().unwrap().to_owned();
+    let id = service
+        .create_session_as(Some("key-two"), json!({"provider": "openai"}))
+        .await;
     let path = format!("/text/session/{id}/message");
     let first = post("key-two", "mine", &path, json!({"content": "once"}))
         .await
@@ -157,17 +148,8 @@ async fn one_api_key_flooding_idempotency_records_cannot_make_anothers_retry_run
     assert_eq!(retry.status(), StatusCode::OK);
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
     assert_eq!(openai.request_count(), 1, "the write ran once");
-    let session: Value = service
-        .client
-        .get(service.url(&format!("/text/session/{id}")))
-        .bearer_auth("key-two")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(session["session"]["messages"].as_array().unwrap().len(), 2);
+    let session = service.session_as(Some("key-two"), &id).await;
+    assert_eq!(session["messages"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -233,17 +215,9 @@ async fn a_50_mb_reply_10000_tool_calls_and_an_endless_stream_each_fail_the_turn
         }
     }
 
-    let session: Value = service
-        .client
-        .get(service.url(&format!("/text/session/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session = service.session_as(None, &id).await;
     assert_eq!(
-        session["session"]["messages"].as_array().unwrap().len(),
+        session["messages"].as_array().unwrap().len(),
         2,
         "only the warm-up turn"
     );
@@ -402,24 +376,9 @@ async fn a_key_sending_1_gib_of_writes_under_a_256_mib_budget_is_refused_and_oth
         ],
     )
     .await;
-    let create = |key: &'static str| {
-        let service = &service;
-        async move {
-            let body: Value = service
-                .client
-                .post(service.url("/text/session"))
-                .bearer_auth(key)
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            body["session"]["id"].as_str().unwrap().to_owned()
-        }
-    };
-    let greedy = create("key-greedy").await;
+    let greedy = service
+        .create_session_as(Some("key-greedy"), json!({}))
+        .await;
     // 1 GiB in writes of 10 tool outputs of 100,000 characters each, two at a time.
     let output = "x".repeat(100_000);
     let body = json!({"toolOutputs": (0..10).map(|i| json!({"callId": format!("c{i}"), "output": output})).collect::<Vec<_>>()});
@@ -458,7 +417,9 @@ async fn a_key_sending_1_gib_of_writes_under_a_256_mib_budget_is_refused_and_oth
     );
     assert!(peak < 300 * 1024 * 1024, "peak RSS {} MiB", peak >> 20);
 
-    let modest = create("key-modest").await;
+    let modest = service
+        .create_session_as(Some("key-modest"), json!({}))
+        .await;
     for n in 0..5 {
         let response = service
             .client

@@ -155,9 +155,13 @@ impl Service {
     }
 
     pub async fn create_session(&self, body: Value) -> String {
+        self.create_session_as(None, body).await
+    }
+
+    /// Creates a session with API key `key` (none: no `Authorization`); its id.
+    pub async fn create_session_as(&self, key: Option<&str>, body: Value) -> String {
         let response = self
-            .client
-            .post(self.url("/text/session"))
+            .as_key(self.client.post(self.url("/text/session")), key)
             .json(&body)
             .send()
             .await
@@ -165,6 +169,31 @@ impl Service {
         assert_eq!(response.status(), StatusCode::CREATED);
         let json: Value = response.json().await.unwrap();
         json["session"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// `GET /text/session/{id}` with API key `key`: the session.
+    pub async fn session_as(&self, key: Option<&str>, id: &str) -> Value {
+        let response = self
+            .as_key(
+                self.client.get(self.url(&format!("/text/session/{id}"))),
+                key,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json::<Value>().await.unwrap()["session"].clone()
+    }
+
+    fn as_key(
+        &self,
+        request: reqwest::RequestBuilder,
+        key: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
     }
 
     /// Sends `/message` in a task of its own: (status, body, time it took).
