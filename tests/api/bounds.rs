@@ -294,6 +294,28 @@ async fn two_thousand_slowloris_connections_are_closed_within_the_header_timeout
 }
 
 #[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let service = spawn_service(&openai, &[("HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let mut stream = TcpStream::connect(service.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0; 4096];
+    let n = stream.read(&mut answer).await.unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    let idle = Instant::now();
+    let (closed, _) = closed_within(&mut stream, Duration::from_secs(5)).await;
+    assert!(closed, "the idle connection was closed");
+    let took = idle.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
 async fn with_1024_descriptors_and_1100_idle_connections_healthz_still_answers() {
     let openai = MockProvider::start(Protocol::OpenAi).await;
     let service = spawn_service_with_nofile(&openai, &[], 1024).await;
