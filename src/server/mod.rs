@@ -159,6 +159,7 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unfit_request_id))
         .layer(Extension(OpenApiJson(openapi::document_json().into())))
         .with_state(state)
 }
@@ -220,6 +221,22 @@ fn cors(origins: &[String]) -> Result<CorsLayer, ConfigError> {
             HeaderName::from_static("x-overhead-us"),
         ])
         .max_age(Duration::from_secs(600)))
+}
+
+/// Most characters of a client's `x-request-id`, which goes into every log line.
+const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// A client's `x-request-id` longer than `MAX_REQUEST_ID_CHARS`, or with anything but
+/// visible ASCII, is dropped, so the request gets a new one.
+async fn drop_unfit_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+    let unfit = request.headers().get(&REQUEST_ID).is_some_and(|id| {
+        let id = id.as_bytes();
+        id.is_empty() || id.len() > MAX_REQUEST_ID_CHARS || !id.iter().all(u8::is_ascii_graphic)
+    });
+    if unfit {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
 }
 
 /// CORS preflights are answered `204 No Content`.

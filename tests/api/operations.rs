@@ -409,6 +409,31 @@ async fn every_response_carries_a_request_id_the_clients_or_a_new_one() {
 }
 
 #[tokio::test]
+async fn a_request_id_too_long_or_not_visible_ascii_is_replaced_by_a_new_one() {
+    let app = spawn_app().await;
+    for unfit in ["x".repeat(129), "has space".to_owned()] {
+        let response = app
+            .client
+            .get(app.url("/healthz"))
+            .header("x-request-id", &unfit)
+            .send()
+            .await
+            .unwrap();
+        let id = response.headers()["x-request-id"].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{unfit} became {id}");
+    }
+    let fits = "y".repeat(128);
+    let response = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", &fits)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], fits.as_str());
+}
+
+#[tokio::test]
 async fn writes_answer_the_overhead_the_service_added() {
     let app = spawn_app().await;
     app.openai.set_delay(Duration::from_millis(200));
