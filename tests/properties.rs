@@ -11,8 +11,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use test_support::{mock_anthropic, mock_openai};
 
-use text_session_api::message::Timestamp;
-use text_session_api::message::{Defaults, Message, Role, Tool, ToolCall, ToolKind};
+use text_session_api::message::{Defaults, Message, Role, Timestamp, Tool, ToolCall, ToolKind};
 use text_session_api::provider::anthropic::Anthropic;
 use text_session_api::provider::openai::OpenAi;
 use text_session_api::provider::{ChatRequest, HttpProviderConfig};

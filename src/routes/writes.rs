@@ -16,8 +16,7 @@ use super::responses::{self, ToolOutputResponse, View, ViewQuery, WriteResponse}
 use super::stream::{self, TurnSseEvent};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::message::Timestamp;
-use crate::message::{Message, Role};
+use crate::message::{Message, Role, Timestamp};
 use crate::session::turn::{self, TurnInput, TurnKind};
 use crate::session::{Invalid, Session, check_id, check_length, validate_instructions};
 

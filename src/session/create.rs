@@ -14,8 +14,7 @@ use super::settings::Settings;
 use super::{History, Session, TurnLock};
 use crate::keys::KeyId;
 use crate::memory::Account;
-use crate::message::Timestamp;
-use crate::message::{Defaults, Message, Role, Tool};
+use crate::message::{Defaults, Message, Role, Timestamp, Tool};
 use crate::provider::ProviderRegistry;
 
 /// Most stop sequences (OpenAI's own bound).

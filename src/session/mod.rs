@@ -24,8 +24,7 @@ use uuid::Uuid;
 use self::records::TurnRecords;
 use crate::keys::KeyId;
 use crate::memory::{Account, Charge};
-use crate::message::Timestamp;
-use crate::message::{Defaults, Message, Tool};
+use crate::message::{Defaults, Message, Timestamp, Tool};
 use crate::provider::Provider;
 
 pub use create::{

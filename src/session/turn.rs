@@ -27,8 +27,7 @@ use super::runtime::{NotAdmitted, Runtime};
 use super::turn_lock::{CancelMode, Ticket};
 use super::{Commit, LockError, OnBusy, Priority, Session};
 use crate::memory::{ITEM_OVERHEAD, OverBudget};
-use crate::message::Timestamp;
-use crate::message::{Message, Role, ToolCall};
+use crate::message::{Message, Role, Timestamp, ToolCall};
 use crate::provider::{ChatRequest, FinishReason, PreparedCall, ProviderError, StreamEvent, Usage};
 
 /// Which write started the turn.

@@ -7,8 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Commit, History, Session};
-use crate::message::Timestamp;
-use crate::message::{Defaults, Message, Tool};
+use crate::message::{Defaults, Message, Timestamp, Tool};
 
 /// Whether a turn runs now and how many writers wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]

@@ -17,8 +17,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::message::Timestamp;
-use crate::message::{Defaults, Message, Role, Tool, ToolKind};
+use crate::message::{Defaults, Message, Role, Timestamp, Tool, ToolKind};
 
 fn client() -> Anthropic {
     client_at("http://127.0.0.1:9", Some("sk-ant-secret"))

@@ -7,8 +7,7 @@ use serde_json::Value;
 
 use super::reply::WireReply;
 use super::*;
-use crate::message::Timestamp;
-use crate::message::{Defaults, Message, Role, Tool, ToolCall};
+use crate::message::{Defaults, Message, Role, Timestamp, Tool, ToolCall};
 use crate::provider::{ChatReply, FinishReason, ProviderError, StreamEvent, Usage};
 
 mod chunks;
