@@ -21,3 +21,4 @@ pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod store;

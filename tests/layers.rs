@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["routes"],
     &["app", "error"],
     &["session", "idempotency"],
-    &["memory"],
+    &["memory", "store"],
     &["provider", "metrics", "keys"],
     &["config", "clock"],
     &["message", "secret"],

@@ -14,6 +14,13 @@ impl Timestamp {
         Self(Utc::now())
     }
 
+    /// A time read back from its RFC 3339 text (as `to_rfc3339` writes it).
+    pub fn parse(text: &str) -> Option<Self> {
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|time| Self(time.with_timezone(&Utc)))
+    }
+
     /// The RFC 3339 text of this time, as it appears in JSON.
     pub fn to_rfc3339(&self) -> String {
         self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -37,5 +44,15 @@ mod tests {
         assert!(inner.ends_with('Z'), "{inner}");
         assert_eq!(inner.len(), "2026-11-23T08:00:00.123Z".len(), "{inner}");
         assert!(DateTime::parse_from_rfc3339(inner).is_ok());
+    }
+
+    #[test]
+    fn a_time_reads_back_from_its_text() {
+        let now = Timestamp::now();
+        assert_eq!(
+            Timestamp::parse(&now.to_rfc3339()).map(|t| t.to_rfc3339()),
+            Some(now.to_rfc3339())
+        );
+        assert_eq!(Timestamp::parse("not a time"), None);
     }
 }

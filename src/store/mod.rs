@@ -1,0 +1,156 @@
+//! The durable record beneath the sessions: plain rows in, plain rows out, never an
+//! `Arc<Session>`. The live history behind the turn lock stays the hot path; a store
+//! keeps what was committed so that it outlives the process. Backends are a closed enum
+//! dispatched by `match`, like the providers: `memory` (nothing outlives the process:
+//! the live sessions are the only copy) and `sqlite` (one embedded file).
+//!
+//! A history is append-only: a commit adds messages after the ones stored and moves the
+//! version, conditional on the version it started from, and never rewrites a message.
+//! The domain and HTTP do not belong here.
+
+pub mod sqlite;
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::message::{Defaults, Message, Timestamp, Tool};
+
+pub use sqlite::SqliteStore;
+
+/// A session as stored: everything but its messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    pub id: Uuid,
+    /// The SHA-256 digest (hex) of the API key that owns it; `None` without API keys.
+    pub owner: Option<String>,
+    pub provider: String,
+    pub model: String,
+    pub defaults: Defaults,
+    pub tools: Vec<Tool>,
+    pub metadata: Map<String, Value>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub version: u64,
+}
+
+/// A session read back whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSession {
+    pub row: SessionRow,
+    pub messages: Vec<Message>,
+}
+
+/// One turn's commit: `messages` go after the `from` messages already stored, and the
+/// session moves from version `from_version` to `version`.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitRows<'a> {
+    pub session: Uuid,
+    pub from_version: u64,
+    pub version: u64,
+    pub from: usize,
+    pub messages: &'a [Message],
+    pub updated_at: Timestamp,
+}
+
+/// A page of a key's sessions, oldest first, and where the next page starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionPage {
+    /// Each session with how many messages it holds.
+    pub sessions: Vec<(SessionRow, usize)>,
+    /// Pass as `after` for the next page (an opaque cursor); `None` at the end.
+    pub next: Option<String>,
+}
+
+/// Why a store call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or did not commit; nothing of the call stuck.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The session is not at the version the commit started from (or is gone).
+    #[error("the stored session is at version {found:?}, not {expected}")]
+    VersionMoved { expected: u64, found: Option<u64> },
+    /// The store cannot be used by this binary (schema newer than it knows, a file that
+    /// another process holds, a URL it does not understand).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The configured store.
+#[derive(Debug)]
+pub enum Store {
+    /// Nothing outlives the process.
+    Memory,
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Opens the store a `STORE` URL names: `memory`, or `sqlite://PATH` (the file and
+    /// its folder are created; migrations run).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        if url == "memory" {
+            return Ok(Store::Memory);
+        }
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(Store::Sqlite(SqliteStore::open(path).await?));
+        }
+        Err(StoreError::Refused(format!(
+            "STORE: `{url}` is neither `memory` nor `sqlite://PATH`"
+        )))
+    }
+
+    /// Whether what is committed outlives the process.
+    pub fn is_durable(&self) -> bool {
+        !matches!(self, Store::Memory)
+    }
+
+    /// Stores a new session with its first messages.
+    pub async fn create(&self, row: &SessionRow, messages: &[Message]) -> Result<(), StoreError> {
+        match self {
+            Store::Memory => Ok(()),
+            Store::Sqlite(store) => store.create(row, messages).await,
+        }
+    }
+
+    /// Appends a turn's messages and moves the version, if the session is still at
+    /// `from_version`; else nothing changes.
+    pub async fn commit(&self, commit: CommitRows<'_>) -> Result<(), StoreError> {
+        match self {
+            Store::Memory => Ok(()),
+            Store::Sqlite(store) => store.commit(commit).await,
+        }
+    }
+
+    /// The session and its whole history, if stored.
+    pub async fn load(&self, id: Uuid) -> Result<Option<StoredSession>, StoreError> {
+        match self {
+            Store::Memory => Ok(None),
+            Store::Sqlite(store) => store.load(id).await,
+        }
+    }
+
+    /// Removes a session and its history; whether it was stored.
+    pub async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory => Ok(false),
+            Store::Sqlite(store) => store.delete(id).await,
+        }
+    }
+
+    /// Up to `limit` sessions of `owner`, oldest first, after the cursor `after` (from
+    /// a page before).
+    pub async fn list(
+        &self,
+        owner: Option<&str>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<SessionPage, StoreError> {
+        match self {
+            Store::Memory => Ok(SessionPage {
+                sessions: Vec::new(),
+                next: None,
+            }),
+            Store::Sqlite(store) => store.list(owner, limit, after).await,
+        }
+    }
+}
