@@ -352,7 +352,7 @@ mod tests {
         ));
         assert!(
             matches!(
-                store.begin(Some(KeyId(1)), "k", print(body)),
+                store.begin(Some(KeyId::of("b")), "k", print(body)),
                 Lookup::Reserved
             ),
             "per API key"
@@ -403,7 +403,7 @@ mod tests {
             Clock::system(),
             MemoryBudget::unbounded(),
         );
-        let (a, b) = (Some(KeyId(0)), Some(KeyId(1)));
+        let (a, b) = (Some(KeyId::of("a")), Some(KeyId::of("b")));
         store.begin(b, "mine", print(Value::Null));
         store.finish(b, "mine", answer());
         for n in 0..1000 {

@@ -8,10 +8,30 @@ use subtle::ConstantTimeEq;
 
 use crate::secret::Secret;
 
-/// Which configured key a caller presented (its place in the configuration). Sessions
-/// belong to the key that created them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct KeyId(pub usize);
+/// Which configured key a caller presented: the SHA-256 digest of the key, so that it
+/// stays the same when keys are added or reordered and can be stored. Sessions belong to
+/// the key that created them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId(pub [u8; 32]);
+
+impl KeyId {
+    /// The id of `key`.
+    pub fn of(key: &str) -> Self {
+        Self(digest(key))
+    }
+
+    /// The digest as lowercase hex, as the store keeps it.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for KeyId {
+    /// The first bytes of the digest only: enough to tell keys apart in a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyId({}…)", &self.to_hex()[..8])
+    }
+}
 
 /// Who is calling: a key, or anyone when no keys are configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -40,9 +60,9 @@ impl ApiKeys {
     pub fn identify(&self, presented: &str) -> Option<KeyId> {
         let presented = digest(presented);
         let mut found = None;
-        for (i, known) in self.digests.iter().enumerate() {
+        for known in &self.digests {
             if bool::from(known.ct_eq(&presented)) {
-                found = Some(KeyId(i));
+                found = Some(KeyId(*known));
             }
         }
         found
@@ -62,8 +82,9 @@ mod tests {
         let keys = [Secret::new("key-a"), Secret::new("key-b")];
         let api_keys = ApiKeys::new(&keys);
         assert!(api_keys.enabled());
-        assert_eq!(api_keys.identify("key-a"), Some(KeyId(0)));
-        assert_eq!(api_keys.identify("key-b"), Some(KeyId(1)));
+        assert_eq!(api_keys.identify("key-a"), Some(KeyId::of("key-a")));
+        assert_eq!(api_keys.identify("key-b"), Some(KeyId::of("key-b")));
+        assert_eq!(KeyId::of("key-a").to_hex().len(), 64);
         assert_eq!(api_keys.identify("key-"), None);
         assert_eq!(api_keys.identify("key-aa"), None);
         assert_eq!(api_keys.identify(""), None);

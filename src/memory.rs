@@ -193,8 +193,8 @@ mod tests {
     #[test]
     fn charges_count_while_they_live_by_key_and_in_all() {
         let budget = MemoryBudget::new(1000, 700);
-        let a = budget.account(Some(KeyId(0)));
-        let b = budget.account(Some(KeyId(1)));
+        let a = budget.account(Some(KeyId::of("a")));
+        let b = budget.account(Some(KeyId::of("b")));
         let mut held = a.charge(400);
         assert_eq!(a.admit(300), Ok(()));
         assert_eq!(
@@ -219,7 +219,7 @@ mod tests {
         drop(held);
         assert_eq!((budget.held(), a.held(), b.held()), (0, 0, 0));
         assert_eq!(
-            budget.account(Some(KeyId(0))).held(),
+            budget.account(Some(KeyId::of("a"))).held(),
             0,
             "one account per key"
         );

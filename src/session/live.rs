@@ -239,7 +239,7 @@ mod tests {
     fn the_per_key_bound_counts_what_each_key_holds_now() {
         let clock = Clock::manual();
         let store = LiveSessions::new(10, 2, Duration::from_secs(60), clock.clone());
-        let (a, b) = (Some(KeyId(0)), Some(KeyId(1)));
+        let (a, b) = (Some(KeyId::of("a")), Some(KeyId::of("b")));
         let first = session(a);
         store.insert(first.clone()).unwrap();
         store.insert(session(a)).unwrap();
