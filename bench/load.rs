@@ -31,7 +31,9 @@ async fn main() {
     let mut config = Config::defaults();
     config.max_waiting_per_session = 100_000;
     config.max_messages_per_session = 1_000_000;
-    let server = Server::build(&config).unwrap_or_else(|e| panic!("{e}"));
+    let server = Server::build(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));

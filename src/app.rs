@@ -15,6 +15,7 @@ use crate::provider::ProviderRegistry;
 use crate::session::records::Retention;
 use crate::session::runtime::{RetryPolicy, Runtime, RuntimeSettings};
 use crate::session::{Limits, LiveSessions, Settings};
+use crate::store::Store;
 
 /// Shared by every handler; cheap to clone.
 #[derive(Debug, Clone)]
@@ -54,8 +55,9 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// Builds the state from the configuration (providers and their clients included).
-    pub fn new(config: &Config, clock: Clock) -> Result<Self, ConfigError> {
+    /// Builds the state from the configuration (providers and their clients included)
+    /// over an opened store.
+    pub fn new(config: &Config, clock: Clock, store: Store) -> Result<Self, ConfigError> {
         let api_keys = config.api_keys()?;
         let memory = memory_budget(config, !api_keys.is_empty());
         let settings = Settings {
@@ -108,7 +110,7 @@ impl AppState {
                 ),
                 memory,
                 settings,
-                runtime: Arc::new(Runtime::new(runtime)),
+                runtime: Arc::new(Runtime::new(runtime, store)),
             }),
         })
     }

@@ -20,6 +20,11 @@ pub const ANTHROPIC_DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 #[derive(Debug, Clone, Parser)]
 #[command(name = "text-session-api", version, about)]
 pub struct Config {
+    /// Where sessions are kept: `memory` (nothing outlives the process) or
+    /// `sqlite://PATH` (one embedded file, created with its folder).
+    #[arg(long, env = "STORE", default_value = "memory")]
+    pub store: String,
+
     /// Address to listen on.
     #[arg(long = "bind", env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,

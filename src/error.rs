@@ -13,6 +13,7 @@ use crate::provider::ProviderError;
 use crate::session::runtime::NotAdmitted;
 use crate::session::turn::TurnError;
 use crate::session::{Invalid, LockError};
+use crate::store::StoreError;
 
 /// Seconds a client is asked to wait before trying an overloaded session again.
 const RETRY_AFTER_SECS: u32 = 1;
@@ -77,6 +78,9 @@ pub enum ApiError {
     /// 503: the service holds its memory budget.
     #[error("{0}")]
     MemoryBudget(OverBudget),
+    /// 503: the store did not commit; nothing was appended.
+    #[error("the store is unavailable; nothing was appended; retry later ({0})")]
+    StoreUnavailable(String),
     /// 503: the service is shutting down and takes no new turns.
     #[error("the service is shutting down; retry on another instance")]
     ShuttingDown,
@@ -119,9 +123,10 @@ impl ApiError {
             ApiError::Provider { .. } => StatusCode::BAD_GATEWAY,
             ApiError::ProviderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::MemoryQuota(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Overloaded | ApiError::ShuttingDown | ApiError::MemoryBudget(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Overloaded
+            | ApiError::ShuttingDown
+            | ApiError::MemoryBudget(_)
+            | ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::SessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::IdempotencyKeyInUse => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -152,6 +157,7 @@ impl ApiError {
             ApiError::Overloaded => "overloaded",
             ApiError::MemoryQuota(_) => "memory_quota_exceeded",
             ApiError::MemoryBudget(_) => "memory_budget_exceeded",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::SessionLimit(_) => "session_limit",
             ApiError::IdempotencyKeyInUse => "idempotency_key_in_use",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
@@ -194,6 +200,7 @@ impl ApiError {
             TurnError::SessionFull(limit) => ApiError::SessionFull(limit),
             TurnError::VersionMismatch { current } => ApiError::VersionMismatch { current },
             TurnError::OverBudget(over) => over.into(),
+            TurnError::Store(error) => error.into(),
             TurnError::Internal(detail) => ApiError::Internal(detail),
         }
     }
@@ -205,6 +212,12 @@ impl From<OverBudget> for ApiError {
             OverBudget::Key { .. } => ApiError::MemoryQuota(over),
             OverBudget::Service { .. } => ApiError::MemoryBudget(over),
         }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::StoreUnavailable(error.to_string())
     }
 }
 
@@ -346,6 +359,7 @@ impl IntoResponse for ApiError {
                 | ApiError::Overloaded
                 | ApiError::ShuttingDown
                 | ApiError::MemoryBudget(_)
+                | ApiError::StoreUnavailable(_)
         ) {
             response
                 .headers_mut()

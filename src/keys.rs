@@ -20,6 +20,18 @@ impl KeyId {
         Self(digest(key))
     }
 
+    /// The id a store kept as hex (`to_hex`).
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        if hex.len() != 64 || !hex.is_ascii() {
+            return None;
+        }
+        let mut digest = [0u8; 32];
+        for (byte, pair) in digest.iter_mut().zip(hex.as_bytes().chunks(2)) {
+            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        Some(Self(digest))
+    }
+
     /// The digest as lowercase hex, as the store keeps it.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
@@ -85,6 +97,9 @@ mod tests {
         assert_eq!(api_keys.identify("key-a"), Some(KeyId::of("key-a")));
         assert_eq!(api_keys.identify("key-b"), Some(KeyId::of("key-b")));
         assert_eq!(KeyId::of("key-a").to_hex().len(), 64);
+        let id = KeyId::of("key-a");
+        assert_eq!(KeyId::from_hex(&id.to_hex()), Some(id));
+        assert_eq!(KeyId::from_hex("zz"), None);
         assert_eq!(api_keys.identify("key-"), None);
         assert_eq!(api_keys.identify("key-aa"), None);
         assert_eq!(api_keys.identify(""), None);

@@ -39,14 +39,15 @@ fn init_logging(config: &Config) {
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let server = Server::build(&config)?;
+    let server = Server::build(&config).await?;
     let listener = TcpListener::bind(config.bind).await?;
     let providers = &server.state().providers;
     println!(
-        "text-session-api listening on http://{} (providers: {}; default: {})",
+        "text-session-api listening on http://{} (providers: {}; default: {}; store: {})",
         listener.local_addr()?,
         providers.names().collect::<Vec<_>>().join(", "),
         providers.default_name(),
+        config.store,
     );
     server.serve(listener, shutdown_signal()).await?;
     tracing::info!("stopped");

@@ -66,6 +66,13 @@ fn add_cross_cutting(doc: &mut utoipa::openapi::OpenApi) {
             if item_tags(operation).contains(&"writes") {
                 add_write_errors(path, operation);
             }
+            if path.contains("{id}") && !operation.responses.responses.contains_key("503") {
+                add_error(
+                    operation,
+                    "503",
+                    "The session could not be read from the store (`store_unavailable`); see `Retry-After`",
+                );
+            }
             if is_post {
                 add_error(
                     operation,
@@ -152,7 +159,7 @@ fn add_write_errors(path: &str, operation: &mut Operation) {
         ),
         (
             "503",
-            "`overloaded` (every provider slot taken), `memory_budget_exceeded` (the service holds MEMORY_BUDGET_BYTES) or `shutting_down`; see `Retry-After`; nothing appended",
+            "`overloaded` (every provider slot taken), `memory_budget_exceeded` (the service holds MEMORY_BUDGET_BYTES), `store_unavailable` (the store did not commit) or `shutting_down`; see `Retry-After`; nothing appended",
             true,
         ),
     ];

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::keys::Caller;
+use crate::keys::{Caller, KeyId};
 use crate::session::Session;
 
 /// A JSON body, typed and as received; bad JSON, a wrong type or a wrong content type
@@ -123,14 +123,35 @@ impl FromRequestParts<AppState> for SessionPath {
             .copied()
             .unwrap_or_default();
         tracing::Span::current().record("session_id", id.as_str());
-        let session = Uuid::parse_str(&id)
-            .ok()
-            .and_then(|uuid| app.sessions.get(uuid))
-            .filter(|session| session.owner == caller.0)
-            .ok_or_else(|| ApiError::session_not_found(&id))?;
+        let session = match Uuid::parse_str(&id) {
+            Ok(uuid) => live_or_stored(app, uuid).await?,
+            Err(_) => None,
+        }
+        .filter(|session| session.owner == caller.0)
+        .ok_or_else(|| ApiError::session_not_found(&id))?;
         app.sessions.touch(&session);
         Ok(Self { session, id })
     }
+}
+
+/// The live session, or the stored one made live again (sessions are loaded on first
+/// use after a restart).
+async fn live_or_stored(app: &AppState, id: Uuid) -> Result<Option<Arc<Session>>, ApiError> {
+    if let Some(session) = app.sessions.get(id) {
+        return Ok(Some(session));
+    }
+    let Some(stored) = app.runtime.store.load(id).await? else {
+        return Ok(None);
+    };
+    let owner = stored.row.owner.as_deref().and_then(KeyId::from_hex);
+    let session = Session::restore(
+        stored,
+        &app.providers,
+        app.settings,
+        app.memory.account(owner),
+    )
+    .map_err(ApiError::Internal)?;
+    Ok(Some(app.sessions.insert_loaded(Arc::new(session))))
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         (status = 201, description = "Created", body = SessionResponse),
         (status = 400, description = "A field breaks a rule (`invalid_request`); the message names it", body = ErrorBody),
         (status = 429, description = "Too many sessions, in all or for this API key (`session_limit`), or this API key holds its memory quota (`memory_quota_exceeded`)", body = ErrorBody),
-        (status = 503, description = "The service holds its memory budget (`memory_budget_exceeded`); see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "The service holds its memory budget (`memory_budget_exceeded`), or the store did not commit (`store_unavailable`); see `Retry-After`", body = ErrorBody),
         (status = 413, description = "Body too large (`payload_too_large`)", body = ErrorBody),
         (status = 415, description = "Body is not JSON (`unsupported_media_type`)", body = ErrorBody),
     )
@@ -59,6 +59,12 @@ async fn create_session(
     app.sessions
         .insert(session.clone())
         .map_err(ApiError::SessionLimit)?;
+    // Stored before it is acknowledged; if the store fails, the session is not kept.
+    let messages = session.read(|history| history.messages.clone());
+    if let Err(error) = app.runtime.store.create(&session.row(), &messages).await {
+        app.sessions.remove(session.id);
+        return Err(error.into());
+    }
     tracing::Span::current().record("session_id", session.id.to_string());
     tracing::info!(provider = %session.provider_name, "session created");
     Ok(responses::session(&session, StatusCode::CREATED))
@@ -116,12 +122,14 @@ async fn list_sessions(
     responses(
         (status = 200, description = "Deleted", body = SuccessResponse),
         (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
+        (status = 503, description = "The store did not delete it (`store_unavailable`); see `Retry-After`; nothing changed", body = ErrorBody),
     )
 )]
 async fn delete_session(
     State(app): State<AppState>,
     SessionPath { session, id }: SessionPath,
 ) -> Result<axum::Json<SuccessResponse>, ApiError> {
+    app.runtime.store.delete(session.id).await?;
     app.sessions
         .remove(session.id)
         .ok_or_else(|| ApiError::session_not_found(&id))?;

@@ -27,11 +27,21 @@ use crate::error::ApiError;
 use crate::openapi;
 use crate::routes::OpenApiJson;
 use crate::routes::middleware::{auth, body, idempotency};
+use crate::store::{Store, StoreError};
 
 pub use connections::ConnectionLimits;
 
 /// The header that names a request, taken from the client or made here.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Why the service could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// The service, built from the configuration, ready to serve on a listener.
 #[derive(Debug)]
@@ -43,15 +53,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Builds the state (providers and their clients included) and the HTTP settings.
-    pub fn build(config: &Config) -> Result<Self, ConfigError> {
-        Self::build_with_clock(config, Clock::system())
+    /// Opens the store and builds the state (providers and their clients included) and
+    /// the HTTP settings.
+    pub async fn build(config: &Config) -> Result<Self, BuildError> {
+        Self::build_with_clock(config, Clock::system()).await
     }
 
     /// As `build`, with idle expiry and `Idempotency-Key` lifetimes measured by `clock`.
-    pub fn build_with_clock(config: &Config, clock: Clock) -> Result<Self, ConfigError> {
+    pub async fn build_with_clock(config: &Config, clock: Clock) -> Result<Self, BuildError> {
+        let store = Store::open(&config.store).await?;
         Ok(Self {
-            state: AppState::new(config, clock)?,
+            state: AppState::new(config, clock, store)?,
             cors: cors(&config.cors_allow_origins)?,
             shutdown_grace: config.shutdown_grace(),
             connections: ConnectionLimits {
@@ -89,7 +101,12 @@ impl Server {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let sweeper = tokio::spawn({
             let state = state.clone();
-            async move { state.sessions.expire_idle_forever().await }
+            async move {
+                state
+                    .sessions
+                    .expire_idle_forever(&state.runtime.store)
+                    .await
+            }
         });
         let draining = state.clone();
         tokio::spawn(async move {

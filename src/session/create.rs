@@ -16,6 +16,7 @@ use crate::keys::KeyId;
 use crate::memory::Account;
 use crate::message::{Defaults, Message, Role, Timestamp, Tool};
 use crate::provider::ProviderRegistry;
+use crate::store::StoredSession;
 
 /// Most stop sequences (OpenAI's own bound).
 pub const MAX_STOP_SEQUENCES: usize = 4;
@@ -137,6 +138,52 @@ impl NewSession {
                 messages,
                 updated_at: now,
                 version: 1,
+            }),
+            turn_lock: TurnLock::new(settings.max_waiting_per_session),
+            turns: TurnRecords::new(settings.turns, account.clone()),
+            account,
+        })
+    }
+}
+
+impl Session {
+    /// A session as the store kept it, live again: its settings and whole history,
+    /// under the limits and retention in force now. Fails when its provider is no longer
+    /// configured.
+    pub fn restore(
+        stored: StoredSession,
+        providers: &ProviderRegistry,
+        settings: Settings,
+        account: Account,
+    ) -> Result<Session, String> {
+        let StoredSession { row, messages } = stored;
+        let provider = providers
+            .get(&row.provider)
+            .map_err(|e| format!("session {}: {e}", row.id))?
+            .clone();
+        let owner = match &row.owner {
+            Some(hex) => Some(
+                KeyId::from_hex(hex).ok_or_else(|| format!("session {}: owner `{hex}`", row.id))?,
+            ),
+            None => None,
+        };
+        Ok(Session {
+            id: row.id,
+            provider_name: row.provider,
+            provider,
+            model: row.model,
+            defaults: row.defaults,
+            tools: row.tools,
+            metadata: row.metadata,
+            created_at: row.created_at,
+            limits: settings.limits,
+            owner,
+            last_active: Mutex::new(Instant::now()),
+            history: RwLock::new(History {
+                held: account.charge(messages.iter().map(Message::size_estimate).sum()),
+                messages,
+                updated_at: row.updated_at,
+                version: row.version,
             }),
             turn_lock: TurnLock::new(settings.max_waiting_per_session),
             turns: TurnRecords::new(settings.turns, account.clone()),

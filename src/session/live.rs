@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::Session;
 use crate::clock::Clock;
 use crate::keys::KeyId;
+use crate::store::Store;
 
 /// A new session would pass a bound on the number of sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +107,24 @@ impl LiveSessions {
         Ok(())
     }
 
+    /// Adds a session loaded from the store (no bound applies: it exists already), or
+    /// gives back the one another request loaded first.
+    pub fn insert_loaded(&self, session: Arc<Session>) -> Arc<Session> {
+        let mut sessions = self
+            .sessions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(live) = sessions.by_id.get(&session.id) {
+            return live.clone();
+        }
+        if let Some(owner) = session.owner {
+            *sessions.per_key.entry(owner).or_default() += 1;
+        }
+        session.touch(self.clock.now());
+        sessions.by_id.insert(session.id, session.clone());
+        session
+    }
+
     /// Removes a session and ends it (its running turn is cancelled, its waiters turned away).
     pub fn remove(&self, id: Uuid) -> Option<Arc<Session>> {
         let removed = {
@@ -140,7 +159,7 @@ impl LiveSessions {
 
     /// Removes the sessions idle for the TTL (no read, no write, no turn running or
     /// waiting); how many.
-    pub fn expire_idle(&self) -> usize {
+    pub fn expire_idle(&self) -> Vec<Uuid> {
         let now = self.clock.now();
         let mut expired = Vec::new();
         {
@@ -161,12 +180,12 @@ impl LiveSessions {
         for session in &expired {
             session.close();
         }
-        expired.len()
+        expired.iter().map(|session| session.id).collect()
     }
 
     /// Expires idle sessions every so often (a quarter of the TTL, at least every 50 ms,
     /// at most every minute) and whenever the clock is moved; runs until dropped.
-    pub async fn expire_idle_forever(&self) {
+    pub async fn expire_idle_forever(&self, store: &Store) {
         let every = (self.idle_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -177,8 +196,13 @@ impl LiveSessions {
                 () = moves.next() => {}
             }
             let expired = self.expire_idle();
-            if expired > 0 {
-                tracing::info!(expired, "idle sessions expired");
+            for id in &expired {
+                if let Err(error) = store.delete(*id).await {
+                    tracing::warn!(session_id = %id, %error, "an expired session is still stored");
+                }
+            }
+            if !expired.is_empty() {
+                tracing::info!(expired = expired.len(), "idle sessions expired");
             }
         }
     }
@@ -249,7 +273,7 @@ mod tests {
         store.insert(session(a)).unwrap();
         assert_eq!(store.len(), 3);
         clock.advance(Duration::from_secs(60));
-        assert_eq!(store.expire_idle(), 3);
+        assert_eq!(store.expire_idle().len(), 3);
         store.insert(session(a)).unwrap();
         store.insert(session(a)).unwrap();
     }

@@ -26,6 +26,7 @@ use crate::keys::KeyId;
 use crate::memory::{Account, Charge};
 use crate::message::{Defaults, Message, Timestamp, Tool};
 use crate::provider::Provider;
+use crate::store::{CommitRows, SessionRow, Store, StoreError};
 
 pub use create::{
     Invalid, MAX_ID_CHARS, NewSession, check_id, check_length, validate_instructions,
@@ -103,22 +104,56 @@ impl Session {
         self.history.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends a turn's messages as one step. Only the holder of the turn lock calls it.
-    pub(crate) fn commit(&self, messages: Vec<Message>) -> Commit {
+    /// Appends a turn's messages as one step: first to the store (durable before it is
+    /// acknowledged), then to the history in memory. Only the holder of the turn lock
+    /// calls it, so the history cannot move between the two; no lock is held across the
+    /// store's `.await`. If the store fails, nothing is appended anywhere.
+    pub(crate) async fn commit(
+        &self,
+        messages: Vec<Message>,
+        store: &Store,
+    ) -> Result<Commit, StoreError> {
+        let (from, version) = self.read(|h| (h.messages.len(), h.version));
+        let updated_at = Timestamp::now();
+        store
+            .commit(CommitRows {
+                session: self.id,
+                from_version: version,
+                version: version + 1,
+                from,
+                messages: &messages,
+                updated_at,
+            })
+            .await?;
         let mut history = self.history.write().unwrap_or_else(PoisonError::into_inner);
-        let from = history.messages.len();
         history
             .held
             .add(messages.iter().map(Message::size_estimate).sum());
         history.messages.extend(messages);
-        history.version += 1;
-        history.updated_at = Timestamp::now();
-        Commit {
+        history.version = version + 1;
+        history.updated_at = updated_at;
+        Ok(Commit {
             from,
             len: history.messages.len(),
             version: history.version,
+            updated_at,
+        })
+    }
+
+    /// The session as the store keeps it (everything but its messages).
+    pub fn row(&self) -> SessionRow {
+        self.read(|history| SessionRow {
+            id: self.id,
+            owner: self.owner.map(|key| key.to_hex()),
+            provider: self.provider_name.clone(),
+            model: self.model.clone(),
+            defaults: self.defaults.clone(),
+            tools: self.tools.clone(),
+            metadata: self.metadata.clone(),
+            created_at: self.created_at,
             updated_at: history.updated_at,
-        }
+            version: history.version,
+        })
     }
 
     /// Notes a read or a write at `now`, which keeps the session from expiring.

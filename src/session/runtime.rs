@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{CancelMode, LiveSessions};
 use crate::metrics::Metrics;
+use crate::store::Store;
 
 /// How failed provider calls are tried again: exponential backoff with full jitter,
 /// unless the provider said how long to wait.
@@ -55,6 +56,8 @@ pub struct RuntimeSettings {
 pub struct Runtime {
     pub metrics: Metrics,
     pub settings: RuntimeSettings,
+    /// Where every commit is made durable before it is acknowledged.
+    pub store: Store,
     slots: Arc<Semaphore>,
     slots_waiting: AtomicUsize,
     tracker: TaskTracker,
@@ -73,9 +76,10 @@ pub enum NotAdmitted {
 }
 
 impl Runtime {
-    pub fn new(settings: RuntimeSettings) -> Self {
+    pub fn new(settings: RuntimeSettings, store: Store) -> Self {
         Self {
             metrics: Metrics::new(),
+            store,
             slots: Arc::new(Semaphore::new(settings.max_concurrent_turns.max(1))),
             slots_waiting: AtomicUsize::new(0),
             tracker: TaskTracker::new(),
@@ -187,7 +191,7 @@ mod tests {
 
     #[tokio::test]
     async fn past_the_slots_and_the_waiting_bound_new_turns_are_not_admitted() {
-        let runtime = Arc::new(Runtime::new(settings(1, 1)));
+        let runtime = Arc::new(Runtime::new(settings(1, 1), Store::Memory));
         let held = runtime.provider_slot().await;
         assert!(runtime.admit().is_ok(), "nobody waits yet");
         let waiter = {

@@ -29,6 +29,7 @@ use super::{Commit, LockError, OnBusy, Priority, Session};
 use crate::memory::{ITEM_OVERHEAD, OverBudget};
 use crate::message::{Message, Role, Timestamp, ToolCall};
 use crate::provider::{ChatRequest, FinishReason, PreparedCall, ProviderError, StreamEvent, Usage};
+use crate::store::StoreError;
 
 /// Which write started the turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -139,6 +140,9 @@ pub enum TurnError {
     /// not recorded and nothing was appended.
     #[error(transparent)]
     OverBudget(#[from] OverBudget),
+    /// The store did not commit; nothing was appended, in memory or in the store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The turn's task died (a bug); the history is as it was.
     #[error("the turn failed unexpectedly: {0}")]
     Internal(String),
@@ -315,7 +319,7 @@ async fn execute(
     fault_injection::panic_if_asked(&messages);
     let turn_id = guard.turn_id();
     if input.kind == TurnKind::ToolOutput {
-        let commit = session.commit(messages);
+        let commit = session.commit(messages, &runtime.store).await?;
         return Ok(TurnOutcome {
             turn_id,
             result: None,
@@ -334,7 +338,7 @@ async fn execute(
                 result.tool_calls.clone(),
                 false,
             ));
-            let commit = session.commit(messages);
+            let commit = session.commit(messages, &runtime.store).await?;
             Ok(TurnOutcome {
                 turn_id,
                 result: Some(result),
@@ -348,7 +352,7 @@ async fn execute(
         Err(CancelMode::Keep) => {
             let partial = record.events.text_so_far();
             messages.push(assistant(partial.clone(), Vec::new(), true));
-            let commit = session.commit(messages);
+            let commit = session.commit(messages, &runtime.store).await?;
             Err(TurnError::Cancelled {
                 partial,
                 commit: Some(commit),

@@ -48,8 +48,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     config.provider_retry_max_ms = 50;
     configure(&mut config);
     let clock = Clock::manual();
-    let server =
-        Server::build_with_clock(&config, clock.clone()).expect("valid test configuration");
+    let server = Server::build_with_clock(&config, clock.clone())
+        .await
+        .expect("valid test configuration");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = server.state().clone();
