@@ -3,8 +3,9 @@
 //! Layers, top to bottom (`tests/layers.rs` checks them): `server` (router, serve),
 //! `openapi`, `routes` (HTTP and nothing else), `app` (the shared state) and `error`,
 //! `session` (the domain: history, turn lock, turns) and `idempotency`, `memory` (the
-//! budget in bytes) and `store` (the durable record beneath the sessions), `provider` (the LLMs), `metrics` and `keys`, `config` and `clock`, and at the bottom `message` (the
-//! conversation types) and `secret`. Nothing imports from a layer above its own.
+//! budget in bytes) and `store` (the durable record beneath the sessions), `provider`
+//! (the LLMs), `metrics` and `keys`, `config` and `clock`, and at the bottom `message`
+//! (the conversation types) and `secret`. Nothing imports from a layer above its own.
 
 pub mod app;
 pub mod clock;
