@@ -1,7 +1,7 @@
 //! Wall-clock timestamps as the API shows them: RFC 3339, UTC, millisecond precision.
 //! Only formatting lives here; durations and deadlines use `std::time::Instant`.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::{Serialize, Serializer};
 
 /// A point in time, serialized as `2026-11-23T08:00:00.123Z`.
@@ -9,9 +9,10 @@ use serde::{Serialize, Serializer};
 pub struct Timestamp(DateTime<Utc>);
 
 impl Timestamp {
-    /// The current time.
+    /// The current time, to the millisecond (as it is shown and stored, so that a
+    /// time read back compares equal to the one written).
     pub fn now() -> Self {
-        Self(Utc::now())
+        Self(Utc::now().trunc_subsecs(3))
     }
 
     /// A time read back from its RFC 3339 text (as `to_rfc3339` writes it).

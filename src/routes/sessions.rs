@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Extension, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -13,7 +14,8 @@ use super::responses::{self, SessionListResponse, SessionResponse, SuccessRespon
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::keys::Caller;
-use crate::session::NewSession;
+use crate::session::{NewSession, Session, SessionSummary};
+use crate::store::parse_cursor;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -86,29 +88,86 @@ async fn get_session(SessionPath { session, .. }: SessionPath) -> Response {
     responses::session(&session, StatusCode::OK)
 }
 
-/// List sessions, oldest first, without their messages.
+/// `?limit=&after=` on the list.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Sessions per page: 1 to 1000, 100 when left out.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// The `nextCursor` of the page before.
+    pub after: Option<String>,
+}
+
+/// Most sessions on one page.
+const MAX_PAGE: usize = 1000;
+
+/// List sessions, newest first, without their messages, a page at a time.
 ///
-/// With API keys on, only the caller's own sessions.
+/// With API keys on, only the caller's own sessions. `nextCursor` is `null` on the last
+/// page; pass it as `after` for the next.
 #[utoipa::path(
     get, path = "/text/sessions", tag = "sessions",
-    responses((status = 200, description = "Every live session", body = SessionListResponse))
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of sessions", body = SessionListResponse),
+        (status = 400, description = "`limit` out of 1 to 1000, or `after` not a cursor (`invalid_request`)", body = ErrorBody),
+        (status = 503, description = "The store could not be read (`store_unavailable`); see `Retry-After`", body = ErrorBody),
+    )
 )]
 async fn list_sessions(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidRequest(format!(
+            "limit: must be 1 to {MAX_PAGE}, got {limit}"
+        )));
+    }
+    let after = match query.after.as_deref() {
+        Some(cursor) => Some(parse_cursor(cursor).ok_or_else(|| {
+            ApiError::InvalidRequest(format!("after: `{cursor}` is not a cursor of this list"))
+        })?),
+        None => None,
+    };
     // Each summary is written while it borrows its own session's history, one at a
     // time, straight into the body: the shape is `SessionListResponse`.
     let mut body = br#"{"success":true,"sessions":["#.to_vec();
-    for (i, session) in app.sessions.list_owned_by(caller.0).iter().enumerate() {
+    let write = |body: &mut Vec<u8>, i: usize, summary: &SessionSummary<'_>| {
         if i > 0 {
             body.push(b',');
         }
-        session
-            .render_summary(|summary| serde_json::to_writer(&mut body, summary))
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-    }
-    body.extend_from_slice(b"]}");
+        serde_json::to_writer(body, summary).map_err(|e| ApiError::Internal(e.to_string()))
+    };
+    let next = if app.runtime.store.is_durable() {
+        let owner = caller.0.map(|key| key.to_hex());
+        let page = app
+            .runtime
+            .store
+            .list(owner.as_deref(), limit, query.after.as_deref())
+            .await?;
+        for (i, (row, count)) in page.sessions.iter().enumerate() {
+            match app.sessions.get(row.id) {
+                Some(live) => live.render_summary(|summary| write(&mut body, i, summary))?,
+                None => Session::render_stored_summary(row, *count, |summary| {
+                    write(&mut body, i, summary)
+                })?,
+            }
+        }
+        page.next
+    } else {
+        let (sessions, next) = app.sessions.page_owned_by(caller.0, limit, after);
+        for (i, session) in sessions.iter().enumerate() {
+            session.render_summary(|summary| write(&mut body, i, summary))?;
+        }
+        next
+    };
+    body.extend_from_slice(b"],\"nextCursor\":");
+    serde_json::to_writer(&mut body, &next).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body.push(b'}');
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

@@ -12,7 +12,8 @@ use uuid::Uuid;
 use super::Session;
 use crate::clock::Clock;
 use crate::keys::KeyId;
-use crate::store::Store;
+use crate::message::Timestamp;
+use crate::store::{Store, cursor};
 
 /// A new session would pass a bound on the number of sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -150,11 +151,24 @@ impl LiveSessions {
         sessions
     }
 
-    /// The live sessions of one API key (all of them when keys are off), oldest first.
-    pub fn list_owned_by(&self, owner: Option<KeyId>) -> Vec<Arc<Session>> {
+    /// Up to `limit` live sessions of one API key (all of them when keys are off),
+    /// newest first, created before the cursor `after`; and the cursor of the next page.
+    pub fn page_owned_by(
+        &self,
+        owner: Option<KeyId>,
+        limit: usize,
+        after: Option<(Timestamp, Uuid)>,
+    ) -> (Vec<Arc<Session>>, Option<String>) {
         let mut sessions = self.list();
-        sessions.retain(|s| s.owner == owner);
         sessions
+            .retain(|s| s.owner == owner && after.is_none_or(|after| (s.created_at, s.id) < after));
+        sessions.reverse();
+        let next = (sessions.len() > limit)
+            .then(|| sessions.get(limit.saturating_sub(1)))
+            .flatten()
+            .map(|last| cursor(last.created_at, last.id));
+        sessions.truncate(limit);
+        (sessions, next)
     }
 
     /// Removes the sessions idle for the TTL (no read, no write, no turn running or

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::{Commit, History, Session};
 use crate::message::{Defaults, Message, Timestamp, Tool};
+use crate::store::SessionRow;
 
 /// Whether a turn runs now and how many writers wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -123,6 +124,35 @@ impl Session {
             };
             f(&delta)
         })
+    }
+
+    /// Renders the summary of a session that is stored but not live (so idle).
+    pub fn render_stored_summary<R>(
+        row: &SessionRow,
+        message_count: usize,
+        f: impl FnOnce(&SessionSummary<'_>) -> R,
+    ) -> R {
+        let summary = SessionSummary {
+            head: SessionHead {
+                id: row.id,
+                provider: &row.provider,
+                model: &row.model,
+                defaults: &row.defaults,
+                tools: &row.tools,
+                metadata: &row.metadata,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+                version: row.version,
+                status: SessionStatus {
+                    busy: false,
+                    waiting: 0,
+                    running_turn_id: None,
+                    started_at: None,
+                },
+            },
+            message_count,
+        };
+        f(&summary)
     }
 
     /// Renders the session's summary as it is now.

@@ -52,7 +52,19 @@ pub struct CommitRows<'a> {
     pub updated_at: Timestamp,
 }
 
-/// A page of a key's sessions, oldest first, and where the next page starts.
+/// Where a page of sessions (newest first) goes on: after the session created at
+/// `created_at` with id `id`. Opaque to clients.
+pub fn cursor(created_at: Timestamp, id: Uuid) -> String {
+    format!("{}~{id}", created_at.to_rfc3339())
+}
+
+/// A cursor read back: `None` if it is not one.
+pub fn parse_cursor(cursor: &str) -> Option<(Timestamp, Uuid)> {
+    let (created, id) = cursor.split_once('~')?;
+    Some((Timestamp::parse(created)?, Uuid::parse_str(id).ok()?))
+}
+
+/// A page of a key's sessions, newest first, and where the next page starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionPage {
     /// Each session with how many messages it holds.
@@ -137,7 +149,7 @@ impl Store {
         }
     }
 
-    /// Up to `limit` sessions of `owner`, oldest first, after the cursor `after` (from
+    /// Up to `limit` sessions of `owner`, newest first, after the cursor `after` (from
     /// a page before).
     pub async fn list(
         &self,

@@ -160,15 +160,15 @@ impl SqliteStore {
         after: Option<&str>,
     ) -> Result<SessionPage, StoreError> {
         let (after_created, after_id) = match after {
-            None => (String::new(), String::new()),
-            Some(cursor) => cursor
-                .split_once('~')
-                .map(|(created, id)| (created.to_owned(), id.to_owned()))
+            // Past every stored session: ids are hex, so "~" sorts after any of them.
+            None => ("~".to_owned(), String::new()),
+            Some(cursor) => super::parse_cursor(cursor)
+                .map(|(created, id)| (created.to_rfc3339(), id.to_string()))
                 .ok_or_else(|| StoreError::Refused(format!("`{cursor}` is not a cursor")))?,
         };
         let rows = sqlx::query(
-            "SELECT * FROM sessions WHERE owner IS ? AND (created_at, id) > (?, ?)
-             ORDER BY created_at, id LIMIT ?",
+            "SELECT * FROM sessions WHERE owner IS ? AND (created_at, id) < (?, ?)
+             ORDER BY created_at DESC, id DESC LIMIT ?",
         )
         .bind(owner)
         .bind(&after_created)
@@ -189,7 +189,7 @@ impl SqliteStore {
         let next = more
             .then(|| sessions.last())
             .flatten()
-            .map(|(row, _)| format!("{}~{}", row.created_at.to_rfc3339(), row.id));
+            .map(|(row, _)| super::cursor(row.created_at, row.id));
         Ok(SessionPage { sessions, next })
     }
 }
@@ -493,7 +493,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_keys_sessions_are_listed_oldest_first_in_pages() {
+    async fn a_keys_sessions_are_listed_newest_first_in_pages() {
         let file = TempFile::new();
         let store = SqliteStore::open(file.path()).await.unwrap();
         let mut mine = Vec::new();
@@ -523,7 +523,8 @@ mod tests {
             }
         }
         mine.sort();
-        assert_eq!(seen, mine, "oldest first, each once");
+        mine.reverse();
+        assert_eq!(seen, mine, "newest first, each once");
         assert_eq!(store.list(None, 100, None).await.unwrap().sessions.len(), 5);
     }
 

@@ -63,6 +63,21 @@ async fn sessions_histories_versions_and_owners_survive_a_kill_9() {
     kill(service).await;
 
     let service = spawn_service(&openai, &env).await;
+    // Listed from the store before anything loads it.
+    let list: serde_json::Value = service
+        .client
+        .get(service.url("/text/sessions"))
+        .bearer_auth("key-one")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["sessions"][0]["id"], id.as_str());
+    assert_eq!(list["sessions"][0]["messageCount"], 7);
+    assert_eq!(list["sessions"][0]["version"], 4);
+    assert_eq!(list["nextCursor"], serde_json::Value::Null);
     let after = service.session_as(Some("key-one"), &id).await;
     assert_eq!(
         after["messages"], before["messages"],

@@ -136,12 +136,59 @@ async fn listing_sessions_shows_each_without_messages_but_with_a_message_count()
     assert_eq!(body["success"], true);
     let sessions = body["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 2);
-    assert_eq!(sessions[0]["id"], first.as_str());
-    assert_eq!(sessions[0]["messageCount"], 1);
-    assert_eq!(sessions[1]["id"], second.as_str());
-    assert_eq!(sessions[1]["messageCount"], 2);
+    let by_id = |id: &str| sessions.iter().find(|s| s["id"] == id).unwrap();
+    assert_eq!(by_id(&first)["messageCount"], 1);
+    assert_eq!(by_id(&second)["messageCount"], 2);
+    assert_eq!(body["nextCursor"], Value::Null);
     assert!(sessions.iter().all(|s| s.get("messages").is_none()));
     assert!(sessions.iter().all(|s| s["status"]["busy"] == false));
+}
+
+#[tokio::test]
+async fn the_list_pages_newest_first_with_a_cursor_and_refuses_bad_ones() {
+    let app = spawn_app().await;
+    let mut created = Vec::new();
+    for _ in 0..7 {
+        created.push(app.create_session(json!({})).await);
+    }
+    let mut seen: Vec<Value> = Vec::new();
+    let mut path = "/text/sessions?limit=3".to_owned();
+    let mut pages = 0;
+    loop {
+        let body: Value = app.get(&path).await.json().await.unwrap();
+        pages += 1;
+        seen.extend(body["sessions"].as_array().unwrap().iter().cloned());
+        match body["nextCursor"].as_str() {
+            Some(cursor) => path = format!("/text/sessions?limit=3&after={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let ids: Vec<&str> = seen.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    let mut expected: Vec<&str> = created.iter().map(String::as_str).collect();
+    let mut sorted_ids = ids.clone();
+    sorted_ids.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(sorted_ids, expected, "each session once");
+    let keys: Vec<(String, String)> = seen
+        .iter()
+        .map(|s| {
+            (
+                s["createdAt"].as_str().unwrap().to_owned(),
+                s["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {keys:?}"
+    );
+    for bad in ["limit=0", "limit=1001", "limit=x", "after=nope"] {
+        let response = app.get(&format!("/text/sessions?{bad}")).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_request", "{bad}");
+    }
 }
 
 #[tokio::test]

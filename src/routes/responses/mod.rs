@@ -28,12 +28,16 @@ pub struct SessionResponse<'a> {
     pub session: &'a SessionView<'a>,
 }
 
-/// `{success: true, sessions}`.
+/// `{success: true, sessions, nextCursor}`.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct SessionListResponse<'a> {
     /// Always `true`.
     pub success: bool,
+    /// Newest first.
     pub sessions: Vec<SessionSummary<'a>>,
+    /// Pass as `?after=` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
 }
 
 /// `{success: true}`.
