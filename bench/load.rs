@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo run --release --example load                 # defaults below
 //! cargo run --release --example load -- 64 200 500   # sessions, messages each, history for the view check
+//! STORE=sqlite://target/load.db cargo run --release --example load   # with a durable store
 //! ```
 //!
 //! Scenarios: (1) many sessions written in parallel, one writer each; (2) one session
@@ -31,6 +32,11 @@ async fn main() {
     let mut config = Config::defaults();
     config.max_waiting_per_session = 100_000;
     config.max_messages_per_session = 1_000_000;
+    if let Ok(store) = std::env::var("STORE") {
+        let _ = std::fs::remove_file(store.trim_start_matches("sqlite://"));
+        config.store = store;
+    }
+    println!("store: {}", config.store);
     let server = Server::build(&config)
         .await
         .unwrap_or_else(|e| panic!("{e}"));

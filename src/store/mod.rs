@@ -111,6 +111,13 @@ impl Store {
         )))
     }
 
+    /// Finishes what was handed to it and lets go of its file.
+    pub async fn close(self) {
+        if let Store::Sqlite(store) = self {
+            store.close().await;
+        }
+    }
+
     /// Whether what is committed outlives the process.
     pub fn is_durable(&self) -> bool {
         !matches!(self, Store::Memory)

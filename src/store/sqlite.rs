@@ -2,7 +2,9 @@
 //! commit that returned survives a crash and a power loss; the file is held in
 //! exclusive locking mode, so a second process on it is refused at start. Migrations
 //! are embedded (`migrations/sqlite/`) and run at open; a schema newer than this binary
-//! is refused. One connection serves every call, in order.
+//! is refused. One connection serves every call; writes go through one writer task that
+//! commits whatever is waiting as one transaction (group commit: one fsync for many
+//! sessions' turns).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -13,6 +15,8 @@ use sqlx::sqlite::{
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::{CommitRows, SessionPage, SessionRow, StoreError, StoredSession};
@@ -24,6 +28,32 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Writes wait here for the writer task.
+    writes: mpsc::Sender<(Write, oneshot::Sender<Result<bool, StoreError>>)>,
+    writer: JoinHandle<()>,
+}
+
+/// Writes one batch takes at most.
+const MAX_BATCH: usize = 256;
+
+/// A write for the writer task, with what it needs owned.
+#[derive(Debug)]
+enum Write {
+    Create {
+        row: SessionRow,
+        messages: Vec<Message>,
+    },
+    Commit {
+        session: Uuid,
+        from_version: u64,
+        version: u64,
+        from: usize,
+        messages: Vec<Message>,
+        updated_at: Timestamp,
+    },
+    Delete {
+        id: Uuid,
+    },
 }
 
 impl SqliteStore {
@@ -62,64 +92,37 @@ impl SqliteStore {
             sqlx::migrate::MigrateError::Execute(e) => in_use_or_unavailable(path, e),
             other => StoreError::Refused(format!("STORE: migrating {path}: {other}")),
         })?;
-        Ok(Self { pool })
+        let (writes, waiting) = mpsc::channel(4 * MAX_BATCH);
+        let writer = tokio::spawn(write_batches(pool.clone(), waiting));
+        Ok(Self {
+            pool,
+            writes,
+            writer,
+        })
     }
 
+    /// Stores a new session with its first messages (in the writer's next batch).
     pub async fn create(&self, row: &SessionRow, messages: &[Message]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        sqlx::query(
-            "INSERT INTO sessions (id, owner, provider, model, defaults, tools, metadata,
-                                   created_at, updated_at, version, messages)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(row.id.to_string())
-        .bind(&row.owner)
-        .bind(&row.provider)
-        .bind(&row.model)
-        .bind(json(&row.defaults)?)
-        .bind(json(&row.tools)?)
-        .bind(json(&row.metadata)?)
-        .bind(row.created_at.to_rfc3339())
-        .bind(row.updated_at.to_rfc3339())
-        .bind(integer(row.version)?)
-        .bind(integer(messages.len())?)
-        .execute(&mut *tx)
+        self.write(Write::Create {
+            row: row.clone(),
+            messages: messages.to_vec(),
+        })
         .await
-        .map_err(unavailable)?;
-        insert_messages(&mut tx, row.id, 0, messages).await?;
-        tx.commit().await.map_err(unavailable)
+        .map(|_| ())
     }
 
+    /// Appends a turn's messages if the session is still where the commit started.
     pub async fn commit(&self, commit: CommitRows<'_>) -> Result<(), StoreError> {
-        let id = commit.session.to_string();
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let moved = sqlx::query(
-            "UPDATE sessions SET version = ?, updated_at = ?, messages = messages + ?
-             WHERE id = ? AND version = ? AND messages = ?",
-        )
-        .bind(integer(commit.version)?)
-        .bind(commit.updated_at.to_rfc3339())
-        .bind(integer(commit.messages.len())?)
-        .bind(&id)
-        .bind(integer(commit.from_version)?)
-        .bind(integer(commit.from)?)
-        .execute(&mut *tx)
+        self.write(Write::Commit {
+            session: commit.session,
+            from_version: commit.from_version,
+            version: commit.version,
+            from: commit.from,
+            messages: commit.messages.to_vec(),
+            updated_at: commit.updated_at,
+        })
         .await
-        .map_err(unavailable)?;
-        if moved.rows_affected() != 1 {
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM sessions WHERE id = ?")
-                    .bind(&id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-            return Err(StoreError::VersionMoved {
-                expected: commit.from_version,
-                found: found.and_then(|v| u64::try_from(v).ok()),
-            });
-        }
-        insert_messages(&mut tx, commit.session, commit.from, commit.messages).await?;
-        tx.commit().await.map_err(unavailable)
+        .map(|_| ())
     }
 
     pub async fn load(&self, id: Uuid) -> Result<Option<StoredSession>, StoreError> {
@@ -144,13 +147,33 @@ impl SqliteStore {
         Ok(Some(StoredSession { row, messages }))
     }
 
+    /// Removes a session and its history; whether it was stored.
     pub async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
-        let deleted = sqlx::query("DELETE FROM sessions WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&self.pool)
+        self.write(Write::Delete { id }).await
+    }
+
+    /// Hands a write to the writer task and waits until its batch is committed.
+    async fn write(&self, write: Write) -> Result<bool, StoreError> {
+        let (done, answer) = oneshot::channel();
+        self.writes
+            .send((write, done))
             .await
-            .map_err(unavailable)?;
-        Ok(deleted.rows_affected() == 1)
+            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?
+    }
+
+    /// Lets the writer finish what it was given, then closes the file (and its lock).
+    pub async fn close(self) {
+        let Self {
+            pool,
+            writes,
+            writer,
+        } = self;
+        drop(writes);
+        let _ = writer.await;
+        pool.close().await;
     }
 
     pub async fn list(
@@ -191,6 +214,129 @@ impl SqliteStore {
             .flatten()
             .map(|(row, _)| super::cursor(row.created_at, row.id));
         Ok(SessionPage { sessions, next })
+    }
+}
+
+/// The writer task: takes every write waiting (up to `MAX_BATCH`), applies each in a
+/// savepoint of one transaction, and commits them together: one fsync for the batch, so
+/// many sessions' turns share it. A write that fails (a stale version) is rolled back
+/// alone; if the commit itself fails, every write of the batch fails and none stuck.
+async fn write_batches(
+    pool: SqlitePool,
+    mut waiting: mpsc::Receiver<(Write, oneshot::Sender<Result<bool, StoreError>>)>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let outcomes = apply_batch(&pool, batch.iter().map(|(write, _)| write)).await;
+        for ((_, done), outcome) in batch.drain(..).zip(outcomes) {
+            let _ = done.send(outcome);
+        }
+    }
+}
+
+async fn apply_batch<'a>(
+    pool: &SqlitePool,
+    writes: impl ExactSizeIterator<Item = &'a Write>,
+) -> Vec<Result<bool, StoreError>> {
+    let count = writes.len();
+    let failed_all = |error: StoreError| vec![Err(error); count];
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(error) => return failed_all(unavailable(error)),
+    };
+    let mut outcomes = Vec::with_capacity(count);
+    for write in writes {
+        let mut savepoint = match sqlx::Connection::begin(&mut *tx).await {
+            Ok(savepoint) => savepoint,
+            Err(error) => return failed_all(unavailable(error)),
+        };
+        let outcome = apply(&mut savepoint, write).await;
+        let ended = match outcome {
+            Ok(_) => savepoint.commit().await,
+            Err(_) => savepoint.rollback().await,
+        };
+        if let Err(error) = ended {
+            return failed_all(unavailable(error));
+        }
+        outcomes.push(outcome);
+    }
+    match tx.commit().await {
+        Ok(()) => outcomes,
+        Err(error) => failed_all(unavailable(error)),
+    }
+}
+
+/// One write, inside the batch's transaction.
+async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<bool, StoreError> {
+    match write {
+        Write::Create { row, messages } => {
+            sqlx::query(
+                "INSERT INTO sessions (id, owner, provider, model, defaults, tools, metadata,
+                                       created_at, updated_at, version, messages)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(row.id.to_string())
+            .bind(&row.owner)
+            .bind(&row.provider)
+            .bind(&row.model)
+            .bind(json(&row.defaults)?)
+            .bind(json(&row.tools)?)
+            .bind(json(&row.metadata)?)
+            .bind(row.created_at.to_rfc3339())
+            .bind(row.updated_at.to_rfc3339())
+            .bind(integer(row.version)?)
+            .bind(integer(messages.len())?)
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+            insert_messages(tx, row.id, 0, messages).await?;
+            Ok(true)
+        }
+        Write::Commit {
+            session,
+            from_version,
+            version,
+            from,
+            messages,
+            updated_at,
+        } => {
+            let id = session.to_string();
+            let moved = sqlx::query(
+                "UPDATE sessions SET version = ?, updated_at = ?, messages = messages + ?
+                 WHERE id = ? AND version = ? AND messages = ?",
+            )
+            .bind(integer(*version)?)
+            .bind(updated_at.to_rfc3339())
+            .bind(integer(messages.len())?)
+            .bind(&id)
+            .bind(integer(*from_version)?)
+            .bind(integer(*from)?)
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+            if moved.rows_affected() != 1 {
+                let found: Option<i64> =
+                    sqlx::query_scalar("SELECT version FROM sessions WHERE id = ?")
+                        .bind(&id)
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(unavailable)?;
+                return Err(StoreError::VersionMoved {
+                    expected: *from_version,
+                    found: found.and_then(|v| u64::try_from(v).ok()),
+                });
+            }
+            insert_messages(tx, *session, *from, messages).await?;
+            Ok(true)
+        }
+        Write::Delete { id } => {
+            let deleted = sqlx::query("DELETE FROM sessions WHERE id = ?")
+                .bind(id.to_string())
+                .execute(&mut **tx)
+                .await
+                .map_err(unavailable)?;
+            Ok(deleted.rows_affected() == 1)
+        }
     }
 }
 
@@ -411,6 +557,7 @@ mod tests {
                 .commit(commit(&session, 3, 2, std::slice::from_ref(&tool_output)))
                 .await
                 .unwrap();
+            store.close().await;
         }
         let store = Store::open(&format!("sqlite://{}", file.path()))
             .await
@@ -544,7 +691,7 @@ mod tests {
         .execute(&first.pool)
         .await
         .unwrap();
-        drop(first);
+        first.close().await;
         let newer = SqliteStore::open(file.path()).await.unwrap_err();
         assert!(
             newer.to_string().contains("newer than this binary"),
@@ -563,5 +710,36 @@ mod tests {
         let session = row(None);
         memory.create(&session, &turn("x")).await.unwrap();
         assert_eq!(memory.load(session.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn many_sessions_commit_at_once_and_each_gets_its_own_outcome() {
+        let file = TempFile::new();
+        let store = std::sync::Arc::new(SqliteStore::open(file.path()).await.unwrap());
+        let sessions: Vec<SessionRow> = (0..50).map(|_| row(None)).collect();
+        for session in &sessions {
+            store.create(session, &[]).await.unwrap();
+        }
+        let mut tasks = Vec::new();
+        for (n, session) in sessions.iter().cloned().enumerate() {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let messages = turn("x");
+                // Every fifth one starts from a version the session is not at.
+                let from_version = if n % 5 == 0 { 7 } else { 1 };
+                store
+                    .commit(commit(&session, 0, from_version, &messages))
+                    .await
+            }));
+        }
+        for (n, task) in tasks.into_iter().enumerate() {
+            let outcome = task.await.unwrap();
+            assert_eq!(outcome.is_ok(), n % 5 != 0, "{n}: {outcome:?}");
+        }
+        for (n, session) in sessions.iter().enumerate() {
+            let stored = store.load(session.id).await.unwrap().unwrap();
+            let expected = if n % 5 == 0 { (1, 0) } else { (2, 2) };
+            assert_eq!((stored.row.version, stored.messages.len()), expected, "{n}");
+        }
     }
 }
