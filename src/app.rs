@@ -89,12 +89,7 @@ impl AppState {
         };
         Ok(Self {
             inner: Arc::new(AppInner {
-                sessions: LiveSessions::new(
-                    config.max_sessions,
-                    config.max_sessions_per_key,
-                    Duration::from_secs_f64(config.session_ttl_secs),
-                    clock.clone(),
-                ),
+                sessions: live_sessions(config, clock.clone(), store.is_durable()),
                 providers: ProviderRegistry::from_config(config)?,
                 api_keys: ApiKeys::new(&api_keys),
                 max_body_bytes: config.max_body_bytes,
@@ -129,4 +124,19 @@ fn memory_budget(config: &Config, keys_on: bool) -> Arc<MemoryBudget> {
         bytes => bytes,
     };
     MemoryBudget::new(budget, per_key)
+}
+
+/// The live sessions; with a durable store, at most `MAX_LIVE_SESSIONS` of them.
+fn live_sessions(config: &Config, clock: Clock, durable: bool) -> LiveSessions {
+    let live = LiveSessions::new(
+        config.max_sessions,
+        config.max_sessions_per_key,
+        Duration::from_secs_f64(config.session_ttl_secs),
+        clock,
+    );
+    if durable {
+        live.evicting_past(config.max_live_sessions)
+    } else {
+        live
+    }
 }

@@ -25,6 +25,11 @@ pub struct Config {
     #[arg(long, env = "STORE", default_value = "memory")]
     pub store: String,
 
+    /// With a durable store, sessions kept in memory at most; past it the least recently
+    /// used idle ones leave memory and load again on their next use.
+    #[arg(long, env = "MAX_LIVE_SESSIONS", default_value_t = 10000)]
+    pub max_live_sessions: usize,
+
     /// Address to listen on.
     #[arg(long = "bind", env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,

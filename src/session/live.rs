@@ -33,6 +33,9 @@ pub struct LiveSessions {
     /// Sessions idle this long expire.
     idle_ttl: Duration,
     clock: Clock,
+    /// With a durable store: sessions kept in memory at most; past it the least
+    /// recently used idle ones leave memory (the store still has them).
+    max_live: Option<usize>,
 }
 
 /// The map, and how many sessions each API key holds (kept with it, under its lock).
@@ -73,6 +76,38 @@ impl LiveSessions {
             max_per_key,
             idle_ttl,
             clock,
+            max_live: None,
+        }
+    }
+
+    /// Keeps at most `max_live` sessions in memory, leaving out the least recently used
+    /// idle ones; only for a store that keeps them, from which they load again.
+    pub fn evicting_past(mut self, max_live: usize) -> Self {
+        self.max_live = Some(max_live.max(1));
+        self
+    }
+
+    /// Past `max_live`, drops the least recently used sessions nothing else holds: no
+    /// turn running or waiting, no open stream, no request using it (the map's is then
+    /// the only reference, checked under the map's write lock, so no request can take
+    /// one while it goes, and a session is never live twice).
+    fn evict(&self, sessions: &mut Sessions) {
+        let Some(max_live) = self.max_live else {
+            return;
+        };
+        while sessions.by_id.len() > max_live {
+            let coldest = sessions
+                .by_id
+                .values()
+                .filter(|session| Arc::strong_count(session) == 1)
+                .min_by_key(|session| session.last_active())
+                .map(|session| session.id);
+            match coldest {
+                Some(id) => {
+                    sessions.remove(&id);
+                }
+                None => break,
+            }
         }
     }
 
@@ -105,6 +140,7 @@ impl LiveSessions {
         }
         session.touch(self.clock.now());
         sessions.by_id.insert(session.id, session);
+        self.evict(&mut sessions);
         Ok(())
     }
 
@@ -123,6 +159,7 @@ impl LiveSessions {
         }
         session.touch(self.clock.now());
         sessions.by_id.insert(session.id, session.clone());
+        self.evict(&mut sessions);
         session
     }
 

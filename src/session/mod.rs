@@ -156,6 +156,14 @@ impl Session {
         })
     }
 
+    /// When the session was last read or written.
+    fn last_active(&self) -> Instant {
+        *self
+            .last_active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Notes a read or a write at `now`, which keeps the session from expiring.
     fn touch(&self, now: Instant) {
         *self

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
+use crate::helpers::{spawn_app_with, spawn_message};
 use crate::service::{Service, spawn_service};
 use test_support::mock_provider::{MockProvider, Protocol};
 
@@ -166,4 +167,56 @@ async fn a_second_process_on_the_same_sqlite_file_is_refused_at_start() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("in use by another process"), "{stderr}");
+}
+
+#[tokio::test]
+async fn past_max_live_sessions_idle_ones_leave_memory_and_load_again_whole() {
+    let dir = StoreDir::new();
+    let store = dir.url();
+    let app = spawn_app_with(|c| {
+        c.store = store.clone();
+        c.max_live_sessions = 5;
+    })
+    .await;
+    // One session is in a long turn the whole time: it must never leave memory.
+    let busy = app.create_session(json!({"provider": "openai"})).await;
+    app.openai.pause();
+    let long_turn = spawn_message(&app, &busy, json!({"content": "long"}));
+    app.openai.wait_for_requests(1).await;
+
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let id = app.create_session(json!({})).await;
+        let (status, _) = app
+            .message(&id, json!({"content": format!("hello {n}")}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        ids.push(id);
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let live: usize = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("text_session_sessions_live "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(live <= 5, "{live} sessions live");
+    for (n, id) in ids.iter().enumerate() {
+        let messages = app.messages(id).await;
+        assert_eq!(messages.len(), 2, "{id}");
+        assert_eq!(messages[0]["content"], format!("hello {n}"));
+    }
+
+    app.openai.resume();
+    let (status, _) = long_turn.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        app.messages(&busy).await.len(),
+        2,
+        "its turn committed to the one live copy"
+    );
+    let (status, _) = app.message(&busy, json!({"content": "again"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(app.messages(&busy).await.len(), 4);
 }
