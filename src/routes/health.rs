@@ -38,22 +38,27 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// Readiness: 200 while serving, 503 once shutdown has begun.
+/// Readiness: 200 while serving; 503 once shutdown has begun, or while the store does
+/// not commit.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "Shutting down: send no more work here", body = Health),
+        (status = 503, description = "Shutting down (`shutting_down`), or the store does not commit (`store_unavailable`): send no more work here", body = Health),
     ))]
 async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    if app.runtime.is_shutting_down() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(Health {
-                status: "shutting_down",
-            }),
-        )
+    let not_ready = if app.runtime.is_shutting_down() {
+        Some("shutting_down")
+    } else if !app.runtime.store.is_healthy() {
+        Some("store_unavailable")
     } else {
-        (StatusCode::OK, axum::Json(Health { status: "ok" }))
+        None
+    };
+    match not_ready {
+        Some(status) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(Health { status }),
+        ),
+        None => (StatusCode::OK, axum::Json(Health { status: "ok" })),
     }
 }
 

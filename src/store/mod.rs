@@ -118,6 +118,14 @@ impl Store {
         }
     }
 
+    /// Whether the store commits: false from a failed commit until it commits again.
+    pub fn is_healthy(&self) -> bool {
+        match self {
+            Store::Memory => true,
+            Store::Sqlite(store) => store.is_healthy(),
+        }
+    }
+
     /// Whether what is committed outlives the process.
     pub fn is_durable(&self) -> bool {
         !matches!(self, Store::Memory)

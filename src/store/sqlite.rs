@@ -8,6 +8,8 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -31,7 +33,12 @@ pub struct SqliteStore {
     /// Writes wait here for the writer task.
     writes: mpsc::Sender<(Write, oneshot::Sender<Result<bool, StoreError>>)>,
     writer: JoinHandle<()>,
+    /// Whether the last batch (or probe) committed.
+    healthy: Arc<AtomicBool>,
 }
+
+/// How often a store that failed is tried again while no write comes.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Writes one batch takes at most.
 const MAX_BATCH: usize = 256;
@@ -93,11 +100,13 @@ impl SqliteStore {
             other => StoreError::Refused(format!("STORE: migrating {path}: {other}")),
         })?;
         let (writes, waiting) = mpsc::channel(4 * MAX_BATCH);
-        let writer = tokio::spawn(write_batches(pool.clone(), waiting));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let writer = tokio::spawn(write_batches(pool.clone(), waiting, healthy.clone()));
         Ok(Self {
             pool,
             writes,
             writer,
+            healthy,
         })
     }
 
@@ -164,12 +173,18 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?
     }
 
+    /// Whether the last write committed (after a failure, a probe tries every second).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
     /// Lets the writer finish what it was given, then closes the file (and its lock).
     pub async fn close(self) {
         let Self {
             pool,
             writes,
             writer,
+            ..
         } = self;
         drop(writes);
         let _ = writer.await;
@@ -224,22 +239,62 @@ impl SqliteStore {
 async fn write_batches(
     pool: SqlitePool,
     mut waiting: mpsc::Receiver<(Write, oneshot::Sender<Result<bool, StoreError>>)>,
+    healthy: Arc<AtomicBool>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let outcomes = apply_batch(&pool, batch.iter().map(|(write, _)| write)).await;
+    loop {
+        if !healthy.load(Ordering::Acquire) {
+            match tokio::time::timeout(PROBE_EVERY, waiting.recv_many(&mut batch, MAX_BATCH)).await
+            {
+                Err(_) => {
+                    let recovered = probe(&pool).await;
+                    if recovered {
+                        tracing::info!("the store commits again");
+                    }
+                    healthy.store(recovered, Ordering::Release);
+                    continue;
+                }
+                Ok(0) => return,
+                Ok(_) => {}
+            }
+        } else if waiting.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let (outcomes, committed) = apply_batch(&pool, batch.iter().map(|(write, _)| write)).await;
+        if !committed && healthy.load(Ordering::Acquire) {
+            tracing::error!("the store failed to commit; writes get 503 until it recovers");
+        }
+        healthy.store(committed, Ordering::Release);
         for ((_, done), outcome) in batch.drain(..).zip(outcomes) {
             let _ = done.send(outcome);
         }
     }
 }
 
+/// Whether the store can commit a write now.
+async fn probe(pool: &SqlitePool) -> bool {
+    sqlx::query(
+        "INSERT INTO store_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+    )
+    .bind(Timestamp::now().to_rfc3339())
+    .execute(pool)
+    .await
+    .is_ok()
+}
+
+/// The outcome of each write, and whether the batch's transaction committed.
 async fn apply_batch<'a>(
     pool: &SqlitePool,
-    writes: impl ExactSizeIterator<Item = &'a Write>,
-) -> Vec<Result<bool, StoreError>> {
+    writes: impl ExactSizeIterator<Item = &'a Write> + Clone,
+) -> (Vec<Result<bool, StoreError>>, bool) {
     let count = writes.len();
-    let failed_all = |error: StoreError| vec![Err(error); count];
+    let failed_all = |error: StoreError| (vec![Err(error); count], false);
+    #[cfg(feature = "fault-injection")]
+    if writes.clone().any(fault_injection::fails) {
+        return failed_all(StoreError::Unavailable(
+            "fault injection: the store fails".into(),
+        ));
+    }
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
         Err(error) => return failed_all(unavailable(error)),
@@ -261,7 +316,7 @@ async fn apply_batch<'a>(
         outcomes.push(outcome);
     }
     match tx.commit().await {
-        Ok(()) => outcomes,
+        Ok(()) => (outcomes, true),
         Err(error) => failed_all(unavailable(error)),
     }
 }
@@ -458,6 +513,24 @@ fn in_use_or_unavailable(path: &str, error: sqlx::Error) -> StoreError {
         ))
     } else {
         StoreError::Unavailable(format!("{path}: {text}"))
+    }
+}
+
+/// Lets tests make the store fail (only with the `fault-injection` feature).
+#[cfg(feature = "fault-injection")]
+pub mod fault_injection {
+    use super::Write;
+
+    /// A turn with a message of exactly this content makes its batch fail as if the disk
+    /// did: nothing of the batch is committed, and the store is unhealthy until a probe
+    /// commits again.
+    pub const STORE_FAILS: &str = "__fault_injection: the store fails__";
+
+    pub(super) fn fails(write: &Write) -> bool {
+        match write {
+            Write::Commit { messages, .. } => messages.iter().any(|m| m.content == STORE_FAILS),
+            _ => false,
+        }
     }
 }
 

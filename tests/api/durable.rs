@@ -220,3 +220,55 @@ async fn past_max_live_sessions_idle_ones_leave_memory_and_load_again_whole() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(app.messages(&busy).await.len(), 4);
 }
+
+#[tokio::test]
+async fn when_the_store_fails_writes_get_503_nothing_is_appended_and_it_recovers_by_itself() {
+    use text_session_api::store::sqlite::fault_injection::STORE_FAILS;
+    let dir = StoreDir::new();
+    let store = dir.url();
+    let app = spawn_app_with(|c| c.store = store.clone()).await;
+    let id = app.create_session(json!({})).await;
+    let (status, _) = app.message(&id, json!({"content": "kept"})).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let response = app
+        .post(
+            &format!("/text/session/{id}/message"),
+            &json!({"content": STORE_FAILS}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "store_unavailable");
+    assert_eq!(
+        app.messages(&id).await.len(),
+        2,
+        "nothing appended in memory"
+    );
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap()["status"],
+        "store_unavailable"
+    );
+
+    // The store probes itself and comes back without help.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.get("/readyz").await.status() != StatusCode::OK {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = app.message(&id, json!({"content": "after"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["session"]["version"], 3,
+        "the failed turn took no version"
+    );
+    let messages = app.messages(&id).await;
+    assert_eq!(messages.len(), 4);
+    assert_eq!(messages[2]["content"], "after");
+}
