@@ -6,7 +6,7 @@
 //! ```sh
 //! cargo run --release --example load                 # defaults below
 //! cargo run --release --example load -- 64 200 500   # sessions, messages each, history for the view check
-//! STORE=sqlite://target/load.db cargo run --release --example load   # with a durable store
+//! STORE=sqlite://target/load.db cargo run --release --example load   # with a durable store (else in memory)
 //! ```
 //!
 //! Scenarios: (1) many sessions written in parallel, one writer each; (2) one session
@@ -32,10 +32,9 @@ async fn main() {
     let mut config = Config::defaults();
     config.max_waiting_per_session = 100_000;
     config.max_messages_per_session = 1_000_000;
-    if let Ok(store) = std::env::var("STORE") {
-        let _ = std::fs::remove_file(store.trim_start_matches("sqlite://"));
-        config.store = store;
-    }
+    // In memory unless STORE names a store (a SQLite file here is started afresh).
+    config.store = std::env::var("STORE").unwrap_or_else(|_| "memory".to_owned());
+    let _ = std::fs::remove_file(config.store.trim_start_matches("sqlite://"));
     println!("store: {}", config.store);
     let server = Server::build(&config)
         .await

@@ -20,9 +20,9 @@ pub const ANTHROPIC_DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 #[derive(Debug, Clone, Parser)]
 #[command(name = "text-session-api", version, about)]
 pub struct Config {
-    /// Where sessions are kept: `memory` (nothing outlives the process) or
-    /// `sqlite://PATH` (one embedded file, created with its folder).
-    #[arg(long, env = "STORE", default_value = "memory")]
+    /// Where sessions are kept: `sqlite://PATH` (one embedded file, created with its
+    /// folder) or `memory` (nothing outlives the process).
+    #[arg(long, env = "STORE", default_value = "sqlite://./data/sessions.db")]
     pub store: String,
 
     /// With a durable store, sessions kept in memory at most; past it the least recently

@@ -39,6 +39,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let openai = MockProvider::start(Protocol::OpenAi).await;
     let anthropic = MockProvider::start(Protocol::Anthropic).await;
     let mut config = Config::defaults();
+    // Each test keeps its sessions to itself; the tests of the store name one.
+    config.store = "memory".to_owned();
     config.openai_base_url = openai.base_url.clone();
     config.openai_api_key = Some(Secret::new(OPENAI_TEST_KEY));
     config.anthropic_base_url = anthropic.base_url.clone();

@@ -59,6 +59,8 @@ async fn start(mut command: Command, openai: &MockProvider, env: &[(&str, &str)]
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("OPENAI_BASE_URL", &openai.base_url)
         .env("OPENAI_API_KEY", SECRET_KEY)
+        // Each test keeps its sessions to itself; the tests of the store name one.
+        .env("STORE", "memory")
         .envs(env.iter().copied())
         // `main` reads a `.env` here or in a parent directory: not the crate's.
         .current_dir(std::env::temp_dir())
