@@ -272,3 +272,91 @@ async fn when_the_store_fails_writes_get_503_nothing_is_appended_and_it_recovers
     assert_eq!(messages.len(), 4);
     assert_eq!(messages[2]["content"], "after");
 }
+
+#[tokio::test]
+async fn killed_at_random_moments_every_acknowledged_message_is_kept_once_in_order() {
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let dir = StoreDir::new();
+    let store = dir.url();
+    let env = [("STORE", store.as_str())];
+    let mut service = spawn_service(&openai, &env).await;
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(service.create_session(json!({})).await);
+    }
+    // What each session's writer was told was committed, in order.
+    let mut acknowledged: Vec<Vec<String>> = vec![Vec::new(); sessions.len()];
+    for round in 0..20 {
+        let writers: Vec<_> = sessions
+            .iter()
+            .enumerate()
+            .map(|(s, id)| {
+                let client = service.client.clone();
+                let url = service.url(&format!("/text/session/{id}/message"));
+                tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    for n in 0.. {
+                        let content = format!("s{s} r{round} m{n}");
+                        let sent = client
+                            .post(&url)
+                            .json(&json!({"content": content}))
+                            .send()
+                            .await;
+                        match sent {
+                            Ok(response) if response.status() == StatusCode::OK => {
+                                acked.push(content)
+                            }
+                            _ => break,
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let pause = Duration::from_millis(rand::random_range(20..150));
+        tokio::time::sleep(pause).await;
+        kill(service).await;
+        for (s, writer) in writers.into_iter().enumerate() {
+            acknowledged[s].extend(writer.await.unwrap());
+        }
+        service = spawn_service(&openai, &env).await;
+        for (s, id) in sessions.iter().enumerate() {
+            let session = service.session_as(None, id).await;
+            let messages = session["messages"].as_array().unwrap();
+            assert_eq!(messages.len() % 2, 0, "round {round}: whole turns only");
+            for pair in messages.chunks(2) {
+                assert_eq!(pair[0]["role"], "user");
+                assert_eq!(pair[1]["role"], "assistant");
+            }
+            let users: Vec<String> = messages
+                .iter()
+                .step_by(2)
+                .map(|m| m["content"].as_str().unwrap().to_owned())
+                .collect();
+            // Every acknowledged message, once, in order; at most the one in flight
+            // when the process died after it, committed but never answered.
+            assert!(
+                users.len() == acknowledged[s].len() || users.len() == acknowledged[s].len() + 1,
+                "round {round}, session {s}: {} stored, {} acknowledged",
+                users.len(),
+                acknowledged[s].len()
+            );
+            assert_eq!(
+                users[..acknowledged[s].len()],
+                acknowledged[s][..],
+                "round {round}"
+            );
+            assert_eq!(
+                session["version"],
+                1 + users.len(),
+                "round {round}: versions consistent"
+            );
+            // A committed write that was never answered counts from now on.
+            acknowledged[s] = users;
+        }
+    }
+    assert!(
+        acknowledged.iter().all(|acked| !acked.is_empty()),
+        "every writer got writes through"
+    );
+}
