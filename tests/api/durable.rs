@@ -50,9 +50,11 @@ async fn sessions_histories_versions_and_owners_survive_a_kill_9() {
         .await;
     for n in 0..3 {
         let response = service
-            .client
-            .post(service.url(&format!("/text/session/{id}/message")))
-            .bearer_auth("key-one")
+            .request_as(
+                reqwest::Method::POST,
+                Some("key-one"),
+                &format!("/text/session/{id}/message"),
+            )
             .json(&json!({"content": format!("message {n}")}))
             .send()
             .await
@@ -66,9 +68,7 @@ async fn sessions_histories_versions_and_owners_survive_a_kill_9() {
     let service = spawn_service(&openai, &env).await;
     // Listed from the store before anything loads it.
     let list: serde_json::Value = service
-        .client
-        .get(service.url("/text/sessions"))
-        .bearer_auth("key-one")
+        .request_as(reqwest::Method::GET, Some("key-one"), "/text/sessions")
         .send()
         .await
         .unwrap()
@@ -87,9 +87,11 @@ async fn sessions_histories_versions_and_owners_survive_a_kill_9() {
     assert_eq!(after["version"], 4);
     assert_eq!(after["createdAt"], before["createdAt"]);
     let foreign = service
-        .client
-        .get(service.url(&format!("/text/session/{id}")))
-        .bearer_auth("key-two")
+        .request_as(
+            reqwest::Method::GET,
+            Some("key-two"),
+            &format!("/text/session/{id}"),
+        )
         .send()
         .await
         .unwrap();
@@ -97,9 +99,11 @@ async fn sessions_histories_versions_and_owners_survive_a_kill_9() {
 
     // It goes on where it stopped, and If-Match sees the stored version.
     let stale = service
-        .client
-        .post(service.url(&format!("/text/session/{id}/message")))
-        .bearer_auth("key-one")
+        .request_as(
+            reqwest::Method::POST,
+            Some("key-one"),
+            &format!("/text/session/{id}/message"),
+        )
         .header("if-match", "\"3\"")
         .json(&json!({"content": "stale"}))
         .send()
@@ -107,9 +111,11 @@ async fn sessions_histories_versions_and_owners_survive_a_kill_9() {
         .unwrap();
     assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
     let next = service
-        .client
-        .post(service.url(&format!("/text/session/{id}/message")))
-        .bearer_auth("key-one")
+        .request_as(
+            reqwest::Method::POST,
+            Some("key-one"),
+            &format!("/text/session/{id}/message"),
+        )
         .header("if-match", "\"4\"")
         .json(&json!({"content": "after the restart"}))
         .send()
@@ -125,9 +131,11 @@ async fn sessions_histories_versions_and_owners_survive_a_kill_9() {
     assert_eq!(messages.len(), 9);
     assert_eq!(messages[7]["content"], "after the restart");
     let deleted = service
-        .client
-        .delete(service.url(&format!("/text/session/{id}")))
-        .bearer_auth("key-one")
+        .request_as(
+            reqwest::Method::DELETE,
+            Some("key-one"),
+            &format!("/text/session/{id}"),
+        )
         .send()
         .await
         .unwrap();
@@ -136,9 +144,11 @@ async fn sessions_histories_versions_and_owners_survive_a_kill_9() {
 
     let service = spawn_service(&openai, &env).await;
     let gone = service
-        .client
-        .get(service.url(&format!("/text/session/{id}")))
-        .bearer_auth("key-one")
+        .request_as(
+            reqwest::Method::GET,
+            Some("key-one"),
+            &format!("/text/session/{id}"),
+        )
         .send()
         .await
         .unwrap();

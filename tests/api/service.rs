@@ -187,6 +187,16 @@ impl Service {
         response.json::<Value>().await.unwrap()["session"].clone()
     }
 
+    /// A request to `path` with API key `key` (none: no `Authorization`).
+    pub fn request_as(
+        &self,
+        method: reqwest::Method,
+        key: Option<&str>,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.as_key(self.client.request(method, self.url(path)), key)
+    }
+
     fn as_key(
         &self,
         request: reqwest::RequestBuilder,
