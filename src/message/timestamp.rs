@@ -22,6 +22,16 @@ impl Timestamp {
             .map(|time| Self(time.with_timezone(&Utc)))
     }
 
+    /// Milliseconds since the Unix epoch.
+    pub fn unix_millis(&self) -> i64 {
+        self.0.timestamp_millis()
+    }
+
+    /// The time `millis` milliseconds after the Unix epoch, if representable.
+    pub fn from_unix_millis(millis: i64) -> Option<Self> {
+        DateTime::from_timestamp_millis(millis).map(Self)
+    }
+
     /// The RFC 3339 text of this time, as it appears in JSON.
     pub fn to_rfc3339(&self) -> String {
         self.0.to_rfc3339_opts(SecondsFormat::Millis, true)

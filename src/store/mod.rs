@@ -53,15 +53,24 @@ pub struct CommitRows<'a> {
 }
 
 /// Where a page of sessions (newest first) goes on: after the session created at
-/// `created_at` with id `id`. Opaque to clients.
+/// `created_at` with id `id`, as `<unix milliseconds>~<id>`. Opaque to clients; any
+/// text of that form (1 to 15 digits, `~`, a UUID: the pattern the API states) reads
+/// back.
 pub fn cursor(created_at: Timestamp, id: Uuid) -> String {
-    format!("{}~{id}", created_at.to_rfc3339())
+    format!("{}~{id}", created_at.unix_millis())
 }
 
 /// A cursor read back: `None` if it is not one.
 pub fn parse_cursor(cursor: &str) -> Option<(Timestamp, Uuid)> {
-    let (created, id) = cursor.split_once('~')?;
-    Some((Timestamp::parse(created)?, Uuid::parse_str(id).ok()?))
+    let (millis, id) = cursor.split_once('~')?;
+    if millis.is_empty() || millis.len() > 15 || !millis.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let millis: i64 = millis.parse().ok()?;
+    Some((
+        Timestamp::from_unix_millis(millis)?,
+        Uuid::parse_str(id).ok()?,
+    ))
 }
 
 /// A page of a key's sessions, newest first, and where the next page starts.
@@ -178,6 +187,22 @@ impl Store {
                 next: None,
             }),
             Store::Sqlite(store) => store.list(owner, limit, after).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_and_anything_of_its_form_does_too() {
+        let (at, id) = (Timestamp::now(), Uuid::new_v4());
+        assert_eq!(parse_cursor(&cursor(at, id)), Some((at, id)));
+        assert!(parse_cursor(&format!("999999999999999~{id}")).is_some());
+        assert!(parse_cursor(&format!("0~{id}")).is_some());
+        for bad in ["", "~", "12~nope", "1234567890123456~x", "-5~x", "abc"] {
+            assert_eq!(parse_cursor(bad), None, "{bad}");
         }
     }
 }
