@@ -183,9 +183,6 @@ pub fn machine_bytes() -> Option<usize> {
     }
 }
 
-/// A rough size of what a text-bearing item holds: its text plus a fixed overhead.
-pub const ITEM_OVERHEAD: usize = 128;
-
 #[cfg(test)]
 mod tests {
     use super::*;

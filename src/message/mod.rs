@@ -43,19 +43,21 @@ pub struct Message {
     pub created_at: Timestamp,
 }
 
+/// What a size estimate adds for each item that holds text (the struct, its strings'
+/// headers, the allocator's slack), on top of the text itself.
+pub const ITEM_OVERHEAD: usize = 128;
+
 /// The prefix of a tool output's stored text; the rest is the output itself.
 const TOOL_OUTPUT_PREFIX: &str = "Tool output (";
 
 impl Message {
     /// Roughly the bytes this message holds in memory: its texts plus a fixed overhead.
     pub fn size_estimate(&self) -> usize {
-        const OVERHEAD: usize = 128;
-        let calls: usize = self
-            .tool_calls
-            .iter()
-            .map(|c| c.id.len() + c.name.len() + c.arguments.len() + OVERHEAD)
-            .sum();
-        OVERHEAD + self.content.len() + calls + self.tool_call_id.as_ref().map_or(0, String::len)
+        let calls: usize = self.tool_calls.iter().map(ToolCall::size_estimate).sum();
+        ITEM_OVERHEAD
+            + self.content.len()
+            + calls
+            + self.tool_call_id.as_ref().map_or(0, String::len)
     }
 
     /// A message with no tool calls and no tool call id.
@@ -102,6 +104,13 @@ pub struct ToolCall {
     pub name: String,
     /// The arguments as JSON text, exactly as the provider produced them.
     pub arguments: String,
+}
+
+impl ToolCall {
+    /// Roughly the bytes this call holds in memory.
+    pub fn size_estimate(&self) -> usize {
+        ITEM_OVERHEAD + self.id.len() + self.name.len() + self.arguments.len()
+    }
 }
 
 /// The kind of a tool; only functions exist.

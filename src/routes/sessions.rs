@@ -150,7 +150,7 @@ async fn list_sessions(
         let page = app
             .runtime
             .store
-            .list(owner.as_deref(), limit, query.after.as_deref())
+            .list(owner.as_deref(), limit, after)
             .await?;
         for (i, (row, count)) in page.sessions.iter().enumerate() {
             match app.sessions.get(row.id) {

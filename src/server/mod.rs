@@ -74,11 +74,6 @@ impl Server {
         })
     }
 
-    /// The bounds every connection keeps to.
-    pub fn connection_limits(&self) -> ConnectionLimits {
-        self.connections
-    }
-
     /// What the handlers share.
     pub fn state(&self) -> &AppState {
         &self.state

@@ -3,7 +3,7 @@
 //! share (instructions, message length). Each failure names the field at fault.
 
 use std::collections::HashSet;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use serde_json::{Map, Value};
@@ -15,8 +15,8 @@ use super::{History, Session, TurnLock};
 use crate::keys::KeyId;
 use crate::memory::Account;
 use crate::message::{Defaults, Message, Role, Timestamp, Tool};
-use crate::provider::ProviderRegistry;
-use crate::store::StoredSession;
+use crate::provider::{Provider, ProviderRegistry};
+use crate::store::{SessionRow, StoredSession};
 
 /// Most stop sequences (OpenAI's own bound).
 pub const MAX_STOP_SEQUENCES: usize = 4;
@@ -121,28 +121,21 @@ impl NewSession {
                 ),
             ));
         }
-        Ok(Session {
+        let row = SessionRow {
             id: Uuid::new_v4(),
-            provider_name,
-            provider,
+            owner: owner.map(|key| key.to_hex()),
+            provider: provider_name,
             model,
             defaults: self.defaults,
             tools: self.tools,
             metadata: self.metadata,
             created_at: now,
-            limits,
-            owner,
-            last_active: Mutex::new(Instant::now()),
-            history: RwLock::new(History {
-                held: account.charge(messages.iter().map(Message::size_estimate).sum()),
-                messages,
-                updated_at: now,
-                version: 1,
-            }),
-            turn_lock: TurnLock::new(settings.max_waiting_per_session),
-            turns: TurnRecords::new(settings.turns, account.clone()),
-            account,
-        })
+            updated_at: now,
+            version: 1,
+        };
+        Ok(Session::from_row(
+            row, provider, owner, messages, settings, account,
+        ))
     }
 }
 
@@ -167,7 +160,22 @@ impl Session {
             ),
             None => None,
         };
-        Ok(Session {
+        Ok(Session::from_row(
+            row, provider, owner, messages, settings, account,
+        ))
+    }
+
+    /// A live session from its stored form: the one way both a new session and a
+    /// restored one are put together.
+    fn from_row(
+        row: SessionRow,
+        provider: Arc<Provider>,
+        owner: Option<KeyId>,
+        messages: Vec<Message>,
+        settings: Settings,
+        account: Account,
+    ) -> Session {
+        Session {
             id: row.id,
             provider_name: row.provider,
             provider,
@@ -188,7 +196,7 @@ impl Session {
             turn_lock: TurnLock::new(settings.max_waiting_per_session),
             turns: TurnRecords::new(settings.turns, account.clone()),
             account,
-        })
+        }
     }
 }
 

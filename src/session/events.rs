@@ -14,8 +14,8 @@ use tokio::sync::watch;
 
 use super::Commit;
 use super::turn::{TurnError, TurnResult};
-use crate::memory::{Account, Charge, ITEM_OVERHEAD, MemoryBudget};
-use crate::message::ToolCall;
+use crate::memory::{Account, Charge, MemoryBudget};
+use crate::message::{ITEM_OVERHEAD, ToolCall};
 
 /// What happened in a turn.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,16 +45,15 @@ pub enum TurnEvent {
 impl TurnEvent {
     /// Roughly the bytes the event holds.
     fn size_estimate(&self) -> usize {
-        ITEM_OVERHEAD
-            + match self {
-                TurnEvent::TextDelta(text) => text.len(),
-                TurnEvent::ToolCall(call) => call.id.len() + call.name.len() + call.arguments.len(),
-                TurnEvent::Completed { result, .. } => {
-                    result.as_ref().map_or(0, TurnResult::size_estimate)
-                }
-                TurnEvent::Cancelled { result, .. } => result.size_estimate(),
-                TurnEvent::Waiting { .. } | TurnEvent::Started | TurnEvent::Failed(_) => 0,
+        match self {
+            TurnEvent::ToolCall(call) => call.size_estimate(),
+            TurnEvent::TextDelta(text) => ITEM_OVERHEAD + text.len(),
+            TurnEvent::Completed { result, .. } => {
+                ITEM_OVERHEAD + result.as_ref().map_or(0, TurnResult::size_estimate)
             }
+            TurnEvent::Cancelled { result, .. } => ITEM_OVERHEAD + result.size_estimate(),
+            TurnEvent::Waiting { .. } | TurnEvent::Started | TurnEvent::Failed(_) => ITEM_OVERHEAD,
+        }
     }
 
     /// Whether the turn ends with this event.

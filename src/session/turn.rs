@@ -26,8 +26,8 @@ use super::records::TurnRecord;
 use super::runtime::{NotAdmitted, Runtime};
 use super::turn_lock::{CancelMode, Ticket};
 use super::{Commit, LockError, OnBusy, Priority, Session};
-use crate::memory::{ITEM_OVERHEAD, OverBudget};
-use crate::message::{Message, Role, Timestamp, ToolCall};
+use crate::memory::OverBudget;
+use crate::message::{ITEM_OVERHEAD, Message, Role, Timestamp, ToolCall};
 use crate::provider::{ChatRequest, FinishReason, PreparedCall, ProviderError, StreamEvent, Usage};
 use crate::store::StoreError;
 
@@ -63,8 +63,17 @@ pub struct TurnInput {
 impl TurnInput {
     /// Roughly the bytes the input holds: its messages and the body they came in.
     pub fn size_estimate(&self) -> usize {
-        let staged: usize = self.staged.iter().map(Message::size_estimate).sum();
-        2 * staged + ITEM_OVERHEAD
+        2 * self.staged_size() + ITEM_OVERHEAD
+    }
+
+    /// Roughly the bytes the turn will hold once committed: its input in its record,
+    /// and its messages in the history.
+    fn size_when_committed(&self) -> usize {
+        self.size_estimate() + self.staged_size()
+    }
+
+    fn staged_size(&self) -> usize {
+        self.staged.iter().map(Message::size_estimate).sum()
     }
 }
 
@@ -88,11 +97,7 @@ pub struct TurnResult {
 impl TurnResult {
     /// Roughly the bytes the result holds.
     pub fn size_estimate(&self) -> usize {
-        let calls: usize = self
-            .tool_calls
-            .iter()
-            .map(|c| c.id.len() + c.name.len() + c.arguments.len() + ITEM_OVERHEAD)
-            .sum();
+        let calls: usize = self.tool_calls.iter().map(ToolCall::size_estimate).sum();
         ITEM_OVERHEAD + self.text.len() + calls + self.provider.len() + self.model.len()
     }
 }
@@ -175,13 +180,7 @@ pub fn start(
     runtime: &Arc<Runtime>,
 ) -> Result<Turn, Rejected> {
     let id = Uuid::new_v4();
-    // What the write will hold: its messages in the history, and its record.
-    let incoming = input.size_estimate()
-        + input
-            .staged
-            .iter()
-            .map(Message::size_estimate)
-            .sum::<usize>();
+    let incoming = input.size_when_committed();
     if let Err(over) = session.account.admit(incoming) {
         runtime.metrics.turn_ended("rejected");
         return Err(Rejected {

@@ -173,13 +173,13 @@ impl Store {
         }
     }
 
-    /// Up to `limit` sessions of `owner`, newest first, after the cursor `after` (from
-    /// a page before).
+    /// Up to `limit` sessions of `owner`, newest first, created before `after` (a
+    /// cursor of a page before, read back with `parse_cursor`).
     pub async fn list(
         &self,
         owner: Option<&str>,
         limit: usize,
-        after: Option<&str>,
+        after: Option<(Timestamp, Uuid)>,
     ) -> Result<SessionPage, StoreError> {
         match self {
             Store::Memory => Ok(SessionPage {

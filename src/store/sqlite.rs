@@ -195,14 +195,12 @@ impl SqliteStore {
         &self,
         owner: Option<&str>,
         limit: usize,
-        after: Option<&str>,
+        after: Option<(Timestamp, Uuid)>,
     ) -> Result<SessionPage, StoreError> {
         let (after_created, after_id) = match after {
-            // Past every stored session: ids are hex, so "~" sorts after any of them.
+            // Past every stored session: "~" sorts after any time.
             None => ("~".to_owned(), String::new()),
-            Some(cursor) => super::parse_cursor(cursor)
-                .map(|(created, id)| (created.to_rfc3339(), id.to_string()))
-                .ok_or_else(|| StoreError::Refused(format!("`{cursor}` is not a cursor")))?,
+            Some((created, id)) => (created.to_rfc3339(), id.to_string()),
         };
         let rows = sqlx::query(
             "SELECT * FROM sessions WHERE owner IS ? AND (created_at, id) < (?, ?)
@@ -730,7 +728,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut after = None;
         loop {
-            let page = store.list(Some("mine"), 2, after.as_deref()).await.unwrap();
+            let page = store.list(Some("mine"), 2, after).await.unwrap();
             assert!(page.sessions.iter().all(|(_, count)| *count == 2));
             seen.extend(
                 page.sessions
@@ -738,7 +736,7 @@ mod tests {
                     .map(|(row, _)| (row.created_at.to_rfc3339(), row.id.to_string())),
             );
             match page.next {
-                Some(next) => after = Some(next),
+                Some(next) => after = crate::store::parse_cursor(&next),
                 None => break,
             }
         }

@@ -28,6 +28,7 @@ use crate::error::ApiError;
 use crate::idempotency::{Fingerprint, Lookup, StoredAnswer, StoredBody};
 use crate::keys::{Caller, KeyId};
 use crate::routes::responses::HistoryInAnswer;
+use crate::session::Session;
 
 /// The request header.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -123,7 +124,7 @@ fn replay(app: &AppState, owner: Option<KeyId>, answer: StoredAnswer) -> Respons
                 .sessions
                 .get(session)
                 .filter(|s| s.owner == owner)
-                .and_then(|s| s.read(|h| serde_json::to_vec(h.messages.get(..len)?).ok()));
+                .and_then(|s| history_json(&s, len));
             let Some(history) = history else {
                 return ApiError::session_not_found(&session.to_string()).into_response();
             };
@@ -218,7 +219,7 @@ fn without_history(body: Bytes, history: Option<HistoryInAnswer>) -> StoredBody 
     let Some((session, len)) = history.and_then(|h| Some((h.session, *h.len.get()?))) else {
         return StoredBody::Whole(body);
     };
-    let Some(json) = session.read(|h| serde_json::to_vec(h.messages.get(..len)?).ok()) else {
+    let Some(json) = history_json(&session, len) else {
         return StoredBody::Whole(body);
     };
     // The history stands last in the session, which stands last in the answer.
@@ -231,4 +232,9 @@ fn without_history(body: Bytes, history: Option<HistoryInAnswer>) -> StoredBody 
         },
         None => StoredBody::Whole(body),
     }
+}
+
+/// The JSON of `messages[..len]` of `session`, as every answer that shows it has it.
+fn history_json(session: &Session, len: usize) -> Option<Vec<u8>> {
+    session.read(|h| serde_json::to_vec(h.messages.get(..len)?).ok())
 }
