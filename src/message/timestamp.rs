@@ -32,6 +32,16 @@ impl Timestamp {
         DateTime::from_timestamp_millis(millis).map(Self)
     }
 
+    /// This time as a `chrono` UTC time (as SQL stores take it).
+    pub fn as_datetime(&self) -> DateTime<Utc> {
+        self.0
+    }
+
+    /// A `chrono` UTC time, to the millisecond.
+    pub fn from_datetime(time: DateTime<Utc>) -> Self {
+        Self(time.trunc_subsecs(3))
+    }
+
     /// The RFC 3339 text of this time, as it appears in JSON.
     pub fn to_rfc3339(&self) -> String {
         self.0.to_rfc3339_opts(SecondsFormat::Millis, true)

@@ -2,12 +2,15 @@
 //! `Arc<Session>`. The live history behind the turn lock stays the hot path; a store
 //! keeps what was committed so that it outlives the process. Backends are a closed enum
 //! dispatched by `match`, like the providers: `memory` (nothing outlives the process:
-//! the live sessions are the only copy) and `sqlite` (one embedded file).
+//! the live sessions are the only copy), `sqlite` (one embedded file, one process) and
+//! `postgres` (a database, one process or several).
 //!
 //! A history is append-only: a commit adds messages after the ones stored and moves the
 //! version, conditional on the version it started from, and never rewrites a message.
 //! The domain and HTTP do not belong here.
 
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use serde_json::{Map, Value};
@@ -15,6 +18,7 @@ use uuid::Uuid;
 
 use crate::message::{Defaults, Message, Timestamp, Tool};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A session as stored: everything but its messages.
@@ -103,11 +107,12 @@ pub enum Store {
     /// Nothing outlives the process.
     Memory,
     Sqlite(SqliteStore),
+    Postgres(PostgresStore),
 }
 
 impl Store {
-    /// Opens the store a `STORE` URL names: `memory`, or `sqlite://PATH` (the file and
-    /// its folder are created; migrations run).
+    /// Opens the store a `STORE` URL names: `memory`, `sqlite://PATH` (the file and its
+    /// folder are created) or `postgres://…` (the database must exist); migrations run.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         if url == "memory" {
             return Ok(Store::Memory);
@@ -115,15 +120,20 @@ impl Store {
         if let Some(path) = url.strip_prefix("sqlite://") {
             return Ok(Store::Sqlite(SqliteStore::open(path).await?));
         }
-        Err(StoreError::Refused(format!(
-            "STORE: `{url}` is neither `memory` nor `sqlite://PATH`"
-        )))
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Store::Postgres(PostgresStore::open(url).await?));
+        }
+        Err(StoreError::Refused(
+            "STORE: not `memory`, `sqlite://PATH` or `postgres://…`".to_owned(),
+        ))
     }
 
     /// Finishes what was handed to it and lets go of its file.
     pub async fn close(self) {
-        if let Store::Sqlite(store) = self {
-            store.close().await;
+        match self {
+            Store::Memory => {}
+            Store::Sqlite(store) => store.close().await,
+            Store::Postgres(store) => store.close().await,
         }
     }
 
@@ -132,6 +142,7 @@ impl Store {
         match self {
             Store::Memory => true,
             Store::Sqlite(store) => store.is_healthy(),
+            Store::Postgres(store) => store.is_healthy(),
         }
     }
 
@@ -145,6 +156,7 @@ impl Store {
         match self {
             Store::Memory => Ok(()),
             Store::Sqlite(store) => store.create(row, messages).await,
+            Store::Postgres(store) => store.create(row, messages).await,
         }
     }
 
@@ -154,6 +166,7 @@ impl Store {
         match self {
             Store::Memory => Ok(()),
             Store::Sqlite(store) => store.commit(commit).await,
+            Store::Postgres(store) => store.commit(commit).await,
         }
     }
 
@@ -162,6 +175,7 @@ impl Store {
         match self {
             Store::Memory => Ok(None),
             Store::Sqlite(store) => store.load(id).await,
+            Store::Postgres(store) => store.load(id).await,
         }
     }
 
@@ -170,6 +184,7 @@ impl Store {
         match self {
             Store::Memory => Ok(false),
             Store::Sqlite(store) => store.delete(id).await,
+            Store::Postgres(store) => store.delete(id).await,
         }
     }
 
@@ -187,6 +202,7 @@ impl Store {
                 next: None,
             }),
             Store::Sqlite(store) => store.list(owner, limit, after).await,
+            Store::Postgres(store) => store.list(owner, limit, after).await,
         }
     }
 }
@@ -194,6 +210,39 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_url_that_is_no_store_is_refused_and_memory_keeps_nothing() {
+        assert!(matches!(
+            Store::open("mysql://x").await,
+            Err(StoreError::Refused(_))
+        ));
+        let memory = Store::open("memory").await.unwrap();
+        assert!(!memory.is_durable() && memory.is_healthy());
+        let now = Timestamp::now();
+        let row = SessionRow {
+            id: Uuid::new_v4(),
+            owner: None,
+            provider: "echo".into(),
+            model: "echo-1".into(),
+            defaults: Defaults::default(),
+            tools: Vec::new(),
+            metadata: Map::new(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        memory.create(&row, &[]).await.unwrap();
+        assert_eq!(memory.load(row.id).await.unwrap(), None);
+        assert!(
+            memory
+                .list(None, 10, None)
+                .await
+                .unwrap()
+                .sessions
+                .is_empty()
+        );
+    }
 
     #[test]
     fn a_cursor_reads_back_and_anything_of_its_form_does_too() {

@@ -21,8 +21,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use super::rows::{
+    Columns, corrupt, count, integer, json, message, role_name, session_row, tool_calls,
+    unavailable,
+};
 use super::{CommitRows, SessionPage, SessionRow, StoreError, StoredSession};
-use crate::message::{Message, Role, Timestamp, ToolCall};
+use crate::message::{Message, Timestamp};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -217,10 +221,7 @@ impl SqliteStore {
         let sessions = rows
             .iter()
             .take(limit)
-            .map(|row| {
-                let count: i64 = row.try_get("messages").map_err(unavailable)?;
-                Ok((session_row(row)?, usize::try_from(count).unwrap_or(0)))
-            })
+            .map(|row| Ok((session_row(row)?, count(row.integer("messages")?)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         let next = more
             .then(|| sessions.last())
@@ -401,11 +402,6 @@ async fn insert_messages(
 ) -> Result<(), StoreError> {
     let id = session.to_string();
     for (offset, message) in messages.iter().enumerate() {
-        let tool_calls = if message.tool_calls.is_empty() {
-            None
-        } else {
-            Some(json(&message.tool_calls)?)
-        };
         sqlx::query(
             "INSERT INTO messages (session_id, seq, role, content, tool_calls, tool_call_id,
                                    interrupted, created_at)
@@ -415,7 +411,7 @@ async fn insert_messages(
         .bind(integer(from + offset)?)
         .bind(role_name(message.role))
         .bind(&message.content)
-        .bind(tool_calls)
+        .bind(tool_calls(message)?)
         .bind(&message.tool_call_id)
         .bind(message.interrupted)
         .bind(message.created_at.to_rfc3339())
@@ -426,80 +422,35 @@ async fn insert_messages(
     Ok(())
 }
 
-fn session_row(row: &SqliteRow) -> Result<SessionRow, StoreError> {
-    let text = |column: &str| row.try_get::<String, _>(column).map_err(unavailable);
-    let id = text("id")?;
-    Ok(SessionRow {
-        id: Uuid::parse_str(&id).map_err(|e| corrupt(format!("session id `{id}`: {e}")))?,
-        owner: row.try_get("owner").map_err(unavailable)?,
-        provider: text("provider")?,
-        model: text("model")?,
-        defaults: from_json(&text("defaults")?)?,
-        tools: from_json(&text("tools")?)?,
-        metadata: from_json(&text("metadata")?)?,
-        created_at: timestamp(&text("created_at")?)?,
-        updated_at: timestamp(&text("updated_at")?)?,
-        version: u64::try_from(row.try_get::<i64, _>("version").map_err(unavailable)?)
-            .map_err(|e| corrupt(format!("version: {e}")))?,
-    })
-}
-
-fn message(row: &SqliteRow) -> Result<Message, StoreError> {
-    let role: String = row.try_get("role").map_err(unavailable)?;
-    let tool_calls: Option<String> = row.try_get("tool_calls").map_err(unavailable)?;
-    Ok(Message {
-        role: match role.as_str() {
-            "system" => Role::System,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            other => return Err(corrupt(format!("role `{other}`"))),
-        },
-        content: row.try_get("content").map_err(unavailable)?,
-        tool_calls: match tool_calls {
-            Some(calls) => from_json::<Vec<ToolCall>>(&calls)?,
-            None => Vec::new(),
-        },
-        tool_call_id: row.try_get("tool_call_id").map_err(unavailable)?,
-        interrupted: row.try_get("interrupted").map_err(unavailable)?,
-        created_at: timestamp(
-            &row.try_get::<String, _>("created_at")
-                .map_err(unavailable)?,
-        )?,
-    })
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
+impl Columns for SqliteRow {
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        self.try_get(column).map_err(unavailable)
     }
-}
 
-fn json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Unavailable(format!("encoding: {e}")))
-}
+    fn maybe_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
 
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| corrupt(format!("stored JSON: {e}")))
-}
+    fn integer(&self, column: &str) -> Result<i64, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
 
-fn timestamp(text: &str) -> Result<Timestamp, StoreError> {
-    Timestamp::parse(text).ok_or_else(|| corrupt(format!("time `{text}`")))
-}
+    fn flag(&self, column: &str) -> Result<bool, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
 
-fn integer<T: TryInto<i64>>(value: T) -> Result<i64, StoreError> {
-    value
-        .try_into()
-        .map_err(|_| StoreError::Unavailable("a number too large for the store".into()))
-}
+    /// Ids are stored as their hyphenated text.
+    fn id(&self, column: &str) -> Result<Uuid, StoreError> {
+        let text = self.text(column)?;
+        Uuid::parse_str(&text).map_err(|e| corrupt(format!("id `{text}`: {e}")))
+    }
 
-fn corrupt(what: String) -> StoreError {
-    StoreError::Unavailable(format!("unreadable row: {what}"))
-}
-
-fn unavailable(error: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(error.to_string())
+    /// Times are stored as RFC 3339 text, to the millisecond (so text order is time
+    /// order).
+    fn time(&self, column: &str) -> Result<Timestamp, StoreError> {
+        let text = self.text(column)?;
+        Timestamp::parse(&text).ok_or_else(|| corrupt(format!("time `{text}`")))
+    }
 }
 
 /// A file another process holds answers "database is locked".
@@ -535,8 +486,6 @@ pub mod fault_injection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Defaults, Tool};
-    use crate::store::Store;
 
     /// A store file of its own, removed (with its WAL) when dropped.
     struct TempFile(std::path::PathBuf);
@@ -557,193 +506,6 @@ mod tests {
                 let _ = std::fs::remove_file(format!("{}{suffix}", self.path()));
             }
         }
-    }
-
-    fn row(owner: Option<&str>) -> SessionRow {
-        let now = Timestamp::now();
-        SessionRow {
-            id: Uuid::new_v4(),
-            owner: owner.map(str::to_owned),
-            provider: "echo".into(),
-            model: "echo-1".into(),
-            defaults: Defaults {
-                temperature: Some(0.5),
-                ..Defaults::default()
-            },
-            tools: vec![Tool {
-                kind: Default::default(),
-                name: "get_weather".into(),
-                description: Some("the weather".into()),
-                parameters: serde_json::json!({"type": "object"}),
-            }],
-            metadata: serde_json::json!({"tab": 3}).as_object().unwrap().clone(),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-        }
-    }
-
-    fn turn(text: &str) -> Vec<Message> {
-        let now = Timestamp::now();
-        let mut reply = Message::text(Role::Assistant, format!("echo: {text}"), now);
-        reply.tool_calls = vec![ToolCall {
-            id: "call_1".into(),
-            name: "get_weather".into(),
-            arguments: "{\"city\":\"Oslo\"}".into(),
-        }];
-        vec![Message::text(Role::User, text, now), reply]
-    }
-
-    fn commit<'a>(
-        row: &SessionRow,
-        from: usize,
-        from_version: u64,
-        messages: &'a [Message],
-    ) -> CommitRows<'a> {
-        CommitRows {
-            session: row.id,
-            from_version,
-            version: from_version + 1,
-            from,
-            messages,
-            updated_at: Timestamp::now(),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_session_and_its_commits_read_back_whole_after_the_store_is_reopened() {
-        let file = TempFile::new();
-        let session = row(Some("digest-a"));
-        let instructions = vec![Message::text(Role::System, "be terse", Timestamp::now())];
-        let first = turn("hello");
-        let tool_output = Message::tool_output("call_1", "21 °C", Timestamp::now());
-        {
-            let store = Store::open(&format!("sqlite://{}", file.path()))
-                .await
-                .unwrap();
-            assert!(store.is_durable());
-            store.create(&session, &instructions).await.unwrap();
-            store.commit(commit(&session, 1, 1, &first)).await.unwrap();
-            store
-                .commit(commit(&session, 3, 2, std::slice::from_ref(&tool_output)))
-                .await
-                .unwrap();
-            store.close().await;
-        }
-        let store = Store::open(&format!("sqlite://{}", file.path()))
-            .await
-            .unwrap();
-        let stored = store.load(session.id).await.unwrap().unwrap();
-        assert_eq!(stored.row.version, 3);
-        assert_eq!(stored.row.tools, session.tools);
-        assert_eq!(stored.row.metadata, session.metadata);
-        assert_eq!(stored.row.defaults, session.defaults);
-        let expected: Vec<Message> = instructions
-            .into_iter()
-            .chain(first)
-            .chain([tool_output])
-            .collect();
-        let texts = |m: &[Message]| {
-            m.iter()
-                .map(|m| {
-                    (
-                        m.role,
-                        m.content.clone(),
-                        m.tool_calls.clone(),
-                        m.tool_call_id.clone(),
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(texts(&stored.messages), texts(&expected));
-        assert_eq!(
-            stored.messages[1].created_at.to_rfc3339(),
-            expected[1].created_at.to_rfc3339()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_commit_from_a_stale_version_or_length_changes_nothing() {
-        let file = TempFile::new();
-        let store = SqliteStore::open(file.path()).await.unwrap();
-        let session = row(None);
-        store.create(&session, &[]).await.unwrap();
-        store
-            .commit(commit(&session, 0, 1, &turn("one")))
-            .await
-            .unwrap();
-        let stale = store.commit(commit(&session, 0, 1, &turn("two"))).await;
-        assert_eq!(
-            stale,
-            Err(StoreError::VersionMoved {
-                expected: 1,
-                found: Some(2)
-            })
-        );
-        let wrong_place = store.commit(commit(&session, 1, 2, &turn("three"))).await;
-        assert!(matches!(wrong_place, Err(StoreError::VersionMoved { .. })));
-        let stored = store.load(session.id).await.unwrap().unwrap();
-        assert_eq!((stored.row.version, stored.messages.len()), (2, 2));
-        let gone = store.commit(commit(&row(None), 0, 1, &turn("x"))).await;
-        assert_eq!(
-            gone,
-            Err(StoreError::VersionMoved {
-                expected: 1,
-                found: None
-            })
-        );
-    }
-
-    #[tokio::test]
-    async fn deleting_removes_the_session_and_its_messages() {
-        let file = TempFile::new();
-        let store = SqliteStore::open(file.path()).await.unwrap();
-        let session = row(None);
-        store.create(&session, &turn("x")).await.unwrap();
-        assert!(store.delete(session.id).await.unwrap());
-        assert!(!store.delete(session.id).await.unwrap());
-        assert_eq!(store.load(session.id).await.unwrap(), None);
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap();
-        assert_eq!(left, 0);
-    }
-
-    #[tokio::test]
-    async fn a_keys_sessions_are_listed_newest_first_in_pages() {
-        let file = TempFile::new();
-        let store = SqliteStore::open(file.path()).await.unwrap();
-        let mut mine = Vec::new();
-        for n in 0..5 {
-            let session = row(Some("mine"));
-            store
-                .create(&session, &turn(&format!("{n}")))
-                .await
-                .unwrap();
-            mine.push((session.created_at.to_rfc3339(), session.id.to_string()));
-            store.create(&row(Some("theirs")), &[]).await.unwrap();
-            store.create(&row(None), &[]).await.unwrap();
-        }
-        let mut seen = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store.list(Some("mine"), 2, after).await.unwrap();
-            assert!(page.sessions.iter().all(|(_, count)| *count == 2));
-            seen.extend(
-                page.sessions
-                    .iter()
-                    .map(|(row, _)| (row.created_at.to_rfc3339(), row.id.to_string())),
-            );
-            match page.next {
-                Some(next) => after = crate::store::parse_cursor(&next),
-                None => break,
-            }
-        }
-        mine.sort();
-        mine.reverse();
-        assert_eq!(seen, mine, "newest first, each once");
-        assert_eq!(store.list(None, 100, None).await.unwrap().sessions.len(), 5);
     }
 
     #[tokio::test]
@@ -768,49 +530,5 @@ mod tests {
             newer.to_string().contains("newer than this binary"),
             "{newer}"
         );
-    }
-
-    #[tokio::test]
-    async fn a_url_that_is_no_store_is_refused_and_memory_keeps_nothing() {
-        assert!(matches!(
-            Store::open("mysql://x").await,
-            Err(StoreError::Refused(_))
-        ));
-        let memory = Store::open("memory").await.unwrap();
-        assert!(!memory.is_durable());
-        let session = row(None);
-        memory.create(&session, &turn("x")).await.unwrap();
-        assert_eq!(memory.load(session.id).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn many_sessions_commit_at_once_and_each_gets_its_own_outcome() {
-        let file = TempFile::new();
-        let store = std::sync::Arc::new(SqliteStore::open(file.path()).await.unwrap());
-        let sessions: Vec<SessionRow> = (0..50).map(|_| row(None)).collect();
-        for session in &sessions {
-            store.create(session, &[]).await.unwrap();
-        }
-        let mut tasks = Vec::new();
-        for (n, session) in sessions.iter().cloned().enumerate() {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let messages = turn("x");
-                // Every fifth one starts from a version the session is not at.
-                let from_version = if n % 5 == 0 { 7 } else { 1 };
-                store
-                    .commit(commit(&session, 0, from_version, &messages))
-                    .await
-            }));
-        }
-        for (n, task) in tasks.into_iter().enumerate() {
-            let outcome = task.await.unwrap();
-            assert_eq!(outcome.is_ok(), n % 5 != 0, "{n}: {outcome:?}");
-        }
-        for (n, session) in sessions.iter().enumerate() {
-            let stored = store.load(session.id).await.unwrap().unwrap();
-            let expected = if n % 5 == 0 { (1, 0) } else { (2, 2) };
-            assert_eq!((stored.row.version, stored.messages.len()), expected, "{n}");
-        }
     }
 }

@@ -1,0 +1,389 @@
+//! The shared store: PostgreSQL, for one process or several. Every connection commits
+//! with `synchronous_commit=on`, so a commit that returned survives a crash of the
+//! service and of the database host; Postgres groups the WAL flushes of concurrent
+//! commits by itself, so each write is simply its own transaction on a pool. Migrations
+//! are embedded (`migrations/postgres/`) and run at open under Postgres's migration
+//! lock; a schema newer than this binary is refused.
+//!
+//! A turn's commit is one statement: the version moves and the messages are inserted
+//! together, or neither happens.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::rows::{
+    Columns, count, integer, json, message, role_name, session_row, tool_calls, unavailable,
+};
+use super::{CommitRows, SessionPage, SessionRow, StoreError, StoredSession};
+use crate::message::{Message, Timestamp};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections one process keeps to the database.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// How long a call waits for a connection before it fails (503).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a store that failed is tried again.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// A store in a PostgreSQL database.
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    /// Whether the last call reached the database.
+    healthy: Arc<AtomicBool>,
+    /// Tries the database again every second while it is unhealthy.
+    prober: JoinHandle<()>,
+}
+
+impl PostgresStore {
+    /// Connects to the database `url` names and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let shown = without_password(url);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Refused(format!("STORE: {shown}: {e}")))?
+            .options([("synchronous_commit", "on")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Refused(format!("STORE: cannot reach {shown}: {e}")))?;
+        MIGRATOR.run(&pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::VersionMissing(version) => StoreError::Refused(format!(
+                "STORE: the schema of {shown} is at migration {version}, newer than this binary knows; run a newer binary"
+            )),
+            other => StoreError::Refused(format!("STORE: migrating {shown}: {other}")),
+        })?;
+        let healthy = Arc::new(AtomicBool::new(true));
+        let prober = tokio::spawn(probe_while_unhealthy(pool.clone(), healthy.clone()));
+        Ok(Self {
+            pool,
+            healthy,
+            prober,
+        })
+    }
+
+    /// Whether the last call reached the database (after a failure, a probe tries every
+    /// second).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    pub async fn close(self) {
+        self.prober.abort();
+        self.pool.close().await;
+    }
+
+    /// Notes whether a call reached the database, and passes its outcome on.
+    fn noted<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
+        match &outcome {
+            Err(StoreError::Unavailable(error)) => {
+                if self.healthy.swap(false, Ordering::AcqRel) {
+                    tracing::error!(%error, "the store failed; writes get 503 until it recovers");
+                }
+            }
+            _ => self.healthy.store(true, Ordering::Release),
+        }
+        outcome
+    }
+
+    /// Stores a new session with its first messages.
+    pub async fn create(&self, row: &SessionRow, messages: &[Message]) -> Result<(), StoreError> {
+        let outcome = async {
+            let mut tx = self.pool.begin().await.map_err(unavailable)?;
+            sqlx::query(
+                "INSERT INTO sessions (id, owner, provider, model, defaults, tools, metadata,
+                                       created_at, updated_at, version, messages)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(row.id)
+            .bind(&row.owner)
+            .bind(&row.provider)
+            .bind(&row.model)
+            .bind(json(&row.defaults)?)
+            .bind(json(&row.tools)?)
+            .bind(json(&row.metadata)?)
+            .bind(row.created_at.as_datetime())
+            .bind(row.updated_at.as_datetime())
+            .bind(integer(row.version)?)
+            .bind(integer(messages.len())?)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            insert_messages(&mut tx, row.id, 0, messages).await?;
+            tx.commit().await.map_err(unavailable)
+        }
+        .await;
+        self.noted(outcome)
+    }
+
+    /// Appends a turn's messages if the session is still where the commit started.
+    pub async fn commit(&self, commit: CommitRows<'_>) -> Result<(), StoreError> {
+        let outcome = async {
+            let mut tx = self.pool.begin().await.map_err(unavailable)?;
+            let moved = sqlx::query(
+                "UPDATE sessions SET version = $1, updated_at = $2, messages = messages + $3
+                 WHERE id = $4 AND version = $5 AND messages = $6",
+            )
+            .bind(integer(commit.version)?)
+            .bind(commit.updated_at.as_datetime())
+            .bind(integer(commit.messages.len())?)
+            .bind(commit.session)
+            .bind(integer(commit.from_version)?)
+            .bind(integer(commit.from)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            if moved.rows_affected() != 1 {
+                let found: Option<i64> =
+                    sqlx::query_scalar("SELECT version FROM sessions WHERE id = $1")
+                        .bind(commit.session)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                return Err(StoreError::VersionMoved {
+                    expected: commit.from_version,
+                    found: found.and_then(|v| u64::try_from(v).ok()),
+                });
+            }
+            insert_messages(&mut tx, commit.session, commit.from, commit.messages).await?;
+            tx.commit().await.map_err(unavailable)
+        }
+        .await;
+        self.noted(outcome)
+    }
+
+    pub async fn load(&self, id: Uuid) -> Result<Option<StoredSession>, StoreError> {
+        let outcome = async {
+            let Some(row) = sqlx::query("SELECT * FROM sessions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?
+            else {
+                return Ok(None);
+            };
+            let row = session_row(&row)?;
+            let messages = sqlx::query("SELECT * FROM messages WHERE session_id = $1 ORDER BY seq")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .iter()
+                .map(message)
+                .collect::<Result<_, _>>()?;
+            Ok(Some(StoredSession { row, messages }))
+        }
+        .await;
+        self.noted(outcome)
+    }
+
+    /// Removes a session and its history; whether it was stored.
+    pub async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
+        let outcome = sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected() == 1)
+            .map_err(unavailable);
+        self.noted(outcome)
+    }
+
+    pub async fn list(
+        &self,
+        owner: Option<&str>,
+        limit: usize,
+        after: Option<(Timestamp, Uuid)>,
+    ) -> Result<SessionPage, StoreError> {
+        let outcome = async {
+            // `owner = NULL` matches nothing, so the unowned are asked for apart.
+            let owner_is = if owner.is_some() {
+                "owner = $1"
+            } else {
+                "owner IS NULL AND $1::text IS NULL"
+            };
+            let rows = sqlx::query(&format!(
+                "SELECT * FROM sessions
+                 WHERE {owner_is} AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+                 ORDER BY created_at DESC, id DESC LIMIT $4"
+            ))
+            .bind(owner)
+            .bind(after.map(|(created, _)| created.as_datetime()))
+            .bind(after.map(|(_, id)| id))
+            .bind(integer(limit.saturating_add(1))?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            let more = rows.len() > limit;
+            let sessions = rows
+                .iter()
+                .take(limit)
+                .map(|row| Ok((session_row(row)?, count(row.integer("messages")?)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let next = more
+                .then(|| sessions.last())
+                .flatten()
+                .map(|(row, _)| super::cursor(row.created_at, row.id));
+            Ok(SessionPage { sessions, next })
+        }
+        .await;
+        self.noted(outcome)
+    }
+}
+
+/// Inserts a turn's messages as one statement (one array per column).
+async fn insert_messages(
+    tx: &mut Transaction<'_, Postgres>,
+    session: Uuid,
+    from: usize,
+    messages: &[Message],
+) -> Result<(), StoreError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let seqs = (from..from + messages.len())
+        .map(integer)
+        .collect::<Result<Vec<_>, _>>()?;
+    let tool_calls = messages
+        .iter()
+        .map(tool_calls)
+        .collect::<Result<Vec<_>, _>>()?;
+    sqlx::query(
+        "INSERT INTO messages (session_id, seq, role, content, tool_calls, tool_call_id,
+                               interrupted, created_at)
+         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[], $7::boolean[], $8::timestamptz[])",
+    )
+    .bind(session)
+    .bind(seqs)
+    .bind(
+        messages
+            .iter()
+            .map(|m| role_name(m.role))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(tool_calls)
+    .bind(
+        messages
+            .iter()
+            .map(|m| m.tool_call_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(messages.iter().map(|m| m.interrupted).collect::<Vec<_>>())
+    .bind(
+        messages
+            .iter()
+            .map(|m| m.created_at.as_datetime())
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Every second while the store is unhealthy, sees whether the database answers again.
+async fn probe_while_unhealthy(pool: PgPool, healthy: Arc<AtomicBool>) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        if healthy.load(Ordering::Acquire) {
+            continue;
+        }
+        if sqlx::query("SELECT 1").execute(&pool).await.is_ok() {
+            tracing::info!("the store answers again");
+            healthy.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl Columns for PgRow {
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
+
+    fn maybe_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
+
+    fn integer(&self, column: &str) -> Result<i64, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
+
+    fn flag(&self, column: &str) -> Result<bool, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
+
+    fn id(&self, column: &str) -> Result<Uuid, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
+
+    fn time(&self, column: &str) -> Result<Timestamp, StoreError> {
+        self.try_get::<DateTime<Utc>, _>(column)
+            .map(Timestamp::from_datetime)
+            .map_err(unavailable)
+    }
+}
+
+/// The URL as it may be shown: without its password.
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "the STORE URL".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use test_support::postgres::TestDatabase;
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused_with_a_clear_message_and_a_password_is_never_shown() {
+        let Some(database) = TestDatabase::create("store::postgres::a_newer_schema").await else {
+            return;
+        };
+        let store = PostgresStore::open(&database.url()).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (9999, 'from the future', true, '\\x00', 0)",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        store.close().await;
+        let newer = PostgresStore::open(&database.url()).await.unwrap_err();
+        assert!(
+            newer.to_string().contains("newer than this binary"),
+            "{newer}"
+        );
+        let unreachable = PostgresStore::open("postgres://me:hunter2@127.0.0.1:1/db")
+            .await
+            .unwrap_err();
+        let shown = unreachable.to_string();
+        assert!(
+            shown.contains("cannot reach") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+}

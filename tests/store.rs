@@ -1,0 +1,300 @@
+//! The store's contract, checked the same way on every backend that keeps anything:
+//! SQLite (a file of its own per test) and PostgreSQL (a database of its own per test on
+//! `TEST_POSTGRES_URL`; skipped, and saying so, when there is none, unless
+//! `REQUIRE_POSTGRES=1`). `memory` keeps nothing by design; its contract is checked in
+//! `src/store/mod.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use serde_json::json;
+use test_support::postgres::TestDatabase;
+use text_session_api::message::{Defaults, Message, Role, Timestamp, Tool, ToolCall};
+use text_session_api::store::{CommitRows, SessionRow, Store, StoreError, parse_cursor};
+use uuid::Uuid;
+
+/// Where a test's store lives; it can be opened again (after the last one was closed).
+enum Backend {
+    Sqlite(std::path::PathBuf),
+    Postgres(TestDatabase),
+}
+
+impl Backend {
+    fn url(&self) -> String {
+        match self {
+            Backend::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Backend::Postgres(database) => database.url(),
+        }
+    }
+
+    async fn open(&self) -> Store {
+        Store::open(&self.url()).await.unwrap()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Backend::Sqlite(path) = self {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+    }
+}
+
+/// Each test once per backend: `sqlite::name` and `postgres::name`.
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let path = std::env::temp_dir()
+                        .join(format!("text-session-store-{}.db", uuid::Uuid::new_v4()));
+                    super::$test(super::Backend::Sqlite(path)).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let name = concat!("postgres::", stringify!($test));
+                    if let Some(database) = test_support::postgres::TestDatabase::create(name).await {
+                        super::$test(super::Backend::Postgres(database)).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    a_session_and_its_commits_read_back_whole_after_the_store_is_reopened,
+    a_commit_from_a_stale_version_or_length_changes_nothing,
+    a_deleted_session_is_gone_with_its_messages,
+    a_keys_sessions_are_listed_newest_first_in_pages,
+    many_sessions_commit_at_once_and_each_gets_its_own_outcome,
+);
+
+fn row(owner: Option<&str>) -> SessionRow {
+    let now = Timestamp::now();
+    SessionRow {
+        id: Uuid::new_v4(),
+        owner: owner.map(str::to_owned),
+        provider: "echo".into(),
+        model: "echo-1".into(),
+        defaults: Defaults {
+            temperature: Some(0.5),
+            ..Defaults::default()
+        },
+        tools: vec![Tool {
+            kind: Default::default(),
+            name: "get_weather".into(),
+            description: Some("the weather".into()),
+            parameters: json!({"type": "object"}),
+        }],
+        // Keys out of order: they come back as written.
+        metadata: json!({"zeta": 1, "alpha": {"b": 2, "a": [1, "x"]}})
+            .as_object()
+            .unwrap()
+            .clone(),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    }
+}
+
+fn turn(text: &str) -> Vec<Message> {
+    let now = Timestamp::now();
+    let mut reply = Message::text(Role::Assistant, format!("echo: {text}"), now);
+    reply.tool_calls = vec![ToolCall {
+        id: "call_1".into(),
+        name: "get_weather".into(),
+        arguments: "{\"city\":\"Oslo\"}".into(),
+    }];
+    vec![Message::text(Role::User, text, now), reply]
+}
+
+fn commit<'a>(
+    row: &SessionRow,
+    from: usize,
+    from_version: u64,
+    messages: &'a [Message],
+) -> CommitRows<'a> {
+    CommitRows {
+        session: row.id,
+        from_version,
+        version: from_version + 1,
+        from,
+        messages,
+        updated_at: Timestamp::now(),
+    }
+}
+
+async fn a_session_and_its_commits_read_back_whole_after_the_store_is_reopened(backend: Backend) {
+    let session = row(Some("digest-a"));
+    let instructions = vec![Message::text(Role::System, "be terse", Timestamp::now())];
+    let first = turn("hello ✓ \u{1F600}");
+    let mut interrupted = Message::text(Role::Assistant, "partial", Timestamp::now());
+    interrupted.interrupted = true;
+    let tool_output = Message::tool_output("call_1", "21 °C", Timestamp::now());
+    let store = backend.open().await;
+    assert!(store.is_durable());
+    store.create(&session, &instructions).await.unwrap();
+    store.commit(commit(&session, 1, 1, &first)).await.unwrap();
+    store
+        .commit(commit(
+            &session,
+            3,
+            2,
+            &[tool_output.clone(), interrupted.clone()],
+        ))
+        .await
+        .unwrap();
+    store.close().await;
+
+    let store = backend.open().await;
+    let stored = store.load(session.id).await.unwrap().unwrap();
+    assert_eq!(stored.row.version, 3);
+    let expected: Vec<Message> = instructions
+        .into_iter()
+        .chain(first)
+        .chain([tool_output, interrupted])
+        .collect();
+    assert_eq!(stored.messages, expected);
+    assert_eq!(
+        serde_json::to_string(&stored.row.metadata).unwrap(),
+        serde_json::to_string(&session.metadata).unwrap(),
+        "metadata comes back as written"
+    );
+    assert_eq!(
+        stored.row,
+        SessionRow {
+            version: 3,
+            updated_at: stored.row.updated_at,
+            ..session
+        }
+    );
+    assert_eq!(store.load(Uuid::new_v4()).await.unwrap(), None);
+    store.close().await;
+}
+
+async fn a_commit_from_a_stale_version_or_length_changes_nothing(backend: Backend) {
+    let store = backend.open().await;
+    let session = row(None);
+    store.create(&session, &[]).await.unwrap();
+    store
+        .commit(commit(&session, 0, 1, &turn("one")))
+        .await
+        .unwrap();
+    let stale = store.commit(commit(&session, 0, 1, &turn("two"))).await;
+    assert_eq!(
+        stale,
+        Err(StoreError::VersionMoved {
+            expected: 1,
+            found: Some(2)
+        })
+    );
+    let wrong_place = store.commit(commit(&session, 1, 2, &turn("three"))).await;
+    assert!(matches!(wrong_place, Err(StoreError::VersionMoved { .. })));
+    let stored = store.load(session.id).await.unwrap().unwrap();
+    assert_eq!((stored.row.version, stored.messages.len()), (2, 2));
+    let gone = store.commit(commit(&row(None), 0, 1, &turn("x"))).await;
+    assert_eq!(
+        gone,
+        Err(StoreError::VersionMoved {
+            expected: 1,
+            found: None
+        })
+    );
+    assert!(store.is_healthy(), "a stale commit is no store failure");
+    store.close().await;
+}
+
+async fn a_deleted_session_is_gone_with_its_messages(backend: Backend) {
+    let store = backend.open().await;
+    let session = row(None);
+    store.create(&session, &turn("x")).await.unwrap();
+    assert!(store.delete(session.id).await.unwrap());
+    assert!(!store.delete(session.id).await.unwrap());
+    assert_eq!(store.load(session.id).await.unwrap(), None);
+    // The same id stored again starts from nothing: no message of the old one is left.
+    store.create(&session, &[]).await.unwrap();
+    let stored = store.load(session.id).await.unwrap().unwrap();
+    assert!(stored.messages.is_empty());
+    store.close().await;
+}
+
+async fn a_keys_sessions_are_listed_newest_first_in_pages(backend: Backend) {
+    let store = backend.open().await;
+    let mut mine = Vec::new();
+    for n in 0..5 {
+        let session = row(Some("mine"));
+        store
+            .create(&session, &turn(&format!("{n}")))
+            .await
+            .unwrap();
+        mine.push((session.created_at, session.id));
+        store.create(&row(Some("theirs")), &[]).await.unwrap();
+        store.create(&row(None), &[]).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list(Some("mine"), 2, after).await.unwrap();
+        assert!(page.sessions.iter().all(|(_, count)| *count == 2));
+        seen.extend(
+            page.sessions
+                .iter()
+                .map(|(row, _)| (row.created_at, row.id)),
+        );
+        match page.next {
+            Some(next) => after = parse_cursor(&next),
+            None => break,
+        }
+    }
+    mine.sort();
+    mine.reverse();
+    assert_eq!(seen, mine, "newest first, each once");
+    assert_eq!(store.list(None, 100, None).await.unwrap().sessions.len(), 5);
+    assert_eq!(
+        store
+            .list(Some("nobody"), 100, None)
+            .await
+            .unwrap()
+            .sessions,
+        []
+    );
+    store.close().await;
+}
+
+async fn many_sessions_commit_at_once_and_each_gets_its_own_outcome(backend: Backend) {
+    let store = Arc::new(backend.open().await);
+    let sessions: Vec<SessionRow> = (0..50).map(|_| row(None)).collect();
+    for session in &sessions {
+        store.create(session, &[]).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for (n, session) in sessions.iter().cloned().enumerate() {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let messages = turn("x");
+            // Every fifth one starts from a version the session is not at.
+            let from_version = if n % 5 == 0 { 7 } else { 1 };
+            store
+                .commit(commit(&session, 0, from_version, &messages))
+                .await
+        }));
+    }
+    for (n, task) in tasks.into_iter().enumerate() {
+        let outcome = task.await.unwrap();
+        assert_eq!(outcome.is_ok(), n % 5 != 0, "{n}: {outcome:?}");
+    }
+    for (n, session) in sessions.iter().enumerate() {
+        let stored = store.load(session.id).await.unwrap().unwrap();
+        let expected = if n % 5 == 0 { (1, 0) } else { (2, 2) };
+        assert_eq!((stored.row.version, stored.messages.len()), expected, "{n}");
+    }
+    Arc::into_inner(store).unwrap().close().await;
+}
