@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::keys::KeyId;
 use crate::memory::{Charge, MemoryBudget};
+use crate::store::KeyAnswer;
 
 /// What makes two requests "the same": the route (method, path, query) and the body
 /// compared as a JSON value (object keys in any order).
@@ -31,6 +32,11 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
+    /// The SHA-256 digest of the body as a JSON value.
+    pub fn body_digest(&self) -> [u8; 32] {
+        self.body
+    }
+
     pub fn new(route: String, body: &Value) -> Self {
         let mut digest = Sha256::new();
         feed(&mut digest, body);
@@ -101,6 +107,42 @@ pub enum StoredBody {
 }
 
 impl StoredAnswer {
+    /// The answer as the store keeps it.
+    pub fn to_row(&self) -> KeyAnswer {
+        let (body, history) = match &self.body {
+            StoredBody::Whole(bytes) => (bytes.to_vec(), None),
+            StoredBody::AroundHistory {
+                before,
+                session,
+                len,
+                after,
+            } => (before.to_vec(), Some((*session, *len, after.to_vec()))),
+        };
+        KeyAnswer {
+            status: self.status,
+            headers: self.headers.clone(),
+            body,
+            history,
+        }
+    }
+
+    /// An answer the store kept.
+    pub fn from_row(row: KeyAnswer) -> Self {
+        Self {
+            status: row.status,
+            headers: row.headers,
+            body: match row.history {
+                None => StoredBody::Whole(row.body.into()),
+                Some((session, len, after)) => StoredBody::AroundHistory {
+                    before: row.body.into(),
+                    session,
+                    len,
+                    after: after.into(),
+                },
+            },
+        }
+    }
+
     /// Bytes held for this answer.
     fn size(&self) -> usize {
         let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
@@ -175,6 +217,11 @@ impl IdempotencyRecords {
             memory,
             by_owner: Mutex::default(),
         }
+    }
+
+    /// How long a key and its answer are kept.
+    pub fn ttl(&self) -> Duration {
+        self.limits.ttl
     }
 
     fn by_owner(&self) -> MutexGuard<'_, HashMap<Option<KeyId>, OwnerRecords>> {

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use serde_json::json;
 use test_support::postgres::TestDatabase;
 use text_session_api::message::{Defaults, Message, Role, Timestamp, Tool, ToolCall};
-use text_session_api::store::{CommitRows, SessionRow, Store, StoreError, parse_cursor};
+use text_session_api::store::{
+    CommitRows, KeyAnswer, KeyRecord, KeyTurn, SessionRow, Store, StoreError, parse_cursor,
+};
 use uuid::Uuid;
 
 /// Where a test's store lives; it can be opened again (after the last one was closed).
@@ -75,6 +77,8 @@ on_every_backend!(
     a_deleted_session_is_gone_with_its_messages,
     a_keys_sessions_are_listed_newest_first_in_pages,
     many_sessions_commit_at_once_and_each_gets_its_own_outcome,
+    a_key_record_and_its_answer_read_back_and_expire,
+    a_commit_writes_its_keys_record_with_the_turn_and_a_failed_one_writes_none,
 );
 
 fn row(owner: Option<&str>) -> SessionRow {
@@ -129,6 +133,7 @@ fn commit<'a>(
         from,
         messages,
         updated_at: Timestamp::now(),
+        key: None,
     }
 }
 
@@ -297,4 +302,146 @@ async fn many_sessions_commit_at_once_and_each_gets_its_own_outcome(backend: Bac
         assert_eq!((stored.row.version, stored.messages.len()), expected, "{n}");
     }
     Arc::into_inner(store).unwrap().close().await;
+}
+
+fn key_record(owner: Option<&str>, key: &str) -> KeyRecord {
+    KeyRecord {
+        owner: owner.map(str::to_owned),
+        key: key.into(),
+        route: "POST /text/session/x/message?view=full".into(),
+        body_digest: [7; 32],
+        created_at: Timestamp::now(),
+        turn: None,
+        answer: None,
+    }
+}
+
+fn answer(history: Option<Uuid>) -> KeyAnswer {
+    KeyAnswer {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), b"application/json".to_vec()),
+            ("etag".into(), b"\"3\"".to_vec()),
+        ],
+        body: b"{\"success\":true,\"messages\":".to_vec(),
+        history: history.map(|session| (session, 4, b"}}".to_vec())),
+    }
+}
+
+fn ago(millis: i64) -> Timestamp {
+    Timestamp::from_unix_millis(Timestamp::now().unix_millis() - millis).unwrap()
+}
+
+async fn a_key_record_and_its_answer_read_back_and_expire(backend: Backend) {
+    let store = backend.open().await;
+    let whole = KeyRecord {
+        answer: Some(answer(None)),
+        ..key_record(Some("digest-a"), "k1")
+    };
+    let around = KeyRecord {
+        answer: Some(answer(Some(Uuid::new_v4()))),
+        ..key_record(None, "k1")
+    };
+    store.keep_key(&whole).await.unwrap();
+    store.keep_key(&around).await.unwrap();
+    store.close().await;
+
+    let store = backend.open().await;
+    let since = ago(60_000);
+    assert_eq!(
+        store.key(Some("digest-a"), "k1", since).await.unwrap(),
+        Some(whole.clone()),
+        "per API key"
+    );
+    assert_eq!(store.key(None, "k1", since).await.unwrap(), Some(around));
+    assert_eq!(
+        store.key(Some("digest-b"), "k1", since).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.key(Some("digest-a"), "k2", since).await.unwrap(),
+        None
+    );
+    // Made before `since`: as good as gone; `forget_keys` drops it.
+    let later = Timestamp::from_unix_millis(whole.created_at.unix_millis() + 1).unwrap();
+    assert_eq!(
+        store.key(Some("digest-a"), "k1", later).await.unwrap(),
+        None
+    );
+    assert_eq!(store.forget_keys(later).await.unwrap(), 2);
+    assert_eq!(
+        store.key(Some("digest-a"), "k1", since).await.unwrap(),
+        None
+    );
+    store.close().await;
+}
+
+async fn a_commit_writes_its_keys_record_with_the_turn_and_a_failed_one_writes_none(
+    backend: Backend,
+) {
+    let store = backend.open().await;
+    let session = row(None);
+    store.create(&session, &[]).await.unwrap();
+    // An old record of the key (an answer of a day ago) is replaced by the new claim.
+    let old = KeyRecord {
+        created_at: ago(86_400_000),
+        answer: Some(answer(None)),
+        ..key_record(None, "k")
+    };
+    store.keep_key(&old).await.unwrap();
+    let messages = turn("hi");
+    let turn_id = Uuid::new_v4();
+    let claim = KeyRecord {
+        turn: Some(KeyTurn {
+            session: session.id,
+            turn_id,
+            result: Some(json!({"text": "echo: hi", "finishReason": "stop"})),
+            from: 0,
+            len: 2,
+            version: 2,
+            updated_at: Timestamp::now(),
+        }),
+        ..key_record(None, "k")
+    };
+    store
+        .commit(CommitRows {
+            key: Some(&claim),
+            ..commit(&session, 0, 1, &messages)
+        })
+        .await
+        .unwrap();
+    let since = ago(3_600_000);
+    assert_eq!(
+        store.key(None, "k", since).await.unwrap(),
+        Some(claim.clone())
+    );
+    // Its answer, kept afterwards, leaves the turn in place.
+    let answered = KeyRecord {
+        answer: Some(answer(Some(session.id))),
+        ..key_record(None, "k")
+    };
+    store
+        .keep_key(&KeyRecord {
+            created_at: claim.created_at,
+            ..answered.clone()
+        })
+        .await
+        .unwrap();
+    let stored = store.key(None, "k", since).await.unwrap().unwrap();
+    assert_eq!(stored.turn, claim.turn);
+    assert_eq!(stored.answer, answered.answer);
+    // A commit that does not apply writes no record.
+    let stale = KeyRecord {
+        turn: claim.turn.clone(),
+        ..key_record(None, "other")
+    };
+    let refused = store
+        .commit(CommitRows {
+            key: Some(&stale),
+            ..commit(&session, 0, 1, &messages)
+        })
+        .await;
+    assert!(matches!(refused, Err(StoreError::VersionMoved { .. })));
+    assert_eq!(store.key(None, "other", since).await.unwrap(), None);
+    store.close().await;
 }

@@ -136,7 +136,10 @@ impl FromRequestParts<AppState> for SessionPath {
 
 /// The live session, or the stored one made live again (sessions are loaded on first
 /// use after a restart).
-async fn live_or_stored(app: &AppState, id: Uuid) -> Result<Option<Arc<Session>>, ApiError> {
+pub(crate) async fn live_or_stored(
+    app: &AppState,
+    id: Uuid,
+) -> Result<Option<Arc<Session>>, ApiError> {
     if let Some(session) = app.sessions.get(id) {
         return Ok(Some(session));
     }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,7 @@ use uuid::Uuid;
 
 use super::bodies::CancelRequest;
 use super::extract::{OptionalJsonBody, SessionPath};
+use super::middleware::idempotency::PendingKey;
 use super::responses::TurnView;
 use super::responses::View;
 use super::stream::{self, TurnSseEvent};
@@ -204,6 +206,7 @@ async fn retry_turn(
     State(app): State<AppState>,
     SessionPath { session, id }: SessionPath,
     Path((_, turn_id)): Path<(String, String)>,
+    key: Option<Extension<PendingKey>>,
 ) -> Result<Response, ApiError> {
     let record = turn_of(&session, &turn_id)?;
     let status = record.snapshot().status;
@@ -225,6 +228,7 @@ async fn retry_turn(
     // A retry runs the input again whatever the session's version now is.
     let input = TurnInput {
         if_match: None,
+        key: key.map(|Extension(PendingKey(record))| record),
         ..TurnInput::clone(&record.input)
     };
     super::writes::run(&app, session, input, &id, View::Full, |new| {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +13,7 @@ use uuid::Uuid;
 
 use super::bodies::{InstructionsBody, MessageRequest, ToolOutputBody};
 use super::extract::{JsonBody, SessionPath};
+use super::middleware::idempotency::PendingKey;
 use super::responses::{self, ToolOutputResponse, View, ViewQuery, WriteResponse};
 use super::stream::{self, TurnSseEvent};
 use crate::app::AppState;
@@ -57,6 +59,7 @@ async fn post_message(
     SessionPath { session, id }: SessionPath,
     view: View,
     headers: HeaderMap,
+    key: Option<Extension<PendingKey>>,
     body: Result<JsonBody<MessageRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     let JsonBody { value: body, raw } = body?;
@@ -81,6 +84,7 @@ async fn post_message(
         stream: body.stream || stream::wants_event_stream(&headers),
         body: raw,
         if_match: if_match(&headers)?,
+        key: key.map(|Extension(PendingKey(record))| record),
     };
     run(&app, session, input, &id, view, |_| {}).await
 }
@@ -110,6 +114,7 @@ async fn post_instructions(
     SessionPath { session, id }: SessionPath,
     view: View,
     headers: HeaderMap,
+    key: Option<Extension<PendingKey>>,
     body: Result<JsonBody<InstructionsBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     let JsonBody {
@@ -128,6 +133,7 @@ async fn post_instructions(
         stream: body.stream || stream::wants_event_stream(&headers),
         body: raw,
         if_match: if_match(&headers)?,
+        key: key.map(|Extension(PendingKey(record))| record),
     };
     run(&app, session, input, &id, view, |_| {}).await
 }
@@ -153,6 +159,7 @@ async fn post_tool_output(
     SessionPath { session, id }: SessionPath,
     view: View,
     headers: HeaderMap,
+    key: Option<Extension<PendingKey>>,
     body: Result<JsonBody<ToolOutputBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     let JsonBody {
@@ -189,6 +196,7 @@ async fn post_tool_output(
         stream: false,
         body: raw,
         if_match: if_match(&headers)?,
+        key: key.map(|Extension(PendingKey(record))| record),
     };
     run(&app, session, input, &id, view, |_| {}).await
 }

@@ -97,10 +97,10 @@ impl Server {
         let sweeper = tokio::spawn({
             let state = state.clone();
             async move {
-                state
-                    .sessions
-                    .expire_idle_forever(&state.runtime.store)
-                    .await
+                tokio::join!(
+                    state.sessions.expire_idle_forever(&state.runtime.store),
+                    forget_old_keys_forever(&state),
+                );
             }
         });
         let draining = state.clone();
@@ -273,4 +273,29 @@ async fn route_not_found(uri: Uri) -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// Every minute, drops the stored `Idempotency-Key` records older than their TTL (the
+/// records in memory expire as they are looked at).
+async fn forget_old_keys_forever(state: &AppState) {
+    if !state.runtime.store.is_durable() {
+        return;
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let ttl = i64::try_from(state.idempotency.ttl().as_millis()).unwrap_or(i64::MAX);
+        let now = crate::message::Timestamp::now();
+        let Some(before) =
+            crate::message::Timestamp::from_unix_millis(now.unix_millis().saturating_sub(ttl))
+        else {
+            continue;
+        };
+        match state.runtime.store.forget_keys(before).await {
+            Ok(0) => {}
+            Ok(forgotten) => tracing::info!(forgotten, "expired idempotency records dropped"),
+            Err(error) => tracing::warn!(%error, "expired idempotency records are still stored"),
+        }
+    }
 }

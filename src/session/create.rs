@@ -3,6 +3,7 @@
 //! share (instructions, message length). Each failure names the field at fault.
 
 use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -196,6 +197,7 @@ impl Session {
             turn_lock: TurnLock::new(settings.max_waiting_per_session),
             turns: TurnRecords::new(settings.turns, account.clone()),
             account,
+            stale: AtomicBool::new(false),
         }
     }
 }

@@ -116,10 +116,29 @@ impl LiveSessions {
         session.touch(self.clock.now());
     }
 
-    /// The session with this id.
+    /// The session with this id. One found stale (the store holds a newer version than
+    /// it) is let go, to be loaded again; its waiting writers fail on it and nothing
+    /// else changes.
     pub fn get(&self, id: Uuid) -> Option<Arc<Session>> {
-        let sessions = self.sessions.read().unwrap_or_else(PoisonError::into_inner);
-        sessions.by_id.get(&id).cloned()
+        let session = {
+            let sessions = self.sessions.read().unwrap_or_else(PoisonError::into_inner);
+            sessions.by_id.get(&id).cloned()
+        }?;
+        if !session.is_stale() {
+            return Some(session);
+        }
+        let mut sessions = self
+            .sessions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if sessions
+            .by_id
+            .get(&id)
+            .is_some_and(|live| Arc::ptr_eq(live, &session))
+        {
+            sessions.remove(&id);
+        }
+        None
     }
 
     /// Adds a new session, unless a bound would be passed.

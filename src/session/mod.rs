@@ -15,6 +15,7 @@ pub mod turn;
 mod turn_lock;
 mod view;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use crate::keys::KeyId;
 use crate::memory::{Account, Charge};
 use crate::message::{Defaults, Message, Timestamp, Tool};
 use crate::provider::Provider;
-use crate::store::{CommitRows, SessionRow, Store, StoreError};
+use crate::store::{CommitRows, KeyRecord, KeyTurn, SessionRow, Store, StoreError};
 
 pub use create::{
     Invalid, MAX_ID_CHARS, NewSession, check_id, check_length, validate_instructions,
@@ -59,6 +60,9 @@ pub struct Session {
     history: RwLock<History>,
     turn_lock: TurnLock,
     turns: TurnRecords,
+    /// Set when a commit found the stored session at another version than this copy
+    /// (another process committed to it): this copy is no longer the session.
+    stale: AtomicBool,
 }
 
 /// The committed history and what changes with it.
@@ -70,6 +74,15 @@ pub struct History {
     pub updated_at: Timestamp,
     /// Bumped on every commit.
     pub version: u64,
+}
+
+/// The `Idempotency-Key` a committing turn came with: its record is written in the
+/// commit's own transaction, with the turn, so a retry after a crash finds it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyClaim<'a> {
+    pub record: &'a KeyRecord,
+    pub turn_id: Uuid,
+    pub result: Option<&'a turn::TurnResult>,
 }
 
 /// Where a commit left the history: `messages[..len]` is the session as of it.
@@ -112,9 +125,24 @@ impl Session {
         &self,
         messages: Vec<Message>,
         store: &Store,
+        key: Option<KeyClaim<'_>>,
     ) -> Result<Commit, StoreError> {
         let (from, version) = self.read(|h| (h.messages.len(), h.version));
         let updated_at = Timestamp::now();
+        let key = key.map(|claim| KeyRecord {
+            turn: Some(KeyTurn {
+                session: self.id,
+                turn_id: claim.turn_id,
+                result: claim
+                    .result
+                    .and_then(|result| serde_json::to_value(result).ok()),
+                from,
+                len: from + messages.len(),
+                version: version + 1,
+                updated_at,
+            }),
+            ..claim.record.clone()
+        });
         store
             .commit(CommitRows {
                 session: self.id,
@@ -123,8 +151,15 @@ impl Session {
                 from,
                 messages: &messages,
                 updated_at,
+                key: key.as_ref(),
             })
-            .await?;
+            .await
+            .inspect_err(|error| {
+                if matches!(error, StoreError::VersionMoved { .. }) {
+                    tracing::warn!(session_id = %self.id, %error, "the stored session moved; it will be loaded again");
+                    self.stale.store(true, Ordering::Release);
+                }
+            })?;
         let mut history = self.history.write().unwrap_or_else(PoisonError::into_inner);
         history
             .held
@@ -138,6 +173,11 @@ impl Session {
             version: history.version,
             updated_at,
         })
+    }
+
+    /// Whether a commit found the store ahead of this copy.
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Acquire)
     }
 
     /// The session as the store keeps it (everything but its messages).

@@ -349,6 +349,7 @@ mod tests {
             stream: false,
             body: serde_json::json!({"content": "x"}),
             if_match: None,
+            key: None,
         }
     }
 

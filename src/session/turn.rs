@@ -25,11 +25,11 @@ use super::events::TurnEvent;
 use super::records::TurnRecord;
 use super::runtime::{NotAdmitted, Runtime};
 use super::turn_lock::{CancelMode, Ticket};
-use super::{Commit, LockError, OnBusy, Priority, Session};
+use super::{Commit, KeyClaim, LockError, OnBusy, Priority, Session};
 use crate::memory::OverBudget;
 use crate::message::{ITEM_OVERHEAD, Message, Role, Timestamp, ToolCall};
 use crate::provider::{ChatRequest, FinishReason, PreparedCall, ProviderError, StreamEvent, Usage};
-use crate::store::StoreError;
+use crate::store::{KeyRecord, StoreError};
 
 /// Which write started the turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -58,6 +58,8 @@ pub struct TurnInput {
     pub body: serde_json::Value,
     /// `If-Match`: the version the session must be at when the turn takes the lock.
     pub if_match: Option<u64>,
+    /// The `Idempotency-Key` record of the request, written with the turn's commit.
+    pub key: Option<KeyRecord>,
 }
 
 impl TurnInput {
@@ -78,7 +80,7 @@ impl TurnInput {
 }
 
 /// What one generation returned.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = Result, example = json!({"text": "echo: hello", "toolCalls": [], "finishReason": "stop", "usage": {"inputTokens": 1, "outputTokens": 2}, "provider": "echo", "model": "echo-1"}))]
 pub struct TurnResult {
@@ -317,8 +319,17 @@ async fn execute(
     #[cfg(feature = "fault-injection")]
     fault_injection::panic_if_asked(&messages);
     let turn_id = guard.turn_id();
+    let claim = |result| {
+        input.key.as_ref().map(|record| KeyClaim {
+            record,
+            turn_id,
+            result,
+        })
+    };
     if input.kind == TurnKind::ToolOutput {
-        let commit = session.commit(messages, &runtime.store).await?;
+        let commit = session
+            .commit(messages, &runtime.store, claim(None))
+            .await?;
         return Ok(TurnOutcome {
             turn_id,
             result: None,
@@ -337,7 +348,9 @@ async fn execute(
                 result.tool_calls.clone(),
                 false,
             ));
-            let commit = session.commit(messages, &runtime.store).await?;
+            let commit = session
+                .commit(messages, &runtime.store, claim(Some(&result)))
+                .await?;
             Ok(TurnOutcome {
                 turn_id,
                 result: Some(result),
@@ -351,7 +364,8 @@ async fn execute(
         Err(CancelMode::Keep) => {
             let partial = record.events.text_so_far();
             messages.push(assistant(partial.clone(), Vec::new(), true));
-            let commit = session.commit(messages, &runtime.store).await?;
+            // Its answer is an error (409), kept as any answer is: no claim.
+            let commit = session.commit(messages, &runtime.store, None).await?;
             Err(TurnError::Cancelled {
                 partial,
                 commit: Some(commit),

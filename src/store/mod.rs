@@ -45,7 +45,8 @@ pub struct StoredSession {
 }
 
 /// One turn's commit: `messages` go after the `from` messages already stored, and the
-/// session moves from version `from_version` to `version`.
+/// session moves from version `from_version` to `version`. With `key`, the turn's
+/// `Idempotency-Key` record (with its `turn`) is written in the same transaction.
 #[derive(Debug, Clone, Copy)]
 pub struct CommitRows<'a> {
     pub session: Uuid,
@@ -54,6 +55,46 @@ pub struct CommitRows<'a> {
     pub from: usize,
     pub messages: &'a [Message],
     pub updated_at: Timestamp,
+    pub key: Option<&'a KeyRecord>,
+}
+
+/// An `Idempotency-Key` as stored: the request it came with, the turn it committed (if
+/// it did) and the answer (once kept). Bytes and JSON only; what they mean is for the
+/// layers above.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    /// The SHA-256 digest (hex) of the API key; `None` without API keys.
+    pub owner: Option<String>,
+    pub key: String,
+    pub route: String,
+    pub body_digest: [u8; 32],
+    pub created_at: Timestamp,
+    pub turn: Option<KeyTurn>,
+    pub answer: Option<KeyAnswer>,
+}
+
+/// The turn a key's request committed: enough to answer for it again.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyTurn {
+    pub session: Uuid,
+    pub turn_id: Uuid,
+    /// The turn's result as JSON; `None` when it made none (tool outputs).
+    pub result: Option<Value>,
+    pub from: usize,
+    pub len: usize,
+    pub version: u64,
+    pub updated_at: Timestamp,
+}
+
+/// A kept answer: status, headers (JSON) and body; `history`, when the body leaves out a
+/// committed history, says whose, how long and what stands after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    pub history: Option<(Uuid, usize, Vec<u8>)>,
 }
 
 /// Where a page of sessions (newest first) goes on: after the session created at
@@ -185,6 +226,39 @@ impl Store {
             Store::Memory => Ok(false),
             Store::Sqlite(store) => store.delete(id).await,
             Store::Postgres(store) => store.delete(id).await,
+        }
+    }
+
+    /// Writes a key's record (its answer kept): in place of an older record of the key,
+    /// keeping the turn a commit wrote for this same request.
+    pub async fn keep_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        match self {
+            Store::Memory => Ok(()),
+            Store::Sqlite(store) => store.keep_key(record).await,
+            Store::Postgres(store) => store.keep_key(record).await,
+        }
+    }
+
+    /// The record of `key` for `owner`, if one was made after `since`.
+    pub async fn key(
+        &self,
+        owner: Option<&str>,
+        key: &str,
+        since: Timestamp,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        match self {
+            Store::Memory => Ok(None),
+            Store::Sqlite(store) => store.key(owner, key, since).await,
+            Store::Postgres(store) => store.key(owner, key, since).await,
+        }
+    }
+
+    /// Drops the key records made before `before`; how many.
+    pub async fn forget_keys(&self, before: Timestamp) -> Result<u64, StoreError> {
+        match self {
+            Store::Memory => Ok(0),
+            Store::Sqlite(store) => store.forget_keys(before).await,
+            Store::Postgres(store) => store.forget_keys(before).await,
         }
     }
 

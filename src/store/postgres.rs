@@ -9,8 +9,8 @@
 //! together, or neither happens.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,12 +20,16 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::rows::{
-    Columns, count, integer, json, message, role_name, session_row, tool_calls, unavailable,
+    CLAIM_KEY, Columns, KEEP_KEY, count, headers_json, integer, json, key_record, message,
+    numbered, owner_column, role_name, session_row, tool_calls, unavailable,
 };
-use super::{CommitRows, SessionPage, SessionRow, StoreError, StoredSession};
+use super::{CommitRows, KeyRecord, SessionPage, SessionRow, StoreError, StoredSession};
 use crate::message::{Message, Timestamp};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+static CLAIM_KEY_NUMBERED: LazyLock<String> = LazyLock::new(|| numbered(CLAIM_KEY));
+static KEEP_KEY_NUMBERED: LazyLock<String> = LazyLock::new(|| numbered(KEEP_KEY));
 
 /// Connections one process keeps to the database.
 const MAX_CONNECTIONS: u32 = 16;
@@ -158,6 +162,18 @@ impl PostgresStore {
                 });
             }
             insert_messages(&mut tx, commit.session, commit.from, commit.messages).await?;
+            if let Some(key) = commit.key {
+                sqlx::query(&CLAIM_KEY_NUMBERED)
+                    .bind(owner_column(key.owner.as_deref()))
+                    .bind(&key.key)
+                    .bind(&key.route)
+                    .bind(&key.body_digest[..])
+                    .bind(key.created_at.as_datetime())
+                    .bind(key.turn.as_ref().map(json).transpose()?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
             tx.commit().await.map_err(unavailable)
         }
         .await;
@@ -196,6 +212,67 @@ impl PostgresStore {
             .execute(&self.pool)
             .await
             .map(|done| done.rows_affected() == 1)
+            .map_err(unavailable);
+        self.noted(outcome)
+    }
+
+    /// Writes a key's record with its answer.
+    pub async fn keep_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        let outcome = async {
+            let answer = key.answer.as_ref();
+            let history = answer.and_then(|a| a.history.as_ref());
+            sqlx::query(&KEEP_KEY_NUMBERED)
+                .bind(owner_column(key.owner.as_deref()))
+                .bind(&key.key)
+                .bind(&key.route)
+                .bind(&key.body_digest[..])
+                .bind(key.created_at.as_datetime())
+                .bind(key.turn.as_ref().map(json).transpose()?)
+                .bind(answer.map(|a| i64::from(a.status)))
+                .bind(answer.map(|a| headers_json(&a.headers)).transpose()?)
+                .bind(answer.map(|a| &a.body[..]))
+                .bind(history.map(|(session, _, _)| *session))
+                .bind(history.map(|(_, len, _)| integer(*len)).transpose()?)
+                .bind(history.map(|(_, _, after)| &after[..]))
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        }
+        .await;
+        self.noted(outcome)
+    }
+
+    pub async fn key(
+        &self,
+        owner: Option<&str>,
+        key: &str,
+        since: Timestamp,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let outcome = async {
+            sqlx::query(
+                "SELECT * FROM idempotency_keys WHERE owner = $1 AND key = $2 AND created_at > $3",
+            )
+            .bind(owner_column(owner))
+            .bind(key)
+            .bind(since.as_datetime())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .as_ref()
+            .map(key_record)
+            .transpose()
+        }
+        .await;
+        self.noted(outcome)
+    }
+
+    pub async fn forget_keys(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let outcome = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(before.as_datetime())
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected())
             .map_err(unavailable);
         self.noted(outcome)
     }
@@ -326,11 +403,23 @@ impl Columns for PgRow {
         self.try_get(column).map_err(unavailable)
     }
 
+    fn maybe_integer(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
+
+    fn maybe_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
+
     fn flag(&self, column: &str) -> Result<bool, StoreError> {
         self.try_get(column).map_err(unavailable)
     }
 
     fn id(&self, column: &str) -> Result<Uuid, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
+
+    fn maybe_id(&self, column: &str) -> Result<Option<Uuid>, StoreError> {
         self.try_get(column).map_err(unavailable)
     }
 

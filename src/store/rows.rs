@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::{SessionRow, StoreError};
+use super::{KeyAnswer, KeyRecord, SessionRow, StoreError};
 use crate::message::{Message, Role, Timestamp, ToolCall};
 
 /// How a backend reads one column of each kind a row holds.
@@ -12,8 +12,11 @@ pub(super) trait Columns {
     fn text(&self, column: &str) -> Result<String, StoreError>;
     fn maybe_text(&self, column: &str) -> Result<Option<String>, StoreError>;
     fn integer(&self, column: &str) -> Result<i64, StoreError>;
+    fn maybe_integer(&self, column: &str) -> Result<Option<i64>, StoreError>;
+    fn maybe_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn flag(&self, column: &str) -> Result<bool, StoreError>;
     fn id(&self, column: &str) -> Result<Uuid, StoreError>;
+    fn maybe_id(&self, column: &str) -> Result<Option<Uuid>, StoreError>;
     fn time(&self, column: &str) -> Result<Timestamp, StoreError>;
 }
 
@@ -52,6 +55,62 @@ pub(super) fn message(row: &impl Columns) -> Result<Message, StoreError> {
         interrupted: row.flag("interrupted")?,
         created_at: row.time("created_at")?,
     })
+}
+
+/// An `idempotency_keys` row.
+pub(super) fn key_record(row: &impl Columns) -> Result<KeyRecord, StoreError> {
+    let owner = row.text("owner")?;
+    let body_digest = row.maybe_bytes("body_digest")?.unwrap_or_default();
+    let answer = match row.maybe_integer("status")? {
+        None => None,
+        Some(status) => Some(KeyAnswer {
+            status: count(status)?,
+            headers: from_json::<Vec<(String, String)>>(
+                &row.maybe_text("headers")?.unwrap_or_else(|| "[]".into()),
+            )?
+            .into_iter()
+            .map(|(name, value)| (name, value.into_bytes()))
+            .collect(),
+            body: row.maybe_bytes("body")?.unwrap_or_default(),
+            history: match (
+                row.maybe_id("history_session")?,
+                row.maybe_integer("history_len")?,
+            ) {
+                (Some(session), Some(len)) => Some((
+                    session,
+                    count(len)?,
+                    row.maybe_bytes("body_after")?.unwrap_or_default(),
+                )),
+                _ => None,
+            },
+        }),
+    };
+    Ok(KeyRecord {
+        owner: (!owner.is_empty()).then_some(owner),
+        key: row.text("key")?,
+        route: row.text("route")?,
+        body_digest: body_digest
+            .try_into()
+            .map_err(|_| corrupt("a body digest that is not 32 bytes".into()))?,
+        created_at: row.time("created_at")?,
+        turn: row.maybe_text("turn")?.map(|t| from_json(&t)).transpose()?,
+        answer,
+    })
+}
+
+/// An answer's headers as stored: JSON pairs of name and (text) value.
+pub(super) fn headers_json(headers: &[(String, Vec<u8>)]) -> Result<String, StoreError> {
+    json(
+        &headers
+            .iter()
+            .map(|(name, value)| (name, String::from_utf8_lossy(value)))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// A key record's owner as stored: `''` without API keys (a key column is never NULL).
+pub(super) fn owner_column(owner: Option<&str>) -> &str {
+    owner.unwrap_or("")
 }
 
 /// How a message's role is stored.
@@ -99,4 +158,47 @@ pub(super) fn corrupt(what: String) -> StoreError {
 
 pub(super) fn unavailable(error: sqlx::Error) -> StoreError {
     StoreError::Unavailable(error.to_string())
+}
+
+/// Writes a key's record as a commit claims it: the request and the turn, any older
+/// record of the key (and its answer) replaced. Parameters: owner, key, route, body
+/// digest, created at, turn.
+pub(super) const CLAIM_KEY: &str = "
+    INSERT INTO idempotency_keys (owner, key, route, body_digest, created_at, turn)
+    VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (owner, key) DO UPDATE SET
+        route = excluded.route, body_digest = excluded.body_digest,
+        created_at = excluded.created_at, turn = excluded.turn,
+        status = NULL, headers = NULL, body = NULL,
+        history_session = NULL, history_len = NULL, body_after = NULL";
+
+/// Writes a key's record with its answer; the turn a commit wrote for this same request
+/// (same creation time) stays. Parameters: owner, key, route, body digest, created at,
+/// turn, status, headers, body, history session, history length, body after.
+pub(super) const KEEP_KEY: &str = "
+    INSERT INTO idempotency_keys (owner, key, route, body_digest, created_at, turn, status,
+                                  headers, body, history_session, history_len, body_after)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (owner, key) DO UPDATE SET
+        turn = CASE WHEN idempotency_keys.created_at = excluded.created_at
+                    THEN idempotency_keys.turn ELSE excluded.turn END,
+        route = excluded.route, body_digest = excluded.body_digest,
+        created_at = excluded.created_at, status = excluded.status,
+        headers = excluded.headers, body = excluded.body,
+        history_session = excluded.history_session, history_len = excluded.history_len,
+        body_after = excluded.body_after";
+
+/// `sql` with its `?` parameters numbered (`$1`, `$2`, …), as Postgres takes them.
+pub(super) fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -22,10 +22,10 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::rows::{
-    Columns, corrupt, count, integer, json, message, role_name, session_row, tool_calls,
-    unavailable,
+    CLAIM_KEY, Columns, KEEP_KEY, corrupt, count, headers_json, integer, json, key_record, message,
+    owner_column, role_name, session_row, tool_calls, unavailable,
 };
-use super::{CommitRows, SessionPage, SessionRow, StoreError, StoredSession};
+use super::{CommitRows, KeyRecord, SessionPage, SessionRow, StoreError, StoredSession};
 use crate::message::{Message, Timestamp};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -35,7 +35,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     pool: SqlitePool,
     /// Writes wait here for the writer task.
-    writes: mpsc::Sender<(Write, oneshot::Sender<Result<bool, StoreError>>)>,
+    writes: mpsc::Sender<(Write, oneshot::Sender<Result<u64, StoreError>>)>,
     writer: JoinHandle<()>,
     /// Whether the last batch (or probe) committed.
     healthy: Arc<AtomicBool>,
@@ -61,9 +61,14 @@ enum Write {
         from: usize,
         messages: Vec<Message>,
         updated_at: Timestamp,
+        key: Option<KeyRecord>,
     },
     Delete {
         id: Uuid,
+    },
+    KeepKey(KeyRecord),
+    ForgetKeys {
+        before: Timestamp,
     },
 }
 
@@ -133,9 +138,36 @@ impl SqliteStore {
             from: commit.from,
             messages: commit.messages.to_vec(),
             updated_at: commit.updated_at,
+            key: commit.key.cloned(),
         })
         .await
         .map(|_| ())
+    }
+
+    pub async fn keep_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        self.write(Write::KeepKey(record.clone())).await.map(|_| ())
+    }
+
+    pub async fn forget_keys(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.write(Write::ForgetKeys { before }).await
+    }
+
+    pub async fn key(
+        &self,
+        owner: Option<&str>,
+        key: &str,
+        since: Timestamp,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        sqlx::query("SELECT * FROM idempotency_keys WHERE owner = ? AND key = ? AND created_at > ?")
+            .bind(owner_column(owner))
+            .bind(key)
+            .bind(since.to_rfc3339())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .as_ref()
+            .map(key_record)
+            .transpose()
     }
 
     pub async fn load(&self, id: Uuid) -> Result<Option<StoredSession>, StoreError> {
@@ -162,11 +194,11 @@ impl SqliteStore {
 
     /// Removes a session and its history; whether it was stored.
     pub async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.write(Write::Delete { id }).await
+        self.write(Write::Delete { id }).await.map(|rows| rows == 1)
     }
 
     /// Hands a write to the writer task and waits until its batch is committed.
-    async fn write(&self, write: Write) -> Result<bool, StoreError> {
+    async fn write(&self, write: Write) -> Result<u64, StoreError> {
         let (done, answer) = oneshot::channel();
         self.writes
             .send((write, done))
@@ -237,7 +269,7 @@ impl SqliteStore {
 /// alone; if the commit itself fails, every write of the batch fails and none stuck.
 async fn write_batches(
     pool: SqlitePool,
-    mut waiting: mpsc::Receiver<(Write, oneshot::Sender<Result<bool, StoreError>>)>,
+    mut waiting: mpsc::Receiver<(Write, oneshot::Sender<Result<u64, StoreError>>)>,
     healthy: Arc<AtomicBool>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -285,7 +317,7 @@ async fn probe(pool: &SqlitePool) -> bool {
 async fn apply_batch<'a>(
     pool: &SqlitePool,
     writes: impl ExactSizeIterator<Item = &'a Write> + Clone,
-) -> (Vec<Result<bool, StoreError>>, bool) {
+) -> (Vec<Result<u64, StoreError>>, bool) {
     let count = writes.len();
     let failed_all = |error: StoreError| (vec![Err(error); count], false);
     #[cfg(feature = "fault-injection")]
@@ -321,7 +353,7 @@ async fn apply_batch<'a>(
 }
 
 /// One write, inside the batch's transaction.
-async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<bool, StoreError> {
+async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, StoreError> {
     match write {
         Write::Create { row, messages } => {
             sqlx::query(
@@ -344,7 +376,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<bool, 
             .await
             .map_err(unavailable)?;
             insert_messages(tx, row.id, 0, messages).await?;
-            Ok(true)
+            Ok(1)
         }
         Write::Commit {
             session,
@@ -353,6 +385,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<bool, 
             from,
             messages,
             updated_at,
+            key,
         } => {
             let id = session.to_string();
             let moved = sqlx::query(
@@ -381,7 +414,19 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<bool, 
                 });
             }
             insert_messages(tx, *session, *from, messages).await?;
-            Ok(true)
+            if let Some(key) = key {
+                sqlx::query(CLAIM_KEY)
+                    .bind(owner_column(key.owner.as_deref()))
+                    .bind(&key.key)
+                    .bind(&key.route)
+                    .bind(&key.body_digest[..])
+                    .bind(key.created_at.to_rfc3339())
+                    .bind(key.turn.as_ref().map(json).transpose()?)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Ok(1)
         }
         Write::Delete { id } => {
             let deleted = sqlx::query("DELETE FROM sessions WHERE id = ?")
@@ -389,7 +434,42 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<bool, 
                 .execute(&mut **tx)
                 .await
                 .map_err(unavailable)?;
-            Ok(deleted.rows_affected() == 1)
+            Ok(deleted.rows_affected())
+        }
+        Write::KeepKey(key) => {
+            #[cfg(feature = "fault-injection")]
+            if key.key == fault_injection::ANSWER_NOT_KEPT {
+                return Err(StoreError::Unavailable(
+                    "fault injection: the answer is not kept".into(),
+                ));
+            }
+            let answer = key.answer.as_ref();
+            let history = answer.and_then(|a| a.history.as_ref());
+            sqlx::query(KEEP_KEY)
+                .bind(owner_column(key.owner.as_deref()))
+                .bind(&key.key)
+                .bind(&key.route)
+                .bind(&key.body_digest[..])
+                .bind(key.created_at.to_rfc3339())
+                .bind(key.turn.as_ref().map(json).transpose()?)
+                .bind(answer.map(|a| i64::from(a.status)))
+                .bind(answer.map(|a| headers_json(&a.headers)).transpose()?)
+                .bind(answer.map(|a| &a.body[..]))
+                .bind(history.map(|(session, _, _)| session.to_string()))
+                .bind(history.map(|(_, len, _)| integer(*len)).transpose()?)
+                .bind(history.map(|(_, _, after)| &after[..]))
+                .execute(&mut **tx)
+                .await
+                .map_err(unavailable)?;
+            Ok(1)
+        }
+        Write::ForgetKeys { before } => {
+            let forgotten = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+                .bind(before.to_rfc3339())
+                .execute(&mut **tx)
+                .await
+                .map_err(unavailable)?;
+            Ok(forgotten.rows_affected())
         }
     }
 }
@@ -435,6 +515,14 @@ impl Columns for SqliteRow {
         self.try_get(column).map_err(unavailable)
     }
 
+    fn maybe_integer(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
+
+    fn maybe_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
+
     fn flag(&self, column: &str) -> Result<bool, StoreError> {
         self.try_get(column).map_err(unavailable)
     }
@@ -443,6 +531,12 @@ impl Columns for SqliteRow {
     fn id(&self, column: &str) -> Result<Uuid, StoreError> {
         let text = self.text(column)?;
         Uuid::parse_str(&text).map_err(|e| corrupt(format!("id `{text}`: {e}")))
+    }
+
+    fn maybe_id(&self, column: &str) -> Result<Option<Uuid>, StoreError> {
+        self.maybe_text(column)?
+            .map(|text| Uuid::parse_str(&text).map_err(|e| corrupt(format!("id `{text}`: {e}"))))
+            .transpose()
     }
 
     /// Times are stored as RFC 3339 text, to the millisecond (so text order is time
@@ -474,6 +568,10 @@ pub mod fault_injection {
     /// did: nothing of the batch is committed, and the store is unhealthy until a probe
     /// commits again.
     pub const STORE_FAILS: &str = "__fault_injection: the store fails__";
+
+    /// An `Idempotency-Key` whose answer is never kept (as if the process died between
+    /// the turn's commit and the answer's): only the commit's record of it is stored.
+    pub const ANSWER_NOT_KEPT: &str = "__fault_injection: the answer is not kept__";
 
     pub(super) fn fails(write: &Write) -> bool {
         match write {

@@ -13,6 +13,13 @@
 //! JSON, and where the history ends. A replay renders that committed history again, so
 //! it is the same bytes; if the session has been deleted since, the replay is
 //! `404 session_not_found`, as any request to it would be.
+//!
+//! With a durable store, records outlive the process. A write's turn commits the key's
+//! record in its own transaction (`PendingKey` hands it to the handler), and the answer
+//! is written once it is complete; a key unknown in memory is looked up in the store. A
+//! retry after a crash that fell between the two finds the committed turn and gets the
+//! answer rendered again from it (as JSON, the session as of that commit): the turn
+//! never runs twice.
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -27,8 +34,12 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::idempotency::{Fingerprint, Lookup, StoredAnswer, StoredBody};
 use crate::keys::{Caller, KeyId};
-use crate::routes::responses::HistoryInAnswer;
-use crate::session::Session;
+use crate::message::Timestamp;
+use crate::routes::extract::live_or_stored;
+use crate::routes::responses::{self, HistoryInAnswer, View};
+use crate::session::turn::TurnOutcome;
+use crate::session::{Commit, Session};
+use crate::store::KeyRecord;
 
 /// The request header.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -80,15 +91,106 @@ pub async fn idempotency(State(app): State<AppState>, request: Request, next: Ne
         format!("{} {}", parts.method, parts.uri),
         &body_value(&bytes),
     );
+    let record = KeyRecord {
+        owner: owner.map(|key| key.to_hex()),
+        key: key.clone(),
+        route: fingerprint.route.clone(),
+        body_digest: fingerprint.body_digest(),
+        created_at: Timestamp::now(),
+        turn: None,
+        answer: None,
+    };
     match app.idempotency.begin(owner, &key, fingerprint) {
         Lookup::InUse => ApiError::IdempotencyKeyInUse.into_response(),
         Lookup::Reused => ApiError::IdempotencyKeyReused.into_response(),
-        Lookup::Replay(answer) => replay(&app, owner, answer),
-        Lookup::Reserved => {
-            let request = Request::from_parts(parts, Body::from(bytes));
-            run_and_keep(app, owner, key, route_matched, request, next).await
-        }
+        Lookup::Replay(answer) => replay(&app, owner, answer).await,
+        Lookup::Reserved => match stored(&app, &record).await {
+            Ok(None) => {
+                let mut request = Request::from_parts(parts, Body::from(bytes));
+                request.extensions_mut().insert(PendingKey(record.clone()));
+                run_and_keep(app, owner, record, route_matched, request, next).await
+            }
+            Ok(Some(known)) => {
+                app.idempotency.release(owner, &key);
+                answer_known(&app, owner, &record, known).await
+            }
+            Err(error) => {
+                app.idempotency.release(owner, &key);
+                error.into_response()
+            }
+        },
     }
+}
+
+/// The key's record, handed to the write's turn so that its commit writes it too.
+#[derive(Debug, Clone)]
+pub struct PendingKey(pub KeyRecord);
+
+/// The store's record of a key memory does not know (a restart, an evicted record).
+async fn stored(app: &AppState, record: &KeyRecord) -> Result<Option<KeyRecord>, ApiError> {
+    let store = &app.runtime.store;
+    if !store.is_durable() {
+        return Ok(None);
+    }
+    let ttl = i64::try_from(app.idempotency.ttl().as_millis()).unwrap_or(i64::MAX);
+    let since = Timestamp::from_unix_millis(record.created_at.unix_millis().saturating_sub(ttl))
+        .unwrap_or(record.created_at);
+    let known = store
+        .key(record.owner.as_deref(), &record.key, since)
+        .await?;
+    // A record with neither answer nor turn holds nothing to answer with.
+    Ok(known.filter(|known| known.answer.is_some() || known.turn.is_some()))
+}
+
+/// The answer to a key the store knows: reuse, its kept answer, or its committed turn
+/// rendered again.
+async fn answer_known(
+    app: &AppState,
+    owner: Option<KeyId>,
+    request: &KeyRecord,
+    known: KeyRecord,
+) -> Response {
+    if known.route != request.route || known.body_digest != request.body_digest {
+        return ApiError::IdempotencyKeyReused.into_response();
+    }
+    if let Some(answer) = known.answer {
+        return replay(app, owner, StoredAnswer::from_row(answer)).await;
+    }
+    let Some(turn) = known.turn else {
+        return ApiError::Internal("a key record without answer or turn".into()).into_response();
+    };
+    let Ok(Some(session)) = live_or_stored(app, turn.session).await else {
+        return ApiError::session_not_found(&turn.session.to_string()).into_response();
+    };
+    if session.owner != owner {
+        return ApiError::session_not_found(&turn.session.to_string()).into_response();
+    }
+    let result = match turn.result.map(serde_json::from_value).transpose() {
+        Ok(result) => result,
+        Err(error) => {
+            return ApiError::Internal(format!("a stored turn result: {error}")).into_response();
+        }
+    };
+    let outcome = TurnOutcome {
+        turn_id: turn.turn_id,
+        result,
+        commit: Commit {
+            from: turn.from,
+            len: turn.len,
+            version: turn.version,
+            updated_at: turn.updated_at,
+        },
+    };
+    let view = if request.route.contains("view=delta") {
+        View::Delta
+    } else {
+        View::Full
+    };
+    let mut response = responses::write(&session, &outcome, view);
+    response
+        .headers_mut()
+        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    response
 }
 
 /// 1 to 255 printable ASCII characters.
@@ -111,7 +213,7 @@ fn body_value(bytes: &Bytes) -> Value {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
-fn replay(app: &AppState, owner: Option<KeyId>, answer: StoredAnswer) -> Response {
+async fn replay(app: &AppState, owner: Option<KeyId>, answer: StoredAnswer) -> Response {
     let body = match answer.body {
         StoredBody::Whole(bytes) => bytes,
         StoredBody::AroundHistory {
@@ -120,9 +222,10 @@ fn replay(app: &AppState, owner: Option<KeyId>, answer: StoredAnswer) -> Respons
             len,
             after,
         } => {
-            let history = app
-                .sessions
-                .get(session)
+            let history = live_or_stored(app, session)
+                .await
+                .ok()
+                .flatten()
                 .filter(|s| s.owner == owner)
                 .and_then(|s| history_json(&s, len));
             let Some(history) = history else {
@@ -155,12 +258,13 @@ fn replay(app: &AppState, owner: Option<KeyId>, answer: StoredAnswer) -> Respons
 async fn run_and_keep(
     app: AppState,
     owner: Option<KeyId>,
-    key: String,
+    record: KeyRecord,
     route_matched: bool,
     request: Request,
     next: Next,
 ) -> Response {
     let (answer, answered) = tokio::sync::oneshot::channel();
+    let key = record.key.clone();
     tokio::spawn(async move {
         let response = next.run(request).await;
         let status = response.status();
@@ -184,30 +288,47 @@ async fn run_and_keep(
             .is_err();
         let mut kept = BytesMut::new();
         let mut body = body.into_data_stream();
+        // The last piece goes out only once the answer is stored: a client that got it
+        // whole gets the same bytes again after any restart.
+        let mut last: Option<Bytes> = None;
         while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(chunk) => {
                     kept.extend_from_slice(&chunk);
-                    if !client_gone {
-                        client_gone = chunks.send(Ok(chunk)).await.is_err();
+                    if let Some(before) = last.replace(chunk)
+                        && !client_gone
+                    {
+                        client_gone = chunks.send(Ok(before)).await.is_err();
                     }
                 }
                 Err(error) => {
+                    if let Some(before) = last.take() {
+                        let _ = chunks.send(Ok(before)).await;
+                    }
                     let _ = chunks.send(Err(error)).await;
                     app.idempotency.release(owner, &key);
                     return;
                 }
             }
         }
-        app.idempotency.finish(
-            owner,
-            &key,
-            StoredAnswer {
-                status: status.as_u16(),
-                headers,
-                body: without_history(kept.freeze(), history),
-            },
-        );
+        let answer = StoredAnswer {
+            status: status.as_u16(),
+            headers,
+            body: without_history(kept.freeze(), history),
+        };
+        let record = KeyRecord {
+            answer: Some(answer.to_row()),
+            ..record
+        };
+        app.idempotency.finish(owner, &key, answer);
+        if let Err(error) = app.runtime.store.keep_key(&record).await {
+            tracing::warn!(%error, "an idempotency answer was not stored; a retry after a restart renders it from its turn");
+        }
+        if let Some(last) = last
+            && !client_gone
+        {
+            let _ = chunks.send(Ok(last)).await;
+        }
     });
     answered.await.unwrap_or_else(|_| {
         ApiError::Internal("the request's task ended without an answer".into()).into_response()
