@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::message::Timestamp;
+
 /// The system clock, or one that tests move by hand (cheap to clone; clones share it).
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
@@ -63,6 +65,24 @@ impl Clock {
             .as_ref()
             .map_or(0, |m| m.ahead_nanos.load(Ordering::Acquire));
         Instant::now() + Duration::from_nanos(ahead)
+    }
+
+    /// The wall-clock time by this clock (a manual clock's moves included).
+    pub fn wall_now(&self) -> Timestamp {
+        self.wall_time_of(self.now())
+    }
+
+    /// The wall-clock time an `Instant` of this clock stands for.
+    pub fn wall_time_of(&self, at: Instant) -> Timestamp {
+        let now = Instant::now();
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let wall = Timestamp::now().unix_millis();
+        let shifted = if at >= now {
+            wall.saturating_add(millis(at - now))
+        } else {
+            wall.saturating_sub(millis(now - at))
+        };
+        Timestamp::from_unix_millis(shifted).unwrap_or_else(Timestamp::now)
     }
 
     /// Moves a manual clock ahead by `by` and wakes whoever listens to its `moves`;

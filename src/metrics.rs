@@ -40,6 +40,12 @@ pub struct ProviderErrorLabels {
     pub kind: &'static str,
 }
 
+/// `kind`: `unavailable` or `version_moved`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreErrorLabel {
+    pub kind: &'static str,
+}
+
 /// `provider` and `direction`: `input` or `output`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
@@ -50,6 +56,11 @@ pub struct TokenLabels {
 fn seconds_histogram() -> Histogram {
     // 1 ms to about 65 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+fn store_histogram() -> Histogram {
+    // 50 µs to about 3 s: one commit (its fsync included).
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
 fn micros_histogram() -> Histogram {
@@ -75,6 +86,10 @@ pub struct Metrics {
     pub provider_slots_waiting: Gauge,
     pub memory_held: Gauge,
     pub memory_budget: Gauge,
+    pub sessions_stored: Gauge,
+    pub store_commit: Histogram,
+    pub store_errors: Family<StoreErrorLabel, Counter>,
+    pub store_loads: Counter,
 }
 
 impl Default for Metrics {
@@ -101,6 +116,10 @@ impl Metrics {
             provider_slots_waiting: Gauge::default(),
             memory_held: Gauge::default(),
             memory_budget: Gauge::default(),
+            sessions_stored: Gauge::default(),
+            store_commit: store_histogram(),
+            store_errors: Family::default(),
+            store_loads: Counter::default(),
             registry: Registry::default(),
         };
         let m = &metrics;
@@ -170,10 +189,37 @@ impl Metrics {
             "MEMORY_BUDGET_BYTES: past it new writes are refused",
             m.memory_budget.clone(),
         );
+        registry.register(
+            "sessions_stored",
+            "Sessions that exist, in memory or only in the store (what MAX_SESSIONS bounds)",
+            m.sessions_stored.clone(),
+        );
+        registry.register(
+            "store_commit_duration_seconds",
+            "Time a turn's commit took in the store (durable when it returns)",
+            m.store_commit.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Store calls that failed, by kind",
+            m.store_errors.clone(),
+        );
+        registry.register(
+            "store_loads",
+            "Sessions loaded from the store into memory",
+            m.store_loads.clone(),
+        );
         Self {
             registry,
             ..metrics
         }
+    }
+
+    /// Counts a failed store call: `unavailable` or `version_moved`.
+    pub fn store_error(&self, kind: &'static str) {
+        self.store_errors
+            .get_or_create(&StoreErrorLabel { kind })
+            .inc();
     }
 
     /// The metrics in the text exposition format.

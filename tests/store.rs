@@ -79,6 +79,7 @@ on_every_backend!(
     many_sessions_commit_at_once_and_each_gets_its_own_outcome,
     a_key_record_and_its_answer_read_back_and_expire,
     a_commit_writes_its_keys_record_with_the_turn_and_a_failed_one_writes_none,
+    sessions_are_counted_per_owner_and_idle_ones_expire_by_their_last_activity,
 );
 
 fn row(owner: Option<&str>) -> SessionRow {
@@ -443,5 +444,43 @@ async fn a_commit_writes_its_keys_record_with_the_turn_and_a_failed_one_writes_n
         .await;
     assert!(matches!(refused, Err(StoreError::VersionMoved { .. })));
     assert_eq!(store.key(None, "other", since).await.unwrap(), None);
+    store.close().await;
+}
+
+async fn sessions_are_counted_per_owner_and_idle_ones_expire_by_their_last_activity(
+    backend: Backend,
+) {
+    let store = backend.open().await;
+    let (a1, a2, none) = (row(Some("a")), row(Some("a")), row(None));
+    for session in [&a1, &a2, &none] {
+        store.create(session, &[]).await.unwrap();
+    }
+    let mut counts = store.count_by_owner().await.unwrap();
+    counts.sort();
+    assert_eq!(counts, [(None, 1), (Some("a".to_owned()), 2)]);
+
+    let soon = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + 60_000).unwrap();
+    let later = Timestamp::from_unix_millis(soon.unix_millis() + 60_000).unwrap();
+    // Read a minute from now (as a session leaving memory reports it): not idle before then.
+    store.touch(&[(a2.id, soon)]).await.unwrap();
+    let idle: Vec<Uuid> = store
+        .idle(soon, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(idle.len(), 2);
+    assert!(idle.contains(&a1.id) && idle.contains(&none.id));
+    store.commit(commit(&a1, 0, 1, &turn("x"))).await.unwrap();
+    assert!(!store.expire(a2.id, soon).await.unwrap(), "active since");
+    assert!(store.expire(none.id, soon).await.unwrap());
+    assert!(!store.expire(none.id, soon).await.unwrap(), "gone already");
+    assert_eq!(store.load(none.id).await.unwrap(), None);
+    assert_eq!(store.idle(later, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        store.count_by_owner().await.unwrap(),
+        [(Some("a".to_owned()), 2)]
+    );
     store.close().await;
 }

@@ -143,9 +143,17 @@ pub(crate) async fn live_or_stored(
     if let Some(session) = app.sessions.get(id) {
         return Ok(Some(session));
     }
-    let Some(stored) = app.runtime.store.load(id).await? else {
+    let metrics = &app.runtime.metrics;
+    let Some(stored) = app
+        .runtime
+        .store
+        .load(id)
+        .await
+        .inspect_err(|error| metrics.store_error(error.kind()))?
+    else {
         return Ok(None);
     };
+    metrics.store_loads.inc();
     let owner = stored.row.owner.as_deref().and_then(KeyId::from_hex);
     let session = Session::restore(
         stored,

@@ -86,6 +86,9 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         }
     }
     metrics.sessions_live.set(sessions.len() as i64);
+    metrics
+        .sessions_stored
+        .set(i64::try_from(app.sessions.existing()).unwrap_or(i64::MAX));
     metrics.memory_held.set(app.memory.held() as i64);
     metrics
         .memory_budget

@@ -64,6 +64,7 @@ async fn create_session(
     // Stored before it is acknowledged; if the store fails, the session is not kept.
     let messages = session.read(|history| history.messages.clone());
     if let Err(error) = app.runtime.store.create(&session.row(), &messages).await {
+        app.runtime.metrics.store_error(error.kind());
         app.sessions.remove(session.id);
         return Err(error.into());
     }

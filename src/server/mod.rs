@@ -62,8 +62,12 @@ impl Server {
     /// As `build`, with idle expiry and `Idempotency-Key` lifetimes measured by `clock`.
     pub async fn build_with_clock(config: &Config, clock: Clock) -> Result<Self, BuildError> {
         let store = Store::open(&config.store).await?;
+        // The bounds on sessions count the stored ones (one query, grouped by owner).
+        let stored = store.count_by_owner().await?;
+        let state = AppState::new(config, clock, store)?;
+        state.sessions.count_stored(&stored);
         Ok(Self {
-            state: AppState::new(config, clock, store)?,
+            state,
             cors: cors(&config.cors_allow_origins)?,
             shutdown_grace: config.shutdown_grace(),
             connections: ConnectionLimits {

@@ -38,17 +38,29 @@ pub struct LiveSessions {
     max_live: Option<usize>,
 }
 
-/// The map, and how many sessions each API key holds (kept with it, under its lock).
+/// The map of live sessions, and how many sessions exist (live or only stored), in all
+/// and per API key: the counts the bounds apply to, kept under the map's lock.
 #[derive(Debug, Default)]
 struct Sessions {
     by_id: HashMap<Uuid, Arc<Session>>,
+    total: usize,
     per_key: HashMap<KeyId, usize>,
+    /// Sessions that left memory and when they were last active, for the store.
+    left: Vec<(Uuid, Timestamp)>,
 }
 
 impl Sessions {
+    /// Ends a live session: it no longer exists.
     fn remove(&mut self, id: &Uuid) -> Option<Arc<Session>> {
         let session = self.by_id.remove(id)?;
-        if let Some(owner) = session.owner
+        self.uncount(session.owner);
+        Some(session)
+    }
+
+    /// Counts one session fewer (of `owner`).
+    fn uncount(&mut self, owner: Option<KeyId>) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(owner) = owner
             && let Some(count) = self.per_key.get_mut(&owner)
         {
             *count -= 1;
@@ -56,7 +68,6 @@ impl Sessions {
                 self.per_key.remove(&owner);
             }
         }
-        Some(session)
     }
 }
 
@@ -77,6 +88,20 @@ impl LiveSessions {
             idle_ttl,
             clock,
             max_live: None,
+        }
+    }
+
+    /// Counts the sessions a store holds (per owner, as the store counts them), at start.
+    pub fn count_stored(&self, stored: &[(Option<String>, usize)]) {
+        let mut sessions = self
+            .sessions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (owner, count) in stored {
+            sessions.total += count;
+            if let Some(owner) = owner.as_deref().and_then(KeyId::from_hex) {
+                *sessions.per_key.entry(owner).or_default() += count;
+            }
         }
     }
 
@@ -102,11 +127,10 @@ impl LiveSessions {
                 .filter(|session| Arc::strong_count(session) == 1)
                 .min_by_key(|session| session.last_active())
                 .map(|session| session.id);
-            match coldest {
-                Some(id) => {
-                    sessions.remove(&id);
-                }
-                None => break,
+            let Some(id) = coldest else { break };
+            if let Some(session) = sessions.by_id.remove(&id) {
+                let active = self.clock.wall_time_of(session.last_active());
+                sessions.left.push((id, active));
             }
         }
     }
@@ -136,7 +160,8 @@ impl LiveSessions {
             .get(&id)
             .is_some_and(|live| Arc::ptr_eq(live, &session))
         {
-            sessions.remove(&id);
+            // It still exists (in the store): it only leaves memory.
+            sessions.by_id.remove(&id);
         }
         None
     }
@@ -147,7 +172,7 @@ impl LiveSessions {
             .sessions
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if sessions.by_id.len() >= self.max_total {
+        if sessions.total >= self.max_total {
             return Err(SessionLimit::Total(self.max_total));
         }
         if let Some(owner) = session.owner {
@@ -157,6 +182,7 @@ impl LiveSessions {
             }
             *owned += 1;
         }
+        sessions.total += 1;
         session.touch(self.clock.now());
         sessions.by_id.insert(session.id, session);
         self.evict(&mut sessions);
@@ -172,9 +198,6 @@ impl LiveSessions {
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(live) = sessions.by_id.get(&session.id) {
             return live.clone();
-        }
-        if let Some(owner) = session.owner {
-            *sessions.per_key.entry(owner).or_default() += 1;
         }
         session.touch(self.clock.now());
         sessions.by_id.insert(session.id, session.clone());
@@ -254,27 +277,117 @@ impl LiveSessions {
     }
 
     /// Expires idle sessions every so often (a quarter of the TTL, at least every 50 ms,
-    /// at most every minute) and whenever the clock is moved; runs until dropped.
+    /// at most every minute) and whenever the clock is moved: the live ones, then the
+    /// stored ones that are not live. Every second, tells the store when the sessions
+    /// that left memory were last active. Runs until dropped.
     pub async fn expire_idle_forever(&self, store: &Store) {
         let every = (self.idle_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush = tokio::time::interval(Duration::from_secs(1));
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut moves = self.clock.moves();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = moves.next() => {}
+                _ = flush.tick() => {
+                    self.flush_activity(store).await;
+                    continue;
+                }
             }
+            self.flush_activity(store).await;
             let expired = self.expire_idle();
             for id in &expired {
                 if let Err(error) = store.delete(*id).await {
                     tracing::warn!(session_id = %id, %error, "an expired session is still stored");
                 }
             }
-            if !expired.is_empty() {
-                tracing::info!(expired = expired.len(), "idle sessions expired");
+            let stored = self.expire_stored(store).await;
+            if !expired.is_empty() || stored > 0 {
+                tracing::info!(live = expired.len(), stored, "idle sessions expired");
             }
         }
+    }
+
+    /// Tells the store when the sessions that left memory were last active.
+    async fn flush_activity(&self, store: &Store) {
+        let left = std::mem::take(
+            &mut self
+                .sessions
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .left,
+        );
+        if !left.is_empty()
+            && let Err(error) = store.touch(&left).await
+        {
+            tracing::warn!(%error, sessions = left.len(), "when sessions were last active is not stored");
+        }
+    }
+
+    /// Deletes the stored sessions idle past the TTL that are not live (live ones expire
+    /// by their own last activity); how many.
+    async fn expire_stored(&self, store: &Store) -> usize {
+        let Some(ttl) = i64::try_from(self.idle_ttl.as_millis())
+            .ok()
+            .filter(|_| store.is_durable())
+        else {
+            return 0;
+        };
+        let now = self.clock.wall_now().unix_millis();
+        let Some(before) = Timestamp::from_unix_millis(now.saturating_sub(ttl)) else {
+            return 0;
+        };
+        let mut expired = 0;
+        // In batches, while batches expire something (live ones stay in the list).
+        for _ in 0..20 {
+            let idle = match store.idle(before, 500).await {
+                Ok(idle) => idle,
+                Err(error) => {
+                    tracing::warn!(%error, "idle stored sessions were not looked for");
+                    break;
+                }
+            };
+            let mut this_batch = 0;
+            for (id, owner) in idle {
+                if self.get(id).is_some() {
+                    continue;
+                }
+                match store.expire(id, before).await {
+                    Ok(true) => {
+                        this_batch += 1;
+                        let owner = owner.as_deref().and_then(KeyId::from_hex);
+                        let mut sessions = self
+                            .sessions
+                            .write()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        sessions.uncount(owner);
+                        // Loaded again meanwhile: it is gone all the same.
+                        if let Some(session) = sessions.by_id.remove(&id) {
+                            session.close();
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(session_id = %id, %error, "an idle stored session did not expire");
+                    }
+                }
+            }
+            expired += this_batch;
+            if this_batch == 0 {
+                break;
+            }
+        }
+        expired
+    }
+
+    /// How many sessions exist, live or only stored (what `MAX_SESSIONS` bounds).
+    pub fn existing(&self) -> usize {
+        self.sessions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .total
     }
 
     /// How many sessions are live.

@@ -327,9 +327,7 @@ async fn execute(
         })
     };
     if input.kind == TurnKind::ToolOutput {
-        let commit = session
-            .commit(messages, &runtime.store, claim(None))
-            .await?;
+        let commit = commit(session, messages, runtime, claim(None)).await?;
         return Ok(TurnOutcome {
             turn_id,
             result: None,
@@ -348,9 +346,7 @@ async fn execute(
                 result.tool_calls.clone(),
                 false,
             ));
-            let commit = session
-                .commit(messages, &runtime.store, claim(Some(&result)))
-                .await?;
+            let commit = commit(session, messages, runtime, claim(Some(&result))).await?;
             Ok(TurnOutcome {
                 turn_id,
                 result: Some(result),
@@ -365,13 +361,32 @@ async fn execute(
             let partial = record.events.text_so_far();
             messages.push(assistant(partial.clone(), Vec::new(), true));
             // Its answer is an error (409), kept as any answer is: no claim.
-            let commit = session.commit(messages, &runtime.store, None).await?;
+            let commit = commit(session, messages, runtime, None).await?;
             Err(TurnError::Cancelled {
                 partial,
                 commit: Some(commit),
             })
         }
     }
+}
+
+/// Commits the turn's messages, timing the store's part for the metrics.
+async fn commit(
+    session: &Session,
+    messages: Vec<Message>,
+    runtime: &Runtime,
+    key: Option<KeyClaim<'_>>,
+) -> Result<Commit, StoreError> {
+    let started = Instant::now();
+    let committed = session.commit(messages, &runtime.store, key).await;
+    match &committed {
+        Ok(_) => runtime
+            .metrics
+            .store_commit
+            .observe(started.elapsed().as_secs_f64()),
+        Err(error) => runtime.metrics.store_error(error.kind()),
+    }
+    committed
 }
 
 /// What must hold when the turn takes the lock: the version `If-Match` names, and room

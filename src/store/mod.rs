@@ -142,6 +142,17 @@ pub enum StoreError {
     Refused(String),
 }
 
+impl StoreError {
+    /// A short name of the kind, for metrics: `unavailable`, `version_moved`, `refused`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::VersionMoved { .. } => "version_moved",
+            StoreError::Refused(_) => "refused",
+        }
+    }
+}
+
 /// The configured store.
 #[derive(Debug)]
 pub enum Store {
@@ -226,6 +237,49 @@ impl Store {
             Store::Memory => Ok(false),
             Store::Sqlite(store) => store.delete(id).await,
             Store::Postgres(store) => store.delete(id).await,
+        }
+    }
+
+    /// Notes that sessions were last active at the given times (when they leave memory:
+    /// reads are not committed, so the store would not know of them otherwise).
+    pub async fn touch(&self, sessions: &[(Uuid, Timestamp)]) -> Result<(), StoreError> {
+        match self {
+            Store::Memory => Ok(()),
+            Store::Sqlite(store) => store.touch(sessions).await,
+            Store::Postgres(store) => store.touch(sessions).await,
+        }
+    }
+
+    /// Up to `limit` stored sessions last active before `before`, the longest idle
+    /// first, with their owners.
+    pub async fn idle(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, Option<String>)>, StoreError> {
+        match self {
+            Store::Memory => Ok(Vec::new()),
+            Store::Sqlite(store) => store.idle(before, limit).await,
+            Store::Postgres(store) => store.idle(before, limit).await,
+        }
+    }
+
+    /// Deletes a session if it was last active before `before` (else leaves it);
+    /// whether it did.
+    pub async fn expire(&self, id: Uuid, before: Timestamp) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory => Ok(false),
+            Store::Sqlite(store) => store.expire(id, before).await,
+            Store::Postgres(store) => store.expire(id, before).await,
+        }
+    }
+
+    /// How many sessions are stored, per owner (`None`: made without API keys).
+    pub async fn count_by_owner(&self) -> Result<Vec<(Option<String>, usize)>, StoreError> {
+        match self {
+            Store::Memory => Ok(Vec::new()),
+            Store::Sqlite(store) => store.count_by_owner().await,
+            Store::Postgres(store) => store.count_by_owner().await,
         }
     }
 

@@ -108,8 +108,8 @@ impl PostgresStore {
             let mut tx = self.pool.begin().await.map_err(unavailable)?;
             sqlx::query(
                 "INSERT INTO sessions (id, owner, provider, model, defaults, tools, metadata,
-                                       created_at, updated_at, version, messages)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                       created_at, updated_at, version, messages, active_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9)",
             )
             .bind(row.id)
             .bind(&row.owner)
@@ -137,7 +137,8 @@ impl PostgresStore {
         let outcome = async {
             let mut tx = self.pool.begin().await.map_err(unavailable)?;
             let moved = sqlx::query(
-                "UPDATE sessions SET version = $1, updated_at = $2, messages = messages + $3
+                "UPDATE sessions SET version = $1, updated_at = $2, active_at = $2,
+                                     messages = messages + $3
                  WHERE id = $4 AND version = $5 AND messages = $6",
             )
             .bind(integer(commit.version)?)
@@ -213,6 +214,73 @@ impl PostgresStore {
             .await
             .map(|done| done.rows_affected() == 1)
             .map_err(unavailable);
+        self.noted(outcome)
+    }
+
+    pub async fn touch(&self, sessions: &[(Uuid, Timestamp)]) -> Result<(), StoreError> {
+        let outcome = sqlx::query(
+            "UPDATE sessions SET active_at = GREATEST(active_at, touched.at)
+             FROM UNNEST($1::uuid[], $2::timestamptz[]) AS touched (id, at)
+             WHERE sessions.id = touched.id",
+        )
+        .bind(sessions.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(
+            sessions
+                .iter()
+                .map(|(_, at)| at.as_datetime())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(unavailable);
+        self.noted(outcome)
+    }
+
+    pub async fn expire(&self, id: Uuid, before: Timestamp) -> Result<bool, StoreError> {
+        let outcome = sqlx::query("DELETE FROM sessions WHERE id = $1 AND active_at < $2")
+            .bind(id)
+            .bind(before.as_datetime())
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected() == 1)
+            .map_err(unavailable);
+        self.noted(outcome)
+    }
+
+    pub async fn idle(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, Option<String>)>, StoreError> {
+        let outcome = async {
+            sqlx::query(
+                "SELECT id, owner FROM sessions WHERE active_at < $1 ORDER BY active_at LIMIT $2",
+            )
+            .bind(before.as_datetime())
+            .bind(integer(limit)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|row| Ok((row.id("id")?, row.maybe_text("owner")?)))
+            .collect()
+        }
+        .await;
+        self.noted(outcome)
+    }
+
+    pub async fn count_by_owner(&self) -> Result<Vec<(Option<String>, usize)>, StoreError> {
+        let outcome = async {
+            sqlx::query("SELECT owner, count(*) AS sessions FROM sessions GROUP BY owner")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .iter()
+                .map(|row| Ok((row.maybe_text("owner")?, count(row.integer("sessions")?)?)))
+                .collect()
+        }
+        .await;
         self.noted(outcome)
     }
 

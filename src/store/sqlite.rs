@@ -67,6 +67,11 @@ enum Write {
         id: Uuid,
     },
     KeepKey(KeyRecord),
+    Touch(Vec<(Uuid, Timestamp)>),
+    Expire {
+        id: Uuid,
+        before: Timestamp,
+    },
     ForgetKeys {
         before: Timestamp,
     },
@@ -142,6 +147,44 @@ impl SqliteStore {
         })
         .await
         .map(|_| ())
+    }
+
+    pub async fn touch(&self, sessions: &[(Uuid, Timestamp)]) -> Result<(), StoreError> {
+        self.write(Write::Touch(sessions.to_vec()))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn expire(&self, id: Uuid, before: Timestamp) -> Result<bool, StoreError> {
+        self.write(Write::Expire { id, before })
+            .await
+            .map(|rows| rows == 1)
+    }
+
+    pub async fn idle(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, Option<String>)>, StoreError> {
+        sqlx::query("SELECT id, owner FROM sessions WHERE active_at < ? ORDER BY active_at LIMIT ?")
+            .bind(before.to_rfc3339())
+            .bind(integer(limit)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|row| Ok((row.id("id")?, row.maybe_text("owner")?)))
+            .collect()
+    }
+
+    pub async fn count_by_owner(&self) -> Result<Vec<(Option<String>, usize)>, StoreError> {
+        sqlx::query("SELECT owner, count(*) AS sessions FROM sessions GROUP BY owner")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|row| Ok((row.maybe_text("owner")?, count(row.integer("sessions")?)?)))
+            .collect()
     }
 
     pub async fn keep_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
@@ -358,8 +401,8 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
         Write::Create { row, messages } => {
             sqlx::query(
                 "INSERT INTO sessions (id, owner, provider, model, defaults, tools, metadata,
-                                       created_at, updated_at, version, messages)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                       created_at, updated_at, version, messages, active_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(row.id.to_string())
             .bind(&row.owner)
@@ -372,6 +415,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
             .bind(row.updated_at.to_rfc3339())
             .bind(integer(row.version)?)
             .bind(integer(messages.len())?)
+            .bind(row.updated_at.to_rfc3339())
             .execute(&mut **tx)
             .await
             .map_err(unavailable)?;
@@ -389,8 +433,9 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
         } => {
             let id = session.to_string();
             let moved = sqlx::query(
-                "UPDATE sessions SET version = ?, updated_at = ?, messages = messages + ?
-                 WHERE id = ? AND version = ? AND messages = ?",
+                "UPDATE sessions SET version = ?1, updated_at = ?2, active_at = ?2,
+                                     messages = messages + ?3
+                 WHERE id = ?4 AND version = ?5 AND messages = ?6",
             )
             .bind(integer(*version)?)
             .bind(updated_at.to_rfc3339())
@@ -462,6 +507,26 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
                 .await
                 .map_err(unavailable)?;
             Ok(1)
+        }
+        Write::Touch(sessions) => {
+            for (id, at) in sessions {
+                sqlx::query("UPDATE sessions SET active_at = max(active_at, ?) WHERE id = ?")
+                    .bind(at.to_rfc3339())
+                    .bind(id.to_string())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Ok(1)
+        }
+        Write::Expire { id, before } => {
+            let deleted = sqlx::query("DELETE FROM sessions WHERE id = ? AND active_at < ?")
+                .bind(id.to_string())
+                .bind(before.to_rfc3339())
+                .execute(&mut **tx)
+                .await
+                .map_err(unavailable)?;
+            Ok(deleted.rows_affected())
         }
         Write::ForgetKeys { before } => {
             let forgotten = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")

@@ -205,7 +205,9 @@ async fn a_50_mb_reply_10000_tool_calls_and_an_endless_stream_each_fail_the_turn
             .unwrap();
         let text = response.text().await.unwrap();
         let took = started.elapsed();
-        assert!(took < Duration::from_secs(10), "{body} took {took:?}");
+        // Far below the 120 s provider timeout (the mock and the binary are debug builds
+        // sharing two cores with the rest of the suite); the error names the bound.
+        assert!(took < Duration::from_secs(30), "{body} took {took:?}");
         assert!(
             text.contains("provider_error") && text.contains(what),
             "{body}: {text}"

@@ -539,3 +539,130 @@ async fn a_session_committed_to_by_another_process_is_loaded_again_after_one_ref
     );
     assert_eq!(session["session"]["version"], 3);
 }
+
+#[tokio::test]
+async fn session_limits_count_stored_sessions_across_eviction_and_restart() {
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let dir = StoreDir::new();
+    let store = dir.url();
+    let env = [
+        ("STORE", store.as_str()),
+        ("MAX_SESSIONS", "3"),
+        ("MAX_LIVE_SESSIONS", "1"),
+    ];
+    let service = spawn_service(&openai, &env).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(service.create_session(json!({})).await);
+    }
+    let create = |service: &Service| {
+        service
+            .client
+            .post(service.url("/text/session"))
+            .json(&json!({}))
+            .send()
+    };
+    // Two of the three are only in the store; they count all the same.
+    let refused = create(&service).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "session_limit");
+    let metrics = service
+        .client
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("text_session_sessions_stored 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("text_session_sessions_live 1"),
+        "{metrics}"
+    );
+    kill(service).await;
+
+    let service = spawn_service(&openai, &env).await;
+    assert_eq!(
+        create(&service).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "counted from the store at start"
+    );
+    // Deleting one that is not in memory makes room.
+    let deleted = service
+        .client
+        .delete(service.url(&format!("/text/session/{}", ids[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    assert_eq!(
+        create(&service).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        create(&service).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn idle_sessions_expire_from_the_store_too_after_eviction_and_after_a_restart() {
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let dir = StoreDir::new();
+    let store = dir.url();
+    let lasting = [("STORE", store.as_str()), ("MAX_LIVE_SESSIONS", "1")];
+    let service = spawn_service(&openai, &lasting).await;
+    let before_restart = service.create_session(json!({})).await;
+    kill(service).await;
+
+    let brief = [
+        ("STORE", store.as_str()),
+        ("MAX_LIVE_SESSIONS", "1"),
+        ("SESSION_TTL_SECS", "2"),
+    ];
+    let service = spawn_service(&openai, &brief).await;
+    let evicted = service.create_session(json!({})).await;
+    let live = service.create_session(json!({})).await;
+    // Read just now: still there, though only in the store (`live` pushed it out).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let status = |id: &str| {
+        let request = service
+            .client
+            .get(service.url(&format!("/text/session/{id}")))
+            .send();
+        async move { request.await.unwrap().status() }
+    };
+    assert_eq!(status(&before_restart).await, StatusCode::OK);
+    assert_eq!(status(&live).await, StatusCode::OK);
+    // Idle past the TTL: each is gone, whether live, evicted or never loaded.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for id in [&before_restart, &evicted, &live] {
+        assert_eq!(status(id).await, StatusCode::NOT_FOUND, "{id}");
+    }
+    let metrics = service
+        .client
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("text_session_sessions_stored 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("text_session_store_loads_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("text_session_store_commit_duration_seconds_count"),
+        "{metrics}"
+    );
+}

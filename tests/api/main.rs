@@ -18,6 +18,7 @@ mod operations;
 mod ordering;
 mod process;
 mod providers;
+mod scale;
 mod sessions;
 mod streaming;
 mod turn_endings;

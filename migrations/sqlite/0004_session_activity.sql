@@ -1,0 +1,5 @@
+-- When a session was last read or written, for idle expiry of sessions that are not in
+-- memory: set by every commit, and when a session leaves memory (its last read).
+ALTER TABLE sessions ADD COLUMN active_at TEXT NOT NULL DEFAULT '';  -- RFC 3339
+UPDATE sessions SET active_at = updated_at;
+CREATE INDEX sessions_by_activity ON sessions (active_at);
