@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::keys::KeyId;
 
 /// What a write would pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error,
+)]
 pub enum OverBudget {
     /// The caller's API key holds its quota.
     #[error(

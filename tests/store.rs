@@ -11,7 +11,8 @@ use serde_json::json;
 use test_support::postgres::TestDatabase;
 use text_session_api::message::{Defaults, Message, Role, Timestamp, Tool, ToolCall};
 use text_session_api::store::{
-    CommitRows, KeyAnswer, KeyRecord, KeyTurn, SessionRow, Store, StoreError, parse_cursor,
+    CommitRows, KeyAnswer, KeyRecord, KeyTurn, SessionRow, Store, StoreError, TurnBounds, TurnRow,
+    parse_cursor,
 };
 use uuid::Uuid;
 
@@ -80,6 +81,7 @@ on_every_backend!(
     a_key_record_and_its_answer_read_back_and_expire,
     a_commit_writes_its_keys_record_with_the_turn_and_a_failed_one_writes_none,
     sessions_are_counted_per_owner_and_idle_ones_expire_by_their_last_activity,
+    ended_turn_records_read_back_with_their_session_within_their_bounds,
 );
 
 fn row(owner: Option<&str>) -> SessionRow {
@@ -135,6 +137,8 @@ fn commit<'a>(
         messages,
         updated_at: Timestamp::now(),
         key: None,
+        turn: None,
+        prune: None,
     }
 }
 
@@ -481,6 +485,95 @@ async fn sessions_are_counted_per_owner_and_idle_ones_expire_by_their_last_activ
     assert_eq!(
         store.count_by_owner().await.unwrap(),
         [(Some("a".to_owned()), 2)]
+    );
+    store.close().await;
+}
+
+fn turn_row(session: &SessionRow, n: i64, status: &str) -> TurnRow {
+    TurnRow {
+        session: session.id,
+        id: Uuid::new_v4(),
+        created_at: Timestamp::from_unix_millis(1_700_000_000_000 + n).unwrap(),
+        status: status.into(),
+        record: format!("{{\"n\":{n}}}"),
+    }
+}
+
+async fn ended_turn_records_read_back_with_their_session_within_their_bounds(backend: Backend) {
+    let store = backend.open().await;
+    let session = row(None);
+    store.create(&session, &[]).await.unwrap();
+    // Written with a commit, or alone; rewritten in place (a retry noted on it).
+    let committed = turn_row(&session, 0, "completed");
+    store
+        .commit(CommitRows {
+            turn: Some(&committed),
+            ..commit(&session, 0, 1, &turn("x"))
+        })
+        .await
+        .unwrap();
+    let failed = turn_row(&session, 1, "failed");
+    store.record_turn(&failed, None).await.unwrap();
+    let retried = TurnRow {
+        record: "{\"n\":1,\"retriedBy\":\"x\"}".into(),
+        ..failed.clone()
+    };
+    store.record_turn(&retried, None).await.unwrap();
+    // A refused commit writes no record.
+    let refused = turn_row(&session, 2, "completed");
+    assert!(
+        store
+            .commit(CommitRows {
+                turn: Some(&refused),
+                ..commit(&session, 0, 1, &turn("y"))
+            })
+            .await
+            .is_err()
+    );
+    store.close().await;
+
+    let store = backend.open().await;
+    let stored = store.load(session.id).await.unwrap().unwrap();
+    assert_eq!(stored.turns, [committed, retried.clone()]);
+
+    // Past the bounds: the last 3 of any status, and besides them the last 2 failed.
+    let mut rows = vec![retried];
+    for n in 2..10 {
+        let status = if n % 3 == 0 { "failed" } else { "cancelled" };
+        let row = turn_row(&session, n, status);
+        store.record_turn(&row, None).await.unwrap();
+        rows.push(row);
+    }
+    let bounds = TurnBounds {
+        records: 3,
+        failed: 2,
+    };
+    let last = turn_row(&session, 10, "rejected");
+    store.record_turn(&last, Some(bounds)).await.unwrap();
+    rows.push(last);
+    let kept: Vec<i64> = store
+        .load(session.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .turns
+        .iter()
+        .map(|t| t.created_at.unix_millis() - 1_700_000_000_000)
+        .collect();
+    // Failed: 1, 3, 6, 9 (the last two are 6 and 9); the last three: 8, 9, 10.
+    assert_eq!(kept, [6, 8, 9, 10]);
+
+    // Deleting the session takes its records with it.
+    assert!(store.delete(session.id).await.unwrap());
+    store.create(&session, &[]).await.unwrap();
+    assert!(
+        store
+            .load(session.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .turns
+            .is_empty()
     );
     store.close().await;
 }

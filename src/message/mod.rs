@@ -23,21 +23,21 @@ pub enum Role {
 }
 
 /// One entry of a session's history.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({"role": "user", "content": "What is the weather in Oslo?", "createdAt": "2026-11-23T08:00:00.123Z"}))]
 pub struct Message {
     pub role: Role,
     pub content: String,
     /// Only on assistant messages that called tools.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
     /// Only on system messages made by `/tool-output`: the call this output answers.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
     /// Only on an assistant message whose turn was cancelled mid-reply: the text is
     /// what had arrived by then. Providers receive it as ordinary assistant text.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,

@@ -100,7 +100,7 @@ pub struct Usage {
 }
 
 /// Why a provider call failed. None of these ever carries a key.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 pub enum ProviderError {
     /// The provider answered with a non-success status.
     #[error("the provider answered {status} ({kind}): {message}")]

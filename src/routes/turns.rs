@@ -231,10 +231,13 @@ async fn retry_turn(
         key: key.map(|Extension(PendingKey(record))| record),
         ..TurnInput::clone(&record.input)
     };
-    super::writes::run(&app, session, input, &id, View::Full, |new| {
+    let answer = super::writes::run(&app, session.clone(), input, &id, View::Full, |new| {
         record.retried_by(new)
     })
-    .await
+    .await;
+    // The old record now names its retry, after a restart too.
+    session.keep_record(&record, &app.runtime.store).await;
+    answer
 }
 
 /// Replay a turn's events, then follow it live.

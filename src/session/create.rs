@@ -150,7 +150,11 @@ impl Session {
         settings: Settings,
         account: Account,
     ) -> Result<Session, String> {
-        let StoredSession { row, messages } = stored;
+        let StoredSession {
+            row,
+            messages,
+            turns,
+        } = stored;
         let provider = providers
             .get(&row.provider)
             .map_err(|e| format!("session {}: {e}", row.id))?
@@ -161,9 +165,9 @@ impl Session {
             ),
             None => None,
         };
-        Ok(Session::from_row(
-            row, provider, owner, messages, settings, account,
-        ))
+        let session = Session::from_row(row, provider, owner, messages, settings, account);
+        session.turns().restore(&turns);
+        Ok(session)
     }
 
     /// A live session from its stored form: the one way both a new session and a

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use self::records::TurnRecords;
+use self::records::{TurnRecord, TurnRecords, TurnStatus};
 use crate::keys::KeyId;
 use crate::memory::{Account, Charge};
 use crate::message::{Defaults, Message, Timestamp, Tool};
@@ -76,17 +76,23 @@ pub struct History {
     pub version: u64,
 }
 
-/// The `Idempotency-Key` a committing turn came with: its record is written in the
-/// commit's own transaction, with the turn, so a retry after a crash finds it.
+/// Every this many commits, a session's stored turn records are brought back within
+/// their bounds (in the commit's transaction).
+pub const PRUNE_TURNS_EVERY: u64 = 16;
+
+/// The turn a commit ends, and how: its record, and the `Idempotency-Key` record of its
+/// request if it came with one, are written in the commit's own transaction (so that
+/// after a crash the one is listed and the other replays).
 #[derive(Debug, Clone, Copy)]
-pub struct KeyClaim<'a> {
-    pub record: &'a KeyRecord,
-    pub turn_id: Uuid,
+pub struct Committing<'a> {
+    pub record: &'a TurnRecord,
+    pub status: TurnStatus,
     pub result: Option<&'a turn::TurnResult>,
+    pub key: Option<&'a KeyRecord>,
 }
 
 /// Where a commit left the history: `messages[..len]` is the session as of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Commit {
     /// How many messages the history held before this commit.
     pub from: usize,
@@ -125,15 +131,15 @@ impl Session {
         &self,
         messages: Vec<Message>,
         store: &Store,
-        key: Option<KeyClaim<'_>>,
+        turn: Committing<'_>,
     ) -> Result<Commit, StoreError> {
         let (from, version) = self.read(|h| (h.messages.len(), h.version));
         let updated_at = Timestamp::now();
-        let key = key.map(|claim| KeyRecord {
+        let key = turn.key.map(|request| KeyRecord {
             turn: Some(KeyTurn {
                 session: self.id,
-                turn_id: claim.turn_id,
-                result: claim
+                turn_id: turn.record.id,
+                result: turn
                     .result
                     .and_then(|result| serde_json::to_value(result).ok()),
                 from,
@@ -141,8 +147,9 @@ impl Session {
                 version: version + 1,
                 updated_at,
             }),
-            ..claim.record.clone()
+            ..request.clone()
         });
+        let record = turn.record.to_row_ending(self.id, turn.status, turn.result);
         store
             .commit(CommitRows {
                 session: self.id,
@@ -152,6 +159,8 @@ impl Session {
                 messages: &messages,
                 updated_at,
                 key: key.as_ref(),
+                turn: record.as_ref(),
+                prune: (version % PRUNE_TURNS_EVERY == 0).then(|| self.turns.bounds()),
             })
             .await
             .inspect_err(|error| {
@@ -173,6 +182,18 @@ impl Session {
             version: history.version,
             updated_at,
         })
+    }
+
+    /// Writes an ended turn's record that no commit wrote (a turn that failed, was
+    /// cancelled or turned away, or one retried since), bringing the session's stored
+    /// records back within their bounds. A store that fails loses only the record.
+    pub async fn keep_record(&self, record: &TurnRecord, store: &Store) {
+        let Some(row) = record.to_row(self.id) else {
+            return;
+        };
+        if let Err(error) = store.record_turn(&row, Some(self.turns.bounds())).await {
+            tracing::warn!(turn_id = %record.id, %error, "an ended turn's record was not stored");
+        }
     }
 
     /// Whether a commit found the store ahead of this copy.

@@ -15,6 +15,8 @@ use uuid::Uuid;
 use super::events::{EventLog, TurnEvent};
 use super::turn::{TurnError, TurnInput, TurnResult};
 use crate::memory::{Account, Charge};
+use crate::message::Timestamp;
+use crate::store::{TurnBounds, TurnRow};
 
 /// Where a turn stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
@@ -38,6 +40,50 @@ impl TurnStatus {
     fn has_ended(self) -> bool {
         !matches!(self, TurnStatus::Waiting | TurnStatus::Running)
     }
+
+    /// Its name, as the API and the store write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TurnStatus::Waiting => "waiting",
+            TurnStatus::Running => "running",
+            TurnStatus::Completed => "completed",
+            TurnStatus::Failed => "failed",
+            TurnStatus::Cancelled => "cancelled",
+            TurnStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// An ended turn as the store keeps it (JSON): what it asked for and how it ended.
+/// Its events are not kept: a restored turn has none to replay.
+#[derive(Debug, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredTurn {
+    input: TurnInput,
+    status: TurnStatus,
+    result: Option<TurnResult>,
+    error: Option<TurnError>,
+    attempts: u32,
+    started_at: Option<Timestamp>,
+    ended_at: Option<Timestamp>,
+    waited_ms: Option<u64>,
+    provider_ms: Option<u64>,
+    first_token_ms: Option<u64>,
+    held_ms: Option<u64>,
+    retried_by: Option<Uuid>,
+}
+
+fn millis(duration: Option<Duration>) -> Option<u64> {
+    duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The `Instant` that was `at` on the wall clock (as near as now allows; long ago is
+/// `None`).
+fn instant_of(at: Timestamp) -> Option<Instant> {
+    let ago = Timestamp::now()
+        .unix_millis()
+        .saturating_sub(at.unix_millis());
+    Instant::now().checked_sub(Duration::from_millis(u64::try_from(ago).unwrap_or(0)))
 }
 
 /// One turn as the session remembers it.
@@ -110,6 +156,93 @@ impl TurnRecord {
 
     fn state(&self) -> MutexGuard<'_, RecordState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The record as the store keeps it, once it has ended (`None` before).
+    pub fn to_row(&self, session: Uuid) -> Option<TurnRow> {
+        let state = self.snapshot();
+        state
+            .status
+            .has_ended()
+            .then(|| self.row_of(session, state))
+            .flatten()
+    }
+
+    /// The record as the store keeps it, as it will be once the commit under way ends
+    /// the turn with `status` and `result`: written in that commit's transaction.
+    pub fn to_row_ending(
+        &self,
+        session: Uuid,
+        status: TurnStatus,
+        result: Option<&TurnResult>,
+    ) -> Option<TurnRow> {
+        let mut state = self.snapshot();
+        state.result = result.cloned();
+        end(&mut state, status);
+        self.row_of(session, state)
+    }
+
+    fn row_of(&self, session: Uuid, state: RecordState) -> Option<TurnRow> {
+        let stored = StoredTurn {
+            input: TurnInput::clone(&self.input),
+            status: state.status,
+            result: state.result,
+            error: state.error,
+            attempts: state.attempts,
+            started_at: state.started_at,
+            ended_at: state.ended_at,
+            waited_ms: millis(state.waited),
+            provider_ms: millis(state.provider),
+            first_token_ms: millis(state.first_token),
+            held_ms: millis(state.held),
+            retried_by: state.retried_by,
+        };
+        match serde_json::to_string(&stored) {
+            Ok(record) => Some(TurnRow {
+                session,
+                id: self.id,
+                created_at: self.created_at,
+                status: state.status.name().to_owned(),
+                record,
+            }),
+            Err(error) => {
+                tracing::error!(turn_id = %self.id, %error, "a turn record could not be encoded");
+                None
+            }
+        }
+    }
+
+    /// A record the store kept, as it was when it ended (without events).
+    fn restored(row: &TurnRow, account: &Account) -> Result<Self, serde_json::Error> {
+        let stored: StoredTurn = serde_json::from_str(&row.record)?;
+        let created = instant_of(row.created_at).unwrap_or_else(Instant::now);
+        let started = stored.started_at.and_then(instant_of);
+        // Long ago (past what this machine's clock reaches back to): as old as it gets.
+        let ended = stored.ended_at.map(|at| instant_of(at).unwrap_or(created));
+        let record = Self::new(row.id, Arc::new(stored.input), stored.status, account);
+        record.events.forget();
+        let record = Self {
+            created_at: row.created_at,
+            created,
+            ..record
+        };
+        {
+            let mut state = record.state();
+            state.result = stored.result;
+            state.error = stored.error;
+            state.attempts = stored.attempts;
+            state.started_at = stored.started_at;
+            state.ended_at = stored.ended_at;
+            state.waited = stored.waited_ms.map(Duration::from_millis);
+            state.provider = stored.provider_ms.map(Duration::from_millis);
+            state.first_token = stored.first_token_ms.map(Duration::from_millis);
+            state.held = stored.held_ms.map(Duration::from_millis);
+            state.retried_by = stored.retried_by;
+            state.retry_claimed = stored.retried_by.is_some();
+            state.started = started;
+            state.ended = ended.or(Some(created));
+        }
+        Ok(record)
     }
 
     /// A copy of where the turn stands now.
@@ -259,6 +392,29 @@ impl TurnRecords {
 
     fn records(&self) -> MutexGuard<'_, VecDeque<Arc<TurnRecord>>> {
         self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The ended records a store kept, oldest first (one it cannot read is left out,
+    /// and said so).
+    pub fn restore(&self, rows: &[TurnRow]) {
+        let mut records = self.records();
+        for row in rows {
+            match TurnRecord::restored(row, &self.account) {
+                Ok(record) => records.push_back(Arc::new(record)),
+                Err(error) => {
+                    tracing::warn!(turn_id = %row.id, %error, "a stored turn record is unreadable; left out")
+                }
+            }
+        }
+        self.prune(&mut records);
+    }
+
+    /// The bounds records are kept within, as the store applies them.
+    pub fn bounds(&self) -> TurnBounds {
+        TurnBounds {
+            records: self.retention.records,
+            failed: self.retention.failed,
+        }
     }
 
     /// Records a new turn that waits for (or is about to take) the lock.

@@ -65,7 +65,9 @@ pub struct Runtime {
 }
 
 /// Why a new turn was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error,
+)]
 pub enum NotAdmitted {
     /// Every provider slot is taken and too many turns wait for one.
     #[error("the service is overloaded; retry later")]

@@ -22,17 +22,17 @@ use uuid::Uuid;
 
 use super::context;
 use super::events::TurnEvent;
-use super::records::TurnRecord;
+use super::records::{TurnRecord, TurnStatus};
 use super::runtime::{NotAdmitted, Runtime};
 use super::turn_lock::{CancelMode, Ticket};
-use super::{Commit, KeyClaim, LockError, OnBusy, Priority, Session};
+use super::{Commit, Committing, LockError, OnBusy, Priority, Session};
 use crate::memory::OverBudget;
 use crate::message::{ITEM_OVERHEAD, Message, Role, Timestamp, ToolCall};
 use crate::provider::{ChatRequest, FinishReason, PreparedCall, ProviderError, StreamEvent, Usage};
 use crate::store::{KeyRecord, StoreError};
 
 /// Which write started the turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TurnKind {
     /// A user message (and optional instructions), then a generation.
@@ -44,7 +44,8 @@ pub enum TurnKind {
 }
 
 /// A write, checked and ready to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TurnInput {
     pub kind: TurnKind,
     /// What the write appends before any reply, in order. Timestamps are set when the
@@ -59,6 +60,7 @@ pub struct TurnInput {
     /// `If-Match`: the version the session must be at when the turn takes the lock.
     pub if_match: Option<u64>,
     /// The `Idempotency-Key` record of the request, written with the turn's commit.
+    #[serde(skip)]
     pub key: Option<KeyRecord>,
 }
 
@@ -115,7 +117,7 @@ pub struct TurnOutcome {
 }
 
 /// Why a turn did not complete.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 pub enum TurnError {
     /// The turn never got the lock.
     #[error(transparent)]
@@ -199,7 +201,11 @@ pub fn start(
         Ok(ticket) => ticket,
         Err(error) => {
             runtime.metrics.turn_ended("rejected");
-            session.turns().reject(id, input, error.clone());
+            let record = session.turns().reject(id, input, error.clone());
+            let (session, runtime) = (session.clone(), runtime.clone());
+            runtime
+                .clone()
+                .spawn(async move { session.keep_record(&record, &runtime.store).await });
             return Err(Rejected { turn_id: id, error });
         }
     };
@@ -243,6 +249,7 @@ async fn run(
         });
     if let Err(error @ (TurnError::VersionMismatch { .. } | TurnError::SessionFull(_))) = &outcome {
         record.turned_away(error.clone());
+        session.keep_record(&record, &runtime.store).await;
         observe(&runtime, &record);
         return outcome;
     }
@@ -261,6 +268,18 @@ async fn run(
         },
         Err(error) => TurnEvent::Failed(error.clone()),
     });
+    // A turn that committed had its record written with the commit.
+    let committed = matches!(
+        &outcome,
+        Ok(_)
+            | Err(TurnError::Cancelled {
+                commit: Some(_),
+                ..
+            })
+    );
+    if !committed {
+        session.keep_record(&record, &runtime.store).await;
+    }
     observe(&runtime, &record);
     outcome
 }
@@ -319,15 +338,20 @@ async fn execute(
     #[cfg(feature = "fault-injection")]
     fault_injection::panic_if_asked(&messages);
     let turn_id = guard.turn_id();
-    let claim = |result| {
-        input.key.as_ref().map(|record| KeyClaim {
-            record,
-            turn_id,
-            result,
-        })
+    let ending = |status, result| Committing {
+        record,
+        status,
+        result,
+        key: input.key.as_ref(),
     };
     if input.kind == TurnKind::ToolOutput {
-        let commit = commit(session, messages, runtime, claim(None)).await?;
+        let commit = commit(
+            session,
+            messages,
+            runtime,
+            ending(TurnStatus::Completed, None),
+        )
+        .await?;
         return Ok(TurnOutcome {
             turn_id,
             result: None,
@@ -346,7 +370,13 @@ async fn execute(
                 result.tool_calls.clone(),
                 false,
             ));
-            let commit = commit(session, messages, runtime, claim(Some(&result))).await?;
+            let commit = commit(
+                session,
+                messages,
+                runtime,
+                ending(TurnStatus::Completed, Some(&result)),
+            )
+            .await?;
             Ok(TurnOutcome {
                 turn_id,
                 result: Some(result),
@@ -360,8 +390,18 @@ async fn execute(
         Err(CancelMode::Keep) => {
             let partial = record.events.text_so_far();
             messages.push(assistant(partial.clone(), Vec::new(), true));
-            // Its answer is an error (409), kept as any answer is: no claim.
-            let commit = commit(session, messages, runtime, None).await?;
+            // Its answer is an error (409), kept as any answer is: no key is claimed.
+            let result = cancelled_result(session, partial.clone());
+            let commit = commit(
+                session,
+                messages,
+                runtime,
+                Committing {
+                    key: None,
+                    ..ending(TurnStatus::Cancelled, Some(&result))
+                },
+            )
+            .await?;
             Err(TurnError::Cancelled {
                 partial,
                 commit: Some(commit),
@@ -375,10 +415,10 @@ async fn commit(
     session: &Session,
     messages: Vec<Message>,
     runtime: &Runtime,
-    key: Option<KeyClaim<'_>>,
+    turn: Committing<'_>,
 ) -> Result<Commit, StoreError> {
     let started = Instant::now();
-    let committed = session.commit(messages, &runtime.store, key).await;
+    let committed = session.commit(messages, &runtime.store, turn).await;
     match &committed {
         Ok(_) => runtime
             .metrics

@@ -31,7 +31,7 @@ pub enum Priority {
 }
 
 /// What a writer does when the lock is held.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnBusy {
     /// Wait for the lock.
@@ -65,7 +65,9 @@ enum Rank {
 }
 
 /// Why a writer did not get the lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error,
+)]
 pub enum LockError {
     /// `onBusy: reject` and the lock is held or someone waits.
     #[error("the session is busy with another turn")]

@@ -37,11 +37,31 @@ pub struct SessionRow {
     pub version: u64,
 }
 
-/// A session read back whole.
+/// A session read back whole: its messages, and its ended turn records oldest first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSession {
     pub row: SessionRow,
     pub messages: Vec<Message>,
+    pub turns: Vec<TurnRow>,
+}
+
+/// An ended turn's record, as JSON the session layer reads back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnRow {
+    pub session: Uuid,
+    pub id: Uuid,
+    pub created_at: Timestamp,
+    /// `completed`, `failed`, `cancelled` or `rejected`.
+    pub status: String,
+    pub record: String,
+}
+
+/// How many ended turn records a session keeps in the store: the last `records`, and
+/// besides them the last `failed` failed ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnBounds {
+    pub records: usize,
+    pub failed: usize,
 }
 
 /// One turn's commit: `messages` go after the `from` messages already stored, and the
@@ -56,6 +76,10 @@ pub struct CommitRows<'a> {
     pub messages: &'a [Message],
     pub updated_at: Timestamp,
     pub key: Option<&'a KeyRecord>,
+    /// The turn's record, as it ends with this commit; with `prune`, the session's
+    /// records past those bounds are dropped in the same transaction.
+    pub turn: Option<&'a TurnRow>,
+    pub prune: Option<TurnBounds>,
 }
 
 /// An `Idempotency-Key` as stored: the request it came with, the turn it committed (if
@@ -128,7 +152,7 @@ pub struct SessionPage {
 }
 
 /// Why a store call failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 pub enum StoreError {
     /// The store could not be reached or did not commit; nothing of the call stuck.
     #[error("the store is unavailable: {0}")]
@@ -237,6 +261,20 @@ impl Store {
             Store::Memory => Ok(false),
             Store::Sqlite(store) => store.delete(id).await,
             Store::Postgres(store) => store.delete(id).await,
+        }
+    }
+
+    /// Writes (or rewrites) an ended turn's record; with `bounds`, then drops the
+    /// session's records past them.
+    pub async fn record_turn(
+        &self,
+        turn: &TurnRow,
+        bounds: Option<TurnBounds>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory => Ok(()),
+            Store::Sqlite(store) => store.record_turn(turn, bounds).await,
+            Store::Postgres(store) => store.record_turn(turn, bounds).await,
         }
     }
 

@@ -20,16 +20,19 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::rows::{
-    CLAIM_KEY, Columns, KEEP_KEY, count, headers_json, integer, json, key_record, message,
-    numbered, owner_column, role_name, session_row, tool_calls, unavailable,
+    CLAIM_KEY, Columns, KEEP_KEY, RECORD_TURN, count, headers_json, integer, json, key_record,
+    message, numbered, owner_column, role_name, session_row, tool_calls, turn_row, unavailable,
 };
-use super::{CommitRows, KeyRecord, SessionPage, SessionRow, StoreError, StoredSession};
+use super::{
+    CommitRows, KeyRecord, SessionPage, SessionRow, StoreError, StoredSession, TurnBounds, TurnRow,
+};
 use crate::message::{Message, Timestamp};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 static CLAIM_KEY_NUMBERED: LazyLock<String> = LazyLock::new(|| numbered(CLAIM_KEY));
 static KEEP_KEY_NUMBERED: LazyLock<String> = LazyLock::new(|| numbered(KEEP_KEY));
+static RECORD_TURN_NUMBERED: LazyLock<String> = LazyLock::new(|| numbered(RECORD_TURN));
 
 /// Connections one process keeps to the database.
 const MAX_CONNECTIONS: u32 = 16;
@@ -175,6 +178,12 @@ impl PostgresStore {
                     .await
                     .map_err(unavailable)?;
             }
+            if let Some(turn) = commit.turn {
+                record_turn(&mut tx, turn).await?;
+            }
+            if let Some(bounds) = commit.prune {
+                prune_turns(&mut tx, commit.session, bounds).await?;
+            }
             tx.commit().await.map_err(unavailable)
         }
         .await;
@@ -200,7 +209,20 @@ impl PostgresStore {
                 .iter()
                 .map(message)
                 .collect::<Result<_, _>>()?;
-            Ok(Some(StoredSession { row, messages }))
+            let turns =
+                sqlx::query("SELECT * FROM turns WHERE session_id = $1 ORDER BY created_at, id")
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(unavailable)?
+                    .iter()
+                    .map(turn_row)
+                    .collect::<Result<_, _>>()?;
+            Ok(Some(StoredSession {
+                row,
+                messages,
+                turns,
+            }))
         }
         .await;
         self.noted(outcome)
@@ -214,6 +236,23 @@ impl PostgresStore {
             .await
             .map(|done| done.rows_affected() == 1)
             .map_err(unavailable);
+        self.noted(outcome)
+    }
+
+    pub async fn record_turn(
+        &self,
+        turn: &TurnRow,
+        bounds: Option<TurnBounds>,
+    ) -> Result<(), StoreError> {
+        let outcome = async {
+            let mut tx = self.pool.begin().await.map_err(unavailable)?;
+            record_turn(&mut tx, turn).await?;
+            if let Some(bounds) = bounds {
+                prune_turns(&mut tx, turn.session, bounds).await?;
+            }
+            tx.commit().await.map_err(unavailable)
+        }
+        .await;
         self.noted(outcome)
     }
 
@@ -385,6 +424,42 @@ impl PostgresStore {
         .await;
         self.noted(outcome)
     }
+}
+
+async fn record_turn(tx: &mut Transaction<'_, Postgres>, turn: &TurnRow) -> Result<(), StoreError> {
+    sqlx::query(&RECORD_TURN_NUMBERED)
+        .bind(turn.session)
+        .bind(turn.id)
+        .bind(turn.created_at.as_datetime())
+        .bind(&turn.status)
+        .bind(&turn.record)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Drops a session's ended turn records past `bounds`: all but the last `records`, and
+/// besides them the last `failed` failed ones.
+async fn prune_turns(
+    tx: &mut Transaction<'_, Postgres>,
+    session: Uuid,
+    bounds: TurnBounds,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM turns WHERE session_id = $1
+           AND id NOT IN (SELECT id FROM turns WHERE session_id = $1
+                          ORDER BY created_at DESC, id DESC LIMIT $2)
+           AND id NOT IN (SELECT id FROM turns WHERE session_id = $1 AND status = 'failed'
+                          ORDER BY created_at DESC, id DESC LIMIT $3)",
+    )
+    .bind(session)
+    .bind(integer(bounds.records)?)
+    .bind(integer(bounds.failed)?)
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
 }
 
 /// Inserts a turn's messages as one statement (one array per column).

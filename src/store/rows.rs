@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::{KeyAnswer, KeyRecord, SessionRow, StoreError};
+use super::{KeyAnswer, KeyRecord, SessionRow, StoreError, TurnRow};
 use crate::message::{Message, Role, Timestamp, ToolCall};
 
 /// How a backend reads one column of each kind a row holds.
@@ -56,6 +56,24 @@ pub(super) fn message(row: &impl Columns) -> Result<Message, StoreError> {
         created_at: row.time("created_at")?,
     })
 }
+
+/// A `turns` row.
+pub(super) fn turn_row(row: &impl Columns) -> Result<TurnRow, StoreError> {
+    Ok(TurnRow {
+        session: row.id("session_id")?,
+        id: row.id("id")?,
+        created_at: row.time("created_at")?,
+        status: row.text("status")?,
+        record: row.text("record")?,
+    })
+}
+
+/// Writes an ended turn's record, in place of an earlier one of the same turn.
+/// Parameters: session, id, created at, status, record.
+pub(super) const RECORD_TURN: &str = "
+    INSERT INTO turns (session_id, id, created_at, status, record) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (session_id, id) DO UPDATE SET status = excluded.status,
+                                               record = excluded.record";
 
 /// An `idempotency_keys` row.
 pub(super) fn key_record(row: &impl Columns) -> Result<KeyRecord, StoreError> {

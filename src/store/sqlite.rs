@@ -22,10 +22,12 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::rows::{
-    CLAIM_KEY, Columns, KEEP_KEY, corrupt, count, headers_json, integer, json, key_record, message,
-    owner_column, role_name, session_row, tool_calls, unavailable,
+    CLAIM_KEY, Columns, KEEP_KEY, RECORD_TURN, corrupt, count, headers_json, integer, json,
+    key_record, message, owner_column, role_name, session_row, tool_calls, turn_row, unavailable,
 };
-use super::{CommitRows, KeyRecord, SessionPage, SessionRow, StoreError, StoredSession};
+use super::{
+    CommitRows, KeyRecord, SessionPage, SessionRow, StoreError, StoredSession, TurnBounds, TurnRow,
+};
 use crate::message::{Message, Timestamp};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -62,7 +64,10 @@ enum Write {
         messages: Vec<Message>,
         updated_at: Timestamp,
         key: Option<KeyRecord>,
+        turn: Option<TurnRow>,
+        prune: Option<TurnBounds>,
     },
+    RecordTurn(TurnRow, Option<TurnBounds>),
     Delete {
         id: Uuid,
     },
@@ -144,9 +149,21 @@ impl SqliteStore {
             messages: commit.messages.to_vec(),
             updated_at: commit.updated_at,
             key: commit.key.cloned(),
+            turn: commit.turn.cloned(),
+            prune: commit.prune,
         })
         .await
         .map(|_| ())
+    }
+
+    pub async fn record_turn(
+        &self,
+        turn: &TurnRow,
+        bounds: Option<TurnBounds>,
+    ) -> Result<(), StoreError> {
+        self.write(Write::RecordTurn(turn.clone(), bounds))
+            .await
+            .map(|_| ())
     }
 
     pub async fn touch(&self, sessions: &[(Uuid, Timestamp)]) -> Result<(), StoreError> {
@@ -232,7 +249,19 @@ impl SqliteStore {
             .iter()
             .map(message)
             .collect::<Result<_, _>>()?;
-        Ok(Some(StoredSession { row, messages }))
+        let turns = sqlx::query("SELECT * FROM turns WHERE session_id = ? ORDER BY created_at, id")
+            .bind(&key)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(turn_row)
+            .collect::<Result<_, _>>()?;
+        Ok(Some(StoredSession {
+            row,
+            messages,
+            turns,
+        }))
     }
 
     /// Removes a session and its history; whether it was stored.
@@ -316,12 +345,16 @@ async fn write_batches(
     healthy: Arc<AtomicBool>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    #[cfg(feature = "fault-injection")]
+    let mut outage = fault_injection::Outage::default();
     loop {
         if !healthy.load(Ordering::Acquire) {
             match tokio::time::timeout(PROBE_EVERY, waiting.recv_many(&mut batch, MAX_BATCH)).await
             {
                 Err(_) => {
                     let recovered = probe(&pool).await;
+                    #[cfg(feature = "fault-injection")]
+                    let recovered = recovered && !outage.is_on();
                     if recovered {
                         tracing::info!("the store commits again");
                     }
@@ -333,6 +366,16 @@ async fn write_batches(
             }
         } else if waiting.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
+        }
+        #[cfg(feature = "fault-injection")]
+        if outage.fails(batch.iter().map(|(write, _)| write)) {
+            healthy.store(false, Ordering::Release);
+            for (_, done) in batch.drain(..) {
+                let _ = done.send(Err(StoreError::Unavailable(
+                    "fault injection: the store fails".into(),
+                )));
+            }
+            continue;
         }
         let (outcomes, committed) = apply_batch(&pool, batch.iter().map(|(write, _)| write)).await;
         if !committed && healthy.load(Ordering::Acquire) {
@@ -359,16 +402,10 @@ async fn probe(pool: &SqlitePool) -> bool {
 /// The outcome of each write, and whether the batch's transaction committed.
 async fn apply_batch<'a>(
     pool: &SqlitePool,
-    writes: impl ExactSizeIterator<Item = &'a Write> + Clone,
+    writes: impl ExactSizeIterator<Item = &'a Write>,
 ) -> (Vec<Result<u64, StoreError>>, bool) {
     let count = writes.len();
     let failed_all = |error: StoreError| (vec![Err(error); count], false);
-    #[cfg(feature = "fault-injection")]
-    if writes.clone().any(fault_injection::fails) {
-        return failed_all(StoreError::Unavailable(
-            "fault injection: the store fails".into(),
-        ));
-    }
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
         Err(error) => return failed_all(unavailable(error)),
@@ -430,6 +467,8 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
             messages,
             updated_at,
             key,
+            turn,
+            prune,
         } => {
             let id = session.to_string();
             let moved = sqlx::query(
@@ -470,6 +509,19 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
                     .execute(&mut **tx)
                     .await
                     .map_err(unavailable)?;
+            }
+            if let Some(turn) = turn {
+                record_turn(tx, turn).await?;
+            }
+            if let Some(bounds) = prune {
+                prune_turns(tx, *session, *bounds).await?;
+            }
+            Ok(1)
+        }
+        Write::RecordTurn(turn, bounds) => {
+            record_turn(tx, turn).await?;
+            if let Some(bounds) = bounds {
+                prune_turns(tx, turn.session, *bounds).await?;
             }
             Ok(1)
         }
@@ -537,6 +589,42 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
             Ok(forgotten.rows_affected())
         }
     }
+}
+
+async fn record_turn(tx: &mut Transaction<'_, Sqlite>, turn: &TurnRow) -> Result<(), StoreError> {
+    sqlx::query(RECORD_TURN)
+        .bind(turn.session.to_string())
+        .bind(turn.id.to_string())
+        .bind(turn.created_at.to_rfc3339())
+        .bind(&turn.status)
+        .bind(&turn.record)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Drops a session's ended turn records past `bounds`: all but the last `records`, and
+/// besides them the last `failed` failed ones.
+async fn prune_turns(
+    tx: &mut Transaction<'_, Sqlite>,
+    session: Uuid,
+    bounds: TurnBounds,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM turns WHERE session_id = ?1
+           AND id NOT IN (SELECT id FROM turns WHERE session_id = ?1
+                          ORDER BY created_at DESC, id DESC LIMIT ?2)
+           AND id NOT IN (SELECT id FROM turns WHERE session_id = ?1 AND status = 'failed'
+                          ORDER BY created_at DESC, id DESC LIMIT ?3)",
+    )
+    .bind(session.to_string())
+    .bind(integer(bounds.records)?)
+    .bind(integer(bounds.failed)?)
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
 }
 
 async fn insert_messages(
@@ -627,21 +715,43 @@ fn in_use_or_unavailable(path: &str, error: sqlx::Error) -> StoreError {
 /// Lets tests make the store fail (only with the `fault-injection` feature).
 #[cfg(feature = "fault-injection")]
 pub mod fault_injection {
+    use std::time::{Duration, Instant};
+
     use super::Write;
 
-    /// A turn with a message of exactly this content makes its batch fail as if the disk
-    /// did: nothing of the batch is committed, and the store is unhealthy until a probe
-    /// commits again.
+    /// A turn with a message of exactly this content makes the store fail as if the
+    /// disk did, for a second: its batch and every write in that second fail, nothing of
+    /// them is committed, and the store is unhealthy until a probe commits after it.
     pub const STORE_FAILS: &str = "__fault_injection: the store fails__";
+
+    /// How long the outage `STORE_FAILS` starts lasts.
+    const OUTAGE: Duration = Duration::from_secs(1);
 
     /// An `Idempotency-Key` whose answer is never kept (as if the process died between
     /// the turn's commit and the answer's): only the commit's record of it is stored.
     pub const ANSWER_NOT_KEPT: &str = "__fault_injection: the answer is not kept__";
 
-    pub(super) fn fails(write: &Write) -> bool {
-        match write {
-            Write::Commit { messages, .. } => messages.iter().any(|m| m.content == STORE_FAILS),
-            _ => false,
+    /// The outage a store's writer is in, if any.
+    #[derive(Debug, Default)]
+    pub(super) struct Outage {
+        until: Option<Instant>,
+    }
+
+    impl Outage {
+        /// Whether this batch fails: it starts an outage, or comes during one.
+        pub(super) fn fails<'a>(&mut self, mut batch: impl Iterator<Item = &'a Write>) -> bool {
+            let starts = batch.any(|write| match write {
+                Write::Commit { messages, .. } => messages.iter().any(|m| m.content == STORE_FAILS),
+                _ => false,
+            });
+            if starts {
+                self.until = Some(Instant::now() + OUTAGE);
+            }
+            self.is_on()
+        }
+
+        pub(super) fn is_on(&self) -> bool {
+            self.until.is_some_and(|until| Instant::now() < until)
         }
     }
 }

@@ -666,3 +666,101 @@ async fn idle_sessions_expire_from_the_store_too_after_eviction_and_after_a_rest
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn ended_and_failed_turn_records_survive_a_kill_9_and_a_failed_turn_retries_after_it() {
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let dir = StoreDir::new();
+    let store = dir.url();
+    let env = [("STORE", store.as_str()), ("PROVIDER_MAX_RETRIES", "0")];
+    let service = spawn_service(&openai, &env).await;
+    let id = service.create_session(json!({"provider": "openai"})).await;
+    let turns = |service: &Service, query: &'static str| {
+        let request = service
+            .client
+            .get(service.url(&format!("/text/session/{id}/turns{query}")))
+            .send();
+        async move {
+            let body: serde_json::Value = request.await.unwrap().json().await.unwrap();
+            body["turns"].as_array().unwrap().clone()
+        }
+    };
+    let (status, _, _) = service.spawn_message(&id, "fine").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let failing = openai.clone();
+    openai.script(move |_, _| Some(failing.error_reply(500, "upstream exploded")));
+    let (status, _, _) = service.spawn_message(&id, "doomed").await.unwrap();
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    openai.script(|_, _| None);
+    let before = turns(&service, "").await;
+    assert_eq!(before.len(), 2);
+    kill(service).await;
+
+    let service = spawn_service(&openai, &env).await;
+    let after = turns(&service, "").await;
+    // Everything but the turn's events (which are not kept) reads back as it was.
+    let fields = [
+        "id",
+        "kind",
+        "status",
+        "priority",
+        "input",
+        "result",
+        "error",
+        "attempts",
+        "createdAt",
+        "startedAt",
+    ];
+    for (was, is) in before.iter().zip(&after) {
+        for field in fields {
+            assert_eq!(was[field], is[field], "{field}");
+        }
+    }
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[0]["status"], "completed");
+    assert_eq!(after[1]["status"], "failed");
+    assert_eq!(after[1]["error"]["code"], "provider_error");
+    // Their events are not kept: replay is 404 after a restart.
+    let events = service
+        .client
+        .get(service.url(&format!(
+            "/text/session/{id}/turns/{}/events",
+            after[0]["id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::NOT_FOUND);
+    let dead_letters = turns(&service, "?status=failed").await;
+    assert_eq!(dead_letters.len(), 1);
+    let failed_id = dead_letters[0]["id"].as_str().unwrap().to_owned();
+
+    let retry = |service: &Service| {
+        service
+            .client
+            .post(service.url(&format!("/text/session/{id}/turns/{failed_id}/retry")))
+            .send()
+    };
+    let retried = retry(&service).await.unwrap();
+    assert_eq!(retried.status(), StatusCode::OK);
+    let retried: serde_json::Value = retried.json().await.unwrap();
+    let contents: Vec<&str> = retried["session"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    let reply = test_support::mock_provider::reply_text_for("doomed");
+    assert_eq!(contents[2..], ["doomed", reply.as_str()]);
+    kill(service).await;
+
+    // The retry is remembered: the failed turn names it, and is not retried twice.
+    let service = spawn_service(&openai, &env).await;
+    let failed = turns(&service, "?status=failed").await;
+    assert_eq!(failed[0]["retriedBy"], retried["turnId"]);
+    assert_eq!(
+        retry(&service).await.unwrap().status(),
+        StatusCode::CONFLICT
+    );
+    assert_eq!(turns(&service, "").await.len(), 3);
+}
