@@ -21,7 +21,8 @@ pub const ANTHROPIC_DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 #[command(name = "text-session-api", version, about)]
 pub struct Config {
     /// Where sessions are kept: `sqlite://PATH` (one embedded file, created with its
-    /// folder) or `memory` (nothing outlives the process).
+    /// folder), `postgres://…` (an existing database) or `memory` (nothing outlives the
+    /// process).
     #[arg(long, env = "STORE", default_value = "sqlite://./data/sessions.db")]
     pub store: String,
 
