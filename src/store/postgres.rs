@@ -20,8 +20,9 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::rows::{
-    CLAIM_KEY, Columns, KEEP_KEY, RECORD_TURN, count, headers_json, integer, json, key_record,
-    message, numbered, owner_column, role_name, session_row, tool_calls, turn_row, unavailable,
+    CLAIM_KEY, Columns, KEEP_KEY, PRUNE_TURNS, RECORD_TURN, count, headers_json, integer, json,
+    key_record, message, numbered, owner_column, plain_columns, role_name, session_row, tool_calls,
+    turn_row, unavailable,
 };
 use super::{
     CommitRows, KeyRecord, SessionPage, SessionRow, StoreError, StoredSession, TurnBounds, TurnRow,
@@ -439,26 +440,19 @@ async fn record_turn(tx: &mut Transaction<'_, Postgres>, turn: &TurnRow) -> Resu
     Ok(())
 }
 
-/// Drops a session's ended turn records past `bounds`: all but the last `records`, and
-/// besides them the last `failed` failed ones.
+/// Drops a session's ended turn records past `bounds` (`PRUNE_TURNS`).
 async fn prune_turns(
     tx: &mut Transaction<'_, Postgres>,
     session: Uuid,
     bounds: TurnBounds,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "DELETE FROM turns WHERE session_id = $1
-           AND id NOT IN (SELECT id FROM turns WHERE session_id = $1
-                          ORDER BY created_at DESC, id DESC LIMIT $2)
-           AND id NOT IN (SELECT id FROM turns WHERE session_id = $1 AND status = 'failed'
-                          ORDER BY created_at DESC, id DESC LIMIT $3)",
-    )
-    .bind(session)
-    .bind(integer(bounds.records)?)
-    .bind(integer(bounds.failed)?)
-    .execute(&mut **tx)
-    .await
-    .map_err(unavailable)?;
+    sqlx::query(PRUNE_TURNS)
+        .bind(session)
+        .bind(integer(bounds.records)?)
+        .bind(integer(bounds.failed)?)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
     Ok(())
 }
 
@@ -534,29 +528,7 @@ async fn probe_while_unhealthy(pool: PgPool, healthy: Arc<AtomicBool>) {
 }
 
 impl Columns for PgRow {
-    fn text(&self, column: &str) -> Result<String, StoreError> {
-        self.try_get(column).map_err(unavailable)
-    }
-
-    fn maybe_text(&self, column: &str) -> Result<Option<String>, StoreError> {
-        self.try_get(column).map_err(unavailable)
-    }
-
-    fn integer(&self, column: &str) -> Result<i64, StoreError> {
-        self.try_get(column).map_err(unavailable)
-    }
-
-    fn maybe_integer(&self, column: &str) -> Result<Option<i64>, StoreError> {
-        self.try_get(column).map_err(unavailable)
-    }
-
-    fn maybe_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.try_get(column).map_err(unavailable)
-    }
-
-    fn flag(&self, column: &str) -> Result<bool, StoreError> {
-        self.try_get(column).map_err(unavailable)
-    }
+    plain_columns!();
 
     fn id(&self, column: &str) -> Result<Uuid, StoreError> {
         self.try_get(column).map_err(unavailable)

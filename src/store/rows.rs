@@ -20,6 +20,37 @@ pub(super) trait Columns {
     fn time(&self, column: &str) -> Result<Timestamp, StoreError>;
 }
 
+/// The methods of `Columns` for the columns a backend decodes as they are (all but ids
+/// and times): the same text in every backend, so written once.
+macro_rules! plain_columns {
+    () => {
+        fn text(&self, column: &str) -> Result<String, StoreError> {
+            self.try_get(column).map_err(unavailable)
+        }
+
+        fn maybe_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+            self.try_get(column).map_err(unavailable)
+        }
+
+        fn integer(&self, column: &str) -> Result<i64, StoreError> {
+            self.try_get(column).map_err(unavailable)
+        }
+
+        fn maybe_integer(&self, column: &str) -> Result<Option<i64>, StoreError> {
+            self.try_get(column).map_err(unavailable)
+        }
+
+        fn maybe_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.try_get(column).map_err(unavailable)
+        }
+
+        fn flag(&self, column: &str) -> Result<bool, StoreError> {
+            self.try_get(column).map_err(unavailable)
+        }
+    };
+}
+pub(super) use plain_columns;
+
 /// A `sessions` row.
 pub(super) fn session_row(row: &impl Columns) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {
@@ -67,6 +98,17 @@ pub(super) fn turn_row(row: &impl Columns) -> Result<TurnRow, StoreError> {
         record: row.text("record")?,
     })
 }
+
+/// Drops a session's ended turn records past its bounds: all but the last `records`, and
+/// besides them the last `failed` failed ones. Parameters: session, records, failed
+/// (`$n`, which SQLite reads as named parameters numbered by first use, so one text
+/// serves both backends).
+pub(super) const PRUNE_TURNS: &str = "
+    DELETE FROM turns WHERE session_id = $1
+      AND id NOT IN (SELECT id FROM turns WHERE session_id = $1
+                     ORDER BY created_at DESC, id DESC LIMIT $2)
+      AND id NOT IN (SELECT id FROM turns WHERE session_id = $1 AND status = 'failed'
+                     ORDER BY created_at DESC, id DESC LIMIT $3)";
 
 /// Writes an ended turn's record, in place of an earlier one of the same turn.
 /// Parameters: session, id, created at, status, record.

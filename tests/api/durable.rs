@@ -567,15 +567,7 @@ async fn session_limits_count_stored_sessions_across_eviction_and_restart() {
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "session_limit");
-    let metrics = service
-        .client
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = service.metrics().await;
     assert!(
         metrics.contains("text_session_sessions_stored 3"),
         "{metrics}"
@@ -644,15 +636,7 @@ async fn idle_sessions_expire_from_the_store_too_after_eviction_and_after_a_rest
     for id in [&before_restart, &evicted, &live] {
         assert_eq!(status(id).await, StatusCode::NOT_FOUND, "{id}");
     }
-    let metrics = service
-        .client
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = service.metrics().await;
     assert!(
         metrics.contains("text_session_sessions_stored 0"),
         "{metrics}"

@@ -284,15 +284,7 @@ async fn wait_until_ready(service: &Service) {
 
 /// A metric's value from `/metrics`.
 async fn metric(service: &Service, name: &str) -> f64 {
-    let text = service
-        .client
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = service.metrics().await;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .unwrap_or_else(|| panic!("no {name} in /metrics"))

@@ -140,6 +140,13 @@ impl Service {
     }
 
     /// The child's resident memory (`VmRSS`), in bytes.
+    /// `GET /metrics`: the text.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
+    }
+
     pub fn rss_bytes(&self) -> u64 {
         let pid = self.child.id().expect("the child still runs");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
