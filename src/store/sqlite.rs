@@ -378,7 +378,9 @@ async fn write_batches(
             }
             continue;
         }
-        let (outcomes, committed) = apply_batch(&pool, batch.iter().map(|(write, _)| write)).await;
+        let writes: Vec<&Write> = batch.iter().map(|(write, _)| write).collect();
+        let (outcomes, committed) = apply_batch(&pool, &writes).await;
+        drop(writes);
         if !committed && healthy.load(Ordering::Acquire) {
             tracing::error!("the store failed to commit; writes get 503 until it recovers");
         }
@@ -400,37 +402,60 @@ async fn probe(pool: &SqlitePool) -> bool {
     .is_ok()
 }
 
-/// The outcome of each write, and whether the batch's transaction committed.
-async fn apply_batch<'a>(
-    pool: &SqlitePool,
-    writes: impl ExactSizeIterator<Item = &'a Write>,
-) -> (Vec<Result<u64, StoreError>>, bool) {
-    let count = writes.len();
-    let failed_all = |error: StoreError| (vec![Err(error); count], false);
+/// The outcome of each write, and whether the store committed. The writes go in one
+/// transaction, without a savepoint each: a write's first statement decides whether it
+/// applies (a session at another version is refused before anything is written), so a
+/// refused write has changed nothing. Should a write fail after it changed something (a
+/// broken disk, a bug), the whole transaction is rolled back and each write runs again
+/// alone, so none of them is half kept.
+async fn apply_batch(pool: &SqlitePool, writes: &[&Write]) -> (Vec<Result<u64, StoreError>>, bool) {
+    let failed_all = |error: StoreError| (vec![Err(error); writes.len()], false);
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
         Err(error) => return failed_all(unavailable(error)),
     };
-    let mut outcomes = Vec::with_capacity(count);
+    let mut outcomes = Vec::with_capacity(writes.len());
     for write in writes {
-        let mut savepoint = match sqlx::Connection::begin(&mut *tx).await {
-            Ok(savepoint) => savepoint,
-            Err(error) => return failed_all(unavailable(error)),
-        };
-        let outcome = apply(&mut savepoint, write).await;
-        let ended = match outcome {
-            Ok(_) => savepoint.commit().await,
-            Err(_) => savepoint.rollback().await,
-        };
-        if let Err(error) = ended {
-            return failed_all(unavailable(error));
+        match apply(&mut tx, write).await {
+            outcome @ (Ok(_) | Err(StoreError::VersionMoved { .. })) => outcomes.push(outcome),
+            Err(_) => {
+                drop(tx);
+                return apply_one_by_one(pool, writes).await;
+            }
         }
-        outcomes.push(outcome);
     }
     match tx.commit().await {
         Ok(()) => (outcomes, true),
         Err(error) => failed_all(unavailable(error)),
     }
+}
+
+/// Each write in a transaction of its own: the slow way, after one broke a batch.
+async fn apply_one_by_one(
+    pool: &SqlitePool,
+    writes: &[&Write],
+) -> (Vec<Result<u64, StoreError>>, bool) {
+    let mut committed = true;
+    let mut outcomes = Vec::with_capacity(writes.len());
+    for write in writes {
+        let mut tx = match pool.begin().await {
+            Ok(tx) => tx,
+            Err(error) => {
+                committed = false;
+                outcomes.push(Err(unavailable(error)));
+                continue;
+            }
+        };
+        let outcome = match apply(&mut tx, write).await {
+            Ok(done) => tx.commit().await.map(|()| done).map_err(|error| {
+                committed = false;
+                unavailable(error)
+            }),
+            Err(error) => Err(error),
+        };
+        outcomes.push(outcome);
+    }
+    (outcomes, committed)
 }
 
 /// One write, inside the batch's transaction.
@@ -621,6 +646,11 @@ async fn prune_turns(
     Ok(())
 }
 
+/// Rows one `INSERT` of messages takes at most (8 parameters each, far below SQLite's
+/// bound on parameters).
+const MESSAGES_PER_INSERT: usize = 256;
+
+/// Inserts a turn's messages, as few statements as it takes (usually one).
 async fn insert_messages(
     tx: &mut Transaction<'_, Sqlite>,
     session: Uuid,
@@ -628,25 +658,38 @@ async fn insert_messages(
     messages: &[Message],
 ) -> Result<(), StoreError> {
     let id = session.to_string();
-    for (offset, message) in messages.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO messages (session_id, seq, role, content, tool_calls, tool_call_id,
-                                   interrupted, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(integer(from + offset)?)
-        .bind(role_name(message.role))
-        .bind(&message.content)
-        .bind(tool_calls(message)?)
-        .bind(&message.tool_call_id)
-        .bind(message.interrupted)
-        .bind(message.created_at.to_rfc3339())
-        .execute(&mut **tx)
-        .await
-        .map_err(unavailable)?;
+    for (chunk, rows) in messages.chunks(MESSAGES_PER_INSERT).enumerate() {
+        let sql = insert_messages_sql(rows.len());
+        let mut insert = sqlx::query(&sql);
+        for (offset, message) in rows.iter().enumerate() {
+            insert = insert
+                .bind(id.clone())
+                .bind(integer(from + chunk * MESSAGES_PER_INSERT + offset)?)
+                .bind(role_name(message.role))
+                .bind(message.content.as_str())
+                .bind(tool_calls(message)?)
+                .bind(message.tool_call_id.as_deref())
+                .bind(message.interrupted)
+                .bind(message.created_at.to_rfc3339());
+        }
+        insert.execute(&mut **tx).await.map_err(unavailable)?;
     }
     Ok(())
+}
+
+/// `INSERT INTO messages … VALUES` with `rows` rows of parameters.
+fn insert_messages_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO messages (session_id, seq, role, content, tool_calls, tool_call_id,
+                               interrupted, created_at) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql
 }
 
 impl Columns for SqliteRow {
@@ -750,6 +793,72 @@ mod tests {
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", self.path()));
             }
+        }
+    }
+
+    fn session(id: Uuid) -> SessionRow {
+        let now = Timestamp::now();
+        SessionRow {
+            id,
+            owner: None,
+            provider: "echo".into(),
+            model: "echo-1".into(),
+            defaults: Default::default(),
+            tools: Vec::new(),
+            metadata: Default::default(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_that_breaks_part_way_leaves_the_rest_of_its_batch_committed_and_itself_not_at_all()
+     {
+        let file = TempFile::new();
+        let store = SqliteStore::open(file.path()).await.unwrap();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let hello = vec![crate::message::Message::text(
+            crate::message::Role::User,
+            "hello",
+            Timestamp::now(),
+        )];
+        let writes = [
+            Write::Create {
+                row: session(a),
+                messages: hello.clone(),
+            },
+            // The same id again: its INSERT fails (a write that breaks).
+            Write::Create {
+                row: session(a),
+                messages: hello.clone(),
+            },
+            // A commit from a version the session is not at: refused, nothing written.
+            Write::Commit {
+                session: a,
+                from_version: 7,
+                version: 8,
+                from: 1,
+                messages: hello.clone(),
+                updated_at: Timestamp::now(),
+                key: None,
+                turn: None,
+                prune: None,
+            },
+            Write::Create {
+                row: session(b),
+                messages: hello,
+            },
+        ];
+        let writes: Vec<&Write> = writes.iter().collect();
+        let (outcomes, committed) = apply_batch(&store.pool, &writes).await;
+        assert!(committed);
+        assert!(outcomes[0].is_ok() && outcomes[3].is_ok(), "{outcomes:?}");
+        assert!(matches!(outcomes[1], Err(StoreError::Unavailable(_))));
+        assert!(matches!(outcomes[2], Err(StoreError::VersionMoved { .. })));
+        for id in [a, b] {
+            let stored = store.load(id).await.unwrap().unwrap();
+            assert_eq!((stored.row.version, stored.messages.len()), (1, 1));
         }
     }
 
