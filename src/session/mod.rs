@@ -61,7 +61,8 @@ pub struct Session {
     turn_lock: TurnLock,
     turns: TurnRecords,
     /// Set when a commit found the stored session at another version than this copy
-    /// (another process committed to it): this copy is no longer the session.
+    /// (another process committed to it), or failed without knowing whether it landed:
+    /// this copy is no longer the session.
     stale: AtomicBool,
 }
 
@@ -164,8 +165,11 @@ impl Session {
             })
             .await
             .inspect_err(|error| {
-                if matches!(error, StoreError::VersionMoved { .. }) {
-                    tracing::warn!(session_id = %self.id, %error, "the stored session moved; it will be loaded again");
+                // The store is ahead of this copy, or may be: a commit whose answer was
+                // lost (a connection that broke) may have landed. Either way the store
+                // is the truth, and the session is read from it again on next use.
+                if matches!(error, StoreError::VersionMoved { .. } | StoreError::Unavailable(_)) {
+                    tracing::warn!(session_id = %self.id, %error, "the commit failed; the session will be loaded again from the store");
                     self.stale.store(true, Ordering::Release);
                 }
             })?;

@@ -277,7 +277,12 @@ async fn run(
                 ..
             })
     );
-    if !committed {
+    if matches!(&outcome, Err(TurnError::Store(_))) {
+        // The store is failing: its writer gets the record when it can, and the
+        // client is not kept waiting for a second doomed write.
+        let (session, record, store_of) = (session.clone(), record.clone(), runtime.clone());
+        runtime.spawn(async move { session.keep_record(&record, &store_of.store).await });
+    } else if !committed {
         session.keep_record(&record, &runtime.store).await;
     }
     observe(&runtime, &record);

@@ -16,7 +16,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -282,9 +282,10 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?
     }
 
-    /// Whether the last write committed (after a failure, a probe tries every second).
+    /// Whether the last write committed (after a failure, a probe tries every second)
+    /// and the writer still runs.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.healthy.load(Ordering::Acquire) && !self.writer.is_finished()
     }
 
     /// Lets the writer finish what it was given, then closes the file (and its lock).
@@ -410,24 +411,53 @@ async fn probe(pool: &SqlitePool) -> bool {
 /// alone, so none of them is half kept.
 async fn apply_batch(pool: &SqlitePool, writes: &[&Write]) -> (Vec<Result<u64, StoreError>>, bool) {
     let failed_all = |error: StoreError| (vec![Err(error); writes.len()], false);
-    let mut tx = match pool.begin().await {
+    let mut tx = match begin(pool).await {
         Ok(tx) => tx,
-        Err(error) => return failed_all(unavailable(error)),
+        Err(error) => return failed_all(error),
     };
     let mut outcomes = Vec::with_capacity(writes.len());
     for write in writes {
         match apply(&mut tx, write).await {
             outcome @ (Ok(_) | Err(StoreError::VersionMoved { .. })) => outcomes.push(outcome),
             Err(_) => {
+                rollback(&mut tx).await;
                 drop(tx);
                 return apply_one_by_one(pool, writes).await;
             }
         }
     }
-    match tx.commit().await {
+    match commit(&mut tx).await {
         Ok(()) => (outcomes, true),
-        Err(error) => failed_all(unavailable(error)),
+        Err(error) => failed_all(error),
     }
+}
+
+/// Plain BEGIN/COMMIT/ROLLBACK rather than sqlx's transactions: when a COMMIT fails
+/// with SQLITE_FULL or SQLITE_IOERR, SQLite rolls the transaction back by itself, and
+/// sqlx's count of open transactions does not follow (its next `begin` would open a
+/// savepoint inside a transaction that never commits).
+async fn begin(pool: &SqlitePool) -> Result<sqlx::pool::PoolConnection<Sqlite>, StoreError> {
+    let mut conn = pool.acquire().await.map_err(unavailable)?;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    Ok(conn)
+}
+
+async fn commit(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    match sqlx::query("COMMIT").execute(&mut *conn).await {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            rollback(conn).await;
+            Err(unavailable(error))
+        }
+    }
+}
+
+/// Ends whatever is left of the transaction (nothing, if SQLite rolled it back).
+async fn rollback(conn: &mut sqlx::SqliteConnection) {
+    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
 }
 
 /// Each write in a transaction of its own: the slow way, after one broke a batch.
@@ -438,20 +468,26 @@ async fn apply_one_by_one(
     let mut committed = true;
     let mut outcomes = Vec::with_capacity(writes.len());
     for write in writes {
-        let mut tx = match pool.begin().await {
+        let mut tx = match begin(pool).await {
             Ok(tx) => tx,
             Err(error) => {
                 committed = false;
-                outcomes.push(Err(unavailable(error)));
+                outcomes.push(Err(error));
                 continue;
             }
         };
         let outcome = match apply(&mut tx, write).await {
-            Ok(done) => tx.commit().await.map(|()| done).map_err(|error| {
-                committed = false;
-                unavailable(error)
-            }),
-            Err(error) => Err(error),
+            Ok(done) => commit(&mut tx)
+                .await
+                .map(|()| done)
+                .inspect_err(|_| committed = false),
+            Err(error) => {
+                rollback(&mut tx).await;
+                if matches!(error, StoreError::Unavailable(_)) {
+                    committed = false;
+                }
+                Err(error)
+            }
         };
         outcomes.push(outcome);
     }
@@ -459,7 +495,7 @@ async fn apply_one_by_one(
 }
 
 /// One write, inside the batch's transaction.
-async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, StoreError> {
+async fn apply(tx: &mut sqlx::SqliteConnection, write: &Write) -> Result<u64, StoreError> {
     match write {
         Write::Create { row, messages } => {
             sqlx::query(
@@ -479,7 +515,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
             .bind(integer(row.version)?)
             .bind(integer(messages.len())?)
             .bind(row.updated_at.to_rfc3339())
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
             insert_messages(tx, row.id, 0, messages).await?;
@@ -508,14 +544,14 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
             .bind(&id)
             .bind(integer(*from_version)?)
             .bind(integer(*from)?)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
             if moved.rows_affected() != 1 {
                 let found: Option<i64> =
                     sqlx::query_scalar("SELECT version FROM sessions WHERE id = ?")
                         .bind(&id)
-                        .fetch_optional(&mut **tx)
+                        .fetch_optional(&mut *tx)
                         .await
                         .map_err(unavailable)?;
                 return Err(StoreError::VersionMoved {
@@ -532,7 +568,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
                     .bind(&key.body_digest[..])
                     .bind(key.created_at.to_rfc3339())
                     .bind(key.turn.as_ref().map(json).transpose()?)
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await
                     .map_err(unavailable)?;
             }
@@ -554,7 +590,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
         Write::Delete { id } => {
             let deleted = sqlx::query("DELETE FROM sessions WHERE id = ?")
                 .bind(id.to_string())
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
             Ok(deleted.rows_affected())
@@ -581,7 +617,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
                 .bind(history.map(|(session, _, _)| session.to_string()))
                 .bind(history.map(|(_, len, _)| integer(*len)).transpose()?)
                 .bind(history.map(|(_, _, after)| &after[..]))
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
             Ok(1)
@@ -591,7 +627,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
                 sqlx::query("UPDATE sessions SET active_at = max(active_at, ?) WHERE id = ?")
                     .bind(at.to_rfc3339())
                     .bind(id.to_string())
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await
                     .map_err(unavailable)?;
             }
@@ -601,7 +637,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
             let deleted = sqlx::query("DELETE FROM sessions WHERE id = ? AND active_at < ?")
                 .bind(id.to_string())
                 .bind(before.to_rfc3339())
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
             Ok(deleted.rows_affected())
@@ -609,7 +645,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
         Write::ForgetKeys { before } => {
             let forgotten = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
                 .bind(before.to_rfc3339())
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
             Ok(forgotten.rows_affected())
@@ -617,14 +653,14 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<u64, S
     }
 }
 
-async fn record_turn(tx: &mut Transaction<'_, Sqlite>, turn: &TurnRow) -> Result<(), StoreError> {
+async fn record_turn(tx: &mut sqlx::SqliteConnection, turn: &TurnRow) -> Result<(), StoreError> {
     sqlx::query(RECORD_TURN)
         .bind(turn.session.to_string())
         .bind(turn.id.to_string())
         .bind(turn.created_at.to_rfc3339())
         .bind(&turn.status)
         .bind(&turn.record)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
     Ok(())
@@ -632,7 +668,7 @@ async fn record_turn(tx: &mut Transaction<'_, Sqlite>, turn: &TurnRow) -> Result
 
 /// Drops a session's ended turn records past `bounds` (`PRUNE_TURNS`).
 async fn prune_turns(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     session: Uuid,
     bounds: TurnBounds,
 ) -> Result<(), StoreError> {
@@ -640,7 +676,7 @@ async fn prune_turns(
         .bind(session.to_string())
         .bind(integer(bounds.records)?)
         .bind(integer(bounds.failed)?)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
     Ok(())
@@ -652,7 +688,7 @@ const MESSAGES_PER_INSERT: usize = 256;
 
 /// Inserts a turn's messages, as few statements as it takes (usually one).
 async fn insert_messages(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     session: Uuid,
     from: usize,
     messages: &[Message],
@@ -672,7 +708,7 @@ async fn insert_messages(
                 .bind(message.interrupted)
                 .bind(message.created_at.to_rfc3339());
         }
-        insert.execute(&mut **tx).await.map_err(unavailable)?;
+        insert.execute(&mut *tx).await.map_err(unavailable)?;
     }
     Ok(())
 }

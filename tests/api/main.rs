@@ -20,6 +20,7 @@ mod process;
 mod providers;
 mod scale;
 mod sessions;
+mod store_faults;
 mod streaming;
 mod turn_endings;
 mod turns;
