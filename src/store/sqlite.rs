@@ -483,7 +483,10 @@ async fn apply_one_by_one(
                 .inspect_err(|_| committed = false),
             Err(error) => {
                 rollback(&mut tx).await;
-                if matches!(error, StoreError::Unavailable(_)) {
+                drop(tx);
+                // The write itself may be at fault (a constraint), or the store: a
+                // probe tells which.
+                if matches!(error, StoreError::Unavailable(_)) && !probe(pool).await {
                     committed = false;
                 }
                 Err(error)
