@@ -82,6 +82,7 @@ on_every_backend!(
     a_commit_writes_its_keys_record_with_the_turn_and_a_failed_one_writes_none,
     sessions_are_counted_per_owner_and_idle_ones_expire_by_their_last_activity,
     ended_turn_records_read_back_with_their_session_within_their_bounds,
+    a_commit_with_many_messages_and_one_that_prunes_read_back_whole,
 );
 
 fn row(owner: Option<&str>) -> SessionRow {
@@ -575,5 +576,51 @@ async fn ended_turn_records_read_back_with_their_session_within_their_bounds(bac
             .turns
             .is_empty()
     );
+    store.close().await;
+}
+
+async fn a_commit_with_many_messages_and_one_that_prunes_read_back_whole(backend: Backend) {
+    let store = backend.open().await;
+    let session = row(None);
+    store.create(&session, &[]).await.unwrap();
+    // More messages than one statement takes.
+    let many: Vec<Message> = (0..600)
+        .map(|n| Message::text(Role::User, format!("message {n}"), Timestamp::now()))
+        .collect();
+    store.commit(commit(&session, 0, 1, &many)).await.unwrap();
+    for n in 0..5 {
+        store
+            .record_turn(&turn_row(&session, n, "cancelled"), None)
+            .await
+            .unwrap();
+    }
+    // A commit that prunes: the records as they were before it are brought within the
+    // bounds, and its own is added.
+    let last = turn_row(&session, 5, "completed");
+    let after = turn("after");
+    store
+        .commit(CommitRows {
+            turn: Some(&last),
+            prune: Some(TurnBounds {
+                records: 2,
+                failed: 1,
+            }),
+            ..commit(&session, 600, 2, &after)
+        })
+        .await
+        .unwrap();
+    store.close().await;
+
+    let store = backend.open().await;
+    let stored = store.load(session.id).await.unwrap().unwrap();
+    assert_eq!(stored.row.version, 3);
+    let expected: Vec<Message> = many.into_iter().chain(after).collect();
+    assert_eq!(stored.messages, expected);
+    let kept: Vec<i64> = stored
+        .turns
+        .iter()
+        .map(|t| t.created_at.unix_millis() - 1_700_000_000_000)
+        .collect();
+    assert_eq!(kept, [3, 4, 5]);
     store.close().await;
 }

@@ -5,8 +5,8 @@
 //! are embedded (`migrations/postgres/`) and run at open under Postgres's migration
 //! lock; a schema newer than this binary is refused.
 //!
-//! A turn's commit is one statement: the version moves and the messages are inserted
-//! together, or neither happens.
+//! A turn's commit is one statement (`COMMIT`): the version moves and everything the
+//! commit writes is written together, or nothing is.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +20,10 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::rows::{
-    CLAIM_KEY, Columns, KEEP_KEY, PRUNE_TURNS, RECORD_TURN, count, headers_json, integer, json,
-    key_record, message, numbered, owner_column, plain_columns, role_name, session_row, tool_calls,
-    turn_row, unavailable,
+    COMMIT_KEY_AT, COMMIT_MESSAGES_AT, COMMIT_TURN_AT, Columns, KEEP_KEY, MOVE_VERSION,
+    PRUNE_TURNS, RECORD_TURN, claim_key_conflict, count, headers_json, integer, json, key_record,
+    message, numbered, owner_column, plain_columns, record_turn_conflict, role_name, session_row,
+    tool_calls, turn_row, unavailable,
 };
 use super::{
     CommitRows, KeyRecord, SessionPage, SessionRow, StoreError, StoredSession, TurnBounds, TurnRow,
@@ -31,9 +32,53 @@ use crate::message::{Message, Timestamp};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-static CLAIM_KEY_NUMBERED: LazyLock<String> = LazyLock::new(|| numbered(CLAIM_KEY));
 static KEEP_KEY_NUMBERED: LazyLock<String> = LazyLock::new(|| numbered(KEEP_KEY));
 static RECORD_TURN_NUMBERED: LazyLock<String> = LazyLock::new(|| numbered(RECORD_TURN));
+
+/// A turn's commit, as one statement (parameters as `COMMIT_KEY_AT` says): the session
+/// moves to its new version only from the one it started from, and the rest (its
+/// messages, the key it claims, its turn's record, the pruning of older records) is
+/// written only if it moved. The pruning sees the records as they were before this
+/// commit, so a session keeps at most one record past its bounds until the next one.
+static COMMIT: LazyLock<String> = LazyLock::new(|| {
+    let key = COMMIT_KEY_AT;
+    let turn = COMMIT_TURN_AT;
+    format!(
+        "WITH moved AS ({move_version} RETURNING id),
+         added AS (
+             INSERT INTO messages (session_id, seq, role, content, tool_calls, tool_call_id,
+                                   interrupted, created_at)
+             SELECT moved.id, m.* FROM moved, {arrays} AS m),
+         pruned AS ({prune} AND $2::bigint IS NOT NULL AND EXISTS (SELECT 1 FROM moved)),
+         claimed AS (
+             INSERT INTO idempotency_keys (owner, key, route, body_digest, created_at, turn)
+             SELECT ${key}::text, ${}::text, ${}::text, ${}::bytea, ${}::timestamptz, ${}::text
+             FROM moved WHERE ${}::text IS NOT NULL
+             {claim_conflict}),
+         recorded AS (
+             INSERT INTO turns (session_id, id, created_at, status, record)
+             SELECT ${turn}::uuid, ${}::uuid, ${}::timestamptz, ${}::text, ${}::text
+             FROM moved WHERE ${}::uuid IS NOT NULL
+             {record_conflict})
+         SELECT count(*) FROM moved",
+        key + 1,
+        key + 2,
+        key + 3,
+        key + 4,
+        key + 5,
+        key + 1,
+        turn + 1,
+        turn + 2,
+        turn + 3,
+        turn + 4,
+        turn + 1,
+        move_version = MOVE_VERSION,
+        arrays = message_arrays(COMMIT_MESSAGES_AT),
+        prune = PRUNE_TURNS,
+        claim_conflict = claim_key_conflict!(),
+        record_conflict = record_turn_conflict!(),
+    )
+});
 
 /// Connections one process keeps to the database.
 const MAX_CONNECTIONS: u32 = 16;
@@ -136,56 +181,50 @@ impl PostgresStore {
         self.noted(outcome)
     }
 
-    /// Appends a turn's messages if the session is still where the commit started.
+    /// Appends a turn's messages if the session is still where the commit started: one
+    /// statement (`COMMIT`), one round trip, its own transaction.
     pub async fn commit(&self, commit: CommitRows<'_>) -> Result<(), StoreError> {
         let outcome = async {
-            let mut tx = self.pool.begin().await.map_err(unavailable)?;
-            let moved = sqlx::query(
-                "UPDATE sessions SET version = $1, updated_at = $2, active_at = $2,
-                                     messages = messages + $3
-                 WHERE id = $4 AND version = $5 AND messages = $6",
-            )
-            .bind(integer(commit.version)?)
-            .bind(commit.updated_at.as_datetime())
-            .bind(integer(commit.messages.len())?)
-            .bind(commit.session)
-            .bind(integer(commit.from_version)?)
-            .bind(integer(commit.from)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            if moved.rows_affected() != 1 {
-                let found: Option<i64> =
-                    sqlx::query_scalar("SELECT version FROM sessions WHERE id = $1")
-                        .bind(commit.session)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
-                return Err(StoreError::VersionMoved {
-                    expected: commit.from_version,
-                    found: found.and_then(|v| u64::try_from(v).ok()),
-                });
+            let claim = commit.key;
+            let turn = commit.turn;
+            let query = sqlx::query(&COMMIT)
+                .bind(commit.session)
+                .bind(commit.prune.map(|b| integer(b.records)).transpose()?)
+                .bind(commit.prune.map(|b| integer(b.failed)).transpose()?)
+                .bind(integer(commit.from_version)?)
+                .bind(integer(commit.from)?)
+                .bind(integer(commit.version)?)
+                .bind(commit.updated_at.as_datetime())
+                .bind(integer(commit.messages.len())?)
+                .bind(claim.map(|k| owner_column(k.owner.as_deref())))
+                .bind(claim.map(|k| k.key.as_str()))
+                .bind(claim.map(|k| k.route.as_str()))
+                .bind(claim.map(|k| &k.body_digest[..]))
+                .bind(claim.map(|k| k.created_at.as_datetime()))
+                .bind(claim.and_then(|k| k.turn.as_ref()).map(json).transpose()?)
+                .bind(turn.map(|t| t.session))
+                .bind(turn.map(|t| t.id))
+                .bind(turn.map(|t| t.created_at.as_datetime()))
+                .bind(turn.map(|t| t.status.as_str()))
+                .bind(turn.map(|t| t.record.as_str()));
+            let moved: i64 = bind_messages(query, commit.from, commit.messages)?
+                .fetch_one(&self.pool)
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(unavailable)?;
+            if moved == 1 {
+                return Ok(());
             }
-            insert_messages(&mut tx, commit.session, commit.from, commit.messages).await?;
-            if let Some(key) = commit.key {
-                sqlx::query(&CLAIM_KEY_NUMBERED)
-                    .bind(owner_column(key.owner.as_deref()))
-                    .bind(&key.key)
-                    .bind(&key.route)
-                    .bind(&key.body_digest[..])
-                    .bind(key.created_at.as_datetime())
-                    .bind(key.turn.as_ref().map(json).transpose()?)
-                    .execute(&mut *tx)
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM sessions WHERE id = $1")
+                    .bind(commit.session)
+                    .fetch_optional(&self.pool)
                     .await
                     .map_err(unavailable)?;
-            }
-            if let Some(turn) = commit.turn {
-                record_turn(&mut tx, turn).await?;
-            }
-            if let Some(bounds) = commit.prune {
-                prune_turns(&mut tx, commit.session, bounds).await?;
-            }
-            tx.commit().await.map_err(unavailable)
+            Err(StoreError::VersionMoved {
+                expected: commit.from_version,
+                found: found.and_then(|v| u64::try_from(v).ok()),
+            })
         }
         .await;
         self.noted(outcome)
@@ -456,7 +495,7 @@ async fn prune_turns(
     Ok(())
 }
 
-/// Inserts a turn's messages as one statement (one array per column).
+/// Inserts messages of a session from `from` on, as one statement.
 async fn insert_messages(
     tx: &mut Transaction<'_, Postgres>,
     session: Uuid,
@@ -466,6 +505,30 @@ async fn insert_messages(
     if messages.is_empty() {
         return Ok(());
     }
+    static INSERT_MESSAGES: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO messages (session_id, seq, role, content, tool_calls, tool_call_id,
+                                   interrupted, created_at)
+             SELECT $1, * FROM {}",
+            message_arrays(2)
+        )
+    });
+    bind_messages(sqlx::query(&INSERT_MESSAGES).bind(session), from, messages)?
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds messages as the arrays `UNNEST` takes, one per column from `seq` to
+/// `created_at` (`message_arrays`).
+fn bind_messages<'q>(
+    query: PgQuery<'q>,
+    from: usize,
+    messages: &'q [Message],
+) -> Result<PgQuery<'q>, StoreError> {
     let seqs = (from..from + messages.len())
         .map(integer)
         .collect::<Result<Vec<_>, _>>()?;
@@ -473,44 +536,47 @@ async fn insert_messages(
         .iter()
         .map(tool_calls)
         .collect::<Result<Vec<_>, _>>()?;
-    sqlx::query(
-        "INSERT INTO messages (session_id, seq, role, content, tool_calls, tool_call_id,
-                               interrupted, created_at)
-         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[],
-                                  $6::text[], $7::boolean[], $8::timestamptz[])",
+    Ok(query
+        .bind(seqs)
+        .bind(
+            messages
+                .iter()
+                .map(|m| role_name(m.role))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(tool_calls)
+        .bind(
+            messages
+                .iter()
+                .map(|m| m.tool_call_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(messages.iter().map(|m| m.interrupted).collect::<Vec<_>>())
+        .bind(
+            messages
+                .iter()
+                .map(|m| m.created_at.as_datetime())
+                .collect::<Vec<_>>(),
+        ))
+}
+
+/// The arrays of `bind_messages`, as `UNNEST` takes them (from `$n` on).
+fn message_arrays(n: usize) -> String {
+    format!(
+        "UNNEST(${n}::bigint[], ${}::text[], ${}::text[], ${}::text[], ${}::text[], ${}::boolean[], ${}::timestamptz[])",
+        n + 1,
+        n + 2,
+        n + 3,
+        n + 4,
+        n + 5,
+        n + 6
     )
-    .bind(session)
-    .bind(seqs)
-    .bind(
-        messages
-            .iter()
-            .map(|m| role_name(m.role))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        messages
-            .iter()
-            .map(|m| m.content.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(tool_calls)
-    .bind(
-        messages
-            .iter()
-            .map(|m| m.tool_call_id.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(messages.iter().map(|m| m.interrupted).collect::<Vec<_>>())
-    .bind(
-        messages
-            .iter()
-            .map(|m| m.created_at.as_datetime())
-            .collect::<Vec<_>>(),
-    )
-    .execute(&mut **tx)
-    .await
-    .map_err(unavailable)?;
-    Ok(())
 }
 
 /// Every second while the store is unhealthy, sees whether the database answers again.

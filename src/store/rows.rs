@@ -103,19 +103,58 @@ pub(super) fn turn_row(row: &impl Columns) -> Result<TurnRow, StoreError> {
 /// besides them the last `failed` failed ones. Parameters: session, records, failed
 /// (`$n`, which SQLite reads as named parameters numbered by first use, so one text
 /// serves both backends).
-pub(super) const PRUNE_TURNS: &str = "
-    DELETE FROM turns WHERE session_id = $1
-      AND id NOT IN (SELECT id FROM turns WHERE session_id = $1
-                     ORDER BY created_at DESC, id DESC LIMIT $2)
-      AND id NOT IN (SELECT id FROM turns WHERE session_id = $1 AND status = 'failed'
-                     ORDER BY created_at DESC, id DESC LIMIT $3)";
+pub(super) const PRUNE_TURNS: &str = prune_turns!();
+
+macro_rules! prune_turns {
+    () => {
+        "DELETE FROM turns WHERE session_id = $1
+           AND id NOT IN (SELECT id FROM turns WHERE session_id = $1
+                          ORDER BY created_at DESC, id DESC LIMIT $2)
+           AND id NOT IN (SELECT id FROM turns WHERE session_id = $1 AND status = 'failed'
+                          ORDER BY created_at DESC, id DESC LIMIT $3)"
+    };
+}
+pub(super) use prune_turns;
 
 /// Writes an ended turn's record, in place of an earlier one of the same turn.
 /// Parameters: session, id, created at, status, record.
-pub(super) const RECORD_TURN: &str = "
-    INSERT INTO turns (session_id, id, created_at, status, record) VALUES (?, ?, ?, ?, ?)
-    ON CONFLICT (session_id, id) DO UPDATE SET status = excluded.status,
-                                               record = excluded.record";
+pub(super) const RECORD_TURN: &str = concat!(
+    "INSERT INTO turns (session_id, id, created_at, status, record) VALUES (?, ?, ?, ?, ?) ",
+    record_turn_conflict!()
+);
+
+/// What a turn's record written again replaces.
+macro_rules! record_turn_conflict {
+    () => {
+        "ON CONFLICT (session_id, id) DO UPDATE SET status = excluded.status,
+                                                    record = excluded.record"
+    };
+}
+pub(super) use record_turn_conflict;
+
+/// A commit's move of its session to the new version, only from the version and length
+/// it started from. Its parameters are those of a commit (`COMMIT_PARAMETERS`).
+pub(super) const MOVE_VERSION: &str = move_version!();
+
+macro_rules! move_version {
+    () => {
+        "UPDATE sessions SET version = $6, updated_at = $7, active_at = $7,
+                             messages = messages + $8
+         WHERE id = $1 AND version = $4 AND messages = $5"
+    };
+}
+pub(super) use move_version;
+
+/// A commit goes to the store in one round trip, its statements numbered alike in both
+/// backends: `$1` the session, `$2`/`$3` the bounds its turn records are pruned to (as
+/// `PRUNE_TURNS`; NULL when it does not prune), `$4` the version and `$5` the number of
+/// messages it started from, `$6` its version, `$7` its time, `$8` how many messages it
+/// adds; then the key it claims (`CLAIM_KEY`, from `COMMIT_KEY_AT`), its turn's record
+/// (`RECORD_TURN`, from `COMMIT_TURN_AT`), and its messages (from
+/// `COMMIT_MESSAGES_AT`). A part a commit has not is bound as NULLs.
+pub(super) const COMMIT_KEY_AT: usize = 9;
+pub(super) const COMMIT_TURN_AT: usize = COMMIT_KEY_AT + 6;
+pub(super) const COMMIT_MESSAGES_AT: usize = COMMIT_TURN_AT + 5;
 
 /// An `idempotency_keys` row.
 pub(super) fn key_record(row: &impl Columns) -> Result<KeyRecord, StoreError> {
@@ -223,14 +262,23 @@ pub(super) fn unavailable(error: sqlx::Error) -> StoreError {
 /// Writes a key's record as a commit claims it: the request and the turn, any older
 /// record of the key (and its answer) replaced. Parameters: owner, key, route, body
 /// digest, created at, turn.
-pub(super) const CLAIM_KEY: &str = "
-    INSERT INTO idempotency_keys (owner, key, route, body_digest, created_at, turn)
-    VALUES (?, ?, ?, ?, ?, ?)
-    ON CONFLICT (owner, key) DO UPDATE SET
-        route = excluded.route, body_digest = excluded.body_digest,
-        created_at = excluded.created_at, turn = excluded.turn,
-        status = NULL, headers = NULL, body = NULL,
-        history_session = NULL, history_len = NULL, body_after = NULL";
+pub(super) const CLAIM_KEY: &str = concat!(
+    "INSERT INTO idempotency_keys (owner, key, route, body_digest, created_at, turn)
+     VALUES (?, ?, ?, ?, ?, ?) ",
+    claim_key_conflict!()
+);
+
+/// What a key claimed again replaces: its older record, and its answer.
+macro_rules! claim_key_conflict {
+    () => {
+        "ON CONFLICT (owner, key) DO UPDATE SET
+             route = excluded.route, body_digest = excluded.body_digest,
+             created_at = excluded.created_at, turn = excluded.turn,
+             status = NULL, headers = NULL, body = NULL,
+             history_session = NULL, history_len = NULL, body_after = NULL"
+    };
+}
+pub(super) use claim_key_conflict;
 
 /// Writes a key's record with its answer; the turn a commit wrote for this same request
 /// (same creation time) stays. Parameters: owner, key, route, body digest, created at,
@@ -250,12 +298,18 @@ pub(super) const KEEP_KEY: &str = "
 
 /// `sql` with its `?` parameters numbered (`$1`, `$2`, …), as Postgres takes them.
 pub(super) fn numbered(sql: &str) -> String {
+    numbered_from(sql, 1)
+}
+
+/// `sql` with its `?` parameters numbered from `$first` on: a statement placed among
+/// others that share one list of parameters.
+pub(super) fn numbered_from(sql: &str, first: usize) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
-    let mut n = 0;
+    let mut n = first;
     for c in sql.chars() {
         if c == '?' {
-            n += 1;
             out.push_str(&format!("${n}"));
+            n += 1;
         } else {
             out.push(c);
         }
