@@ -4,20 +4,42 @@
 //! and the overhead the service reports per turn (`x-overhead-us`).
 //!
 //! ```sh
-//! cargo run --release --example load                 # defaults below
+//! cargo run --release --example load                 # defaults below, STORE=memory
 //! cargo run --release --example load -- 64 200 500   # sessions, messages each, history for the view check
-//! STORE=sqlite://target/load.db cargo run --release --example load   # with a durable store (else in memory)
+//! STORE=sqlite://target/load.db cargo run --release --example load   # a fresh SQLite file
+//! STORE=postgres://postgres@127.0.0.1:5432/test cargo run --release --example load
 //! ```
 //!
-//! Scenarios: (1) many sessions written in parallel, one writer each; (2) one session
-//! with every writer at once (the turn lock serializes them); (3) the answer size of a
-//! write on a long history, `?view=full` against `?view=delta`.
+//! `STORE` is as for the service. A SQLite file (and its `-wal`, `-shm`) is removed
+//! first. For Postgres, the URL names an admin database: the bench creates a fresh
+//! database `load_<pid>` next to it, runs on that, and drops it at the end.
+//!
+//! Scenarios: (1) many sessions written in parallel, one writer each: writes/s and
+//! latency, and for a durable store what the service's own histogram
+//! `text_session_store_commit_duration_seconds` saw during the run (count, mean, and
+//! p50/p99 to the bucket: upper bounds only); (2) one session with every writer at once
+//! (the turn lock serializes them); (3) the answer size of a write on a long history,
+//! `?view=full` against `?view=delta`; (4) durable stores only: the store alone, without
+//! HTTP: `sessions` tasks, one session each, each committing `messages` turns of two
+//! messages (a user message and its reply) through `Store::commit`, each commit timed
+//! exactly: commits/s and p50/p99/max; then the same with one task, for the latency of
+//! a commit that shares its fsync with nobody. The SQLite store of (4) is a file of its
+//! own (`<file>-commits`), since the service holds its file exclusively.
+//!
+//! The load average (`/proc/loadavg`) is printed at the start and the end: figures
+//! taken while something else runs are not comparable.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use sqlx::Connection;
 use text_session_api::config::Config;
+use text_session_api::message::{Defaults, Message, Role, Timestamp};
 use text_session_api::server::Server;
+use text_session_api::session::PRUNE_TURNS_EVERY;
+use text_session_api::store::{CommitRows, SessionRow, Store, TurnBounds, TurnRow};
+use uuid::Uuid;
 
 #[tokio::main]
 async fn main() {
@@ -29,12 +51,14 @@ async fn main() {
     let messages = args.get(1).copied().unwrap_or(100);
     let history = args.get(2).copied().unwrap_or(1000);
 
+    println!("load average at start: {}", load_average());
+    // In memory unless STORE names a store.
+    let target =
+        Target::prepare(&std::env::var("STORE").unwrap_or_else(|_| "memory".to_owned())).await;
     let mut config = Config::defaults();
     config.max_waiting_per_session = 100_000;
     config.max_messages_per_session = 1_000_000;
-    // In memory unless STORE names a store (a SQLite file here is started afresh).
-    config.store = std::env::var("STORE").unwrap_or_else(|_| "memory".to_owned());
-    let _ = std::fs::remove_file(config.store.trim_start_matches("sqlite://"));
+    config.store = target.service_url();
     println!("store: {}", config.store);
     let server = Server::build(&config)
         .await
@@ -46,11 +70,15 @@ async fn main() {
         "http://{}",
         listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
     );
-    tokio::spawn(server.serve(listener, std::future::pending()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(listener, async move {
+        let _ = stopped.await;
+    }));
     let client = reqwest::Client::new();
 
-    println!("parallel sessions: {sessions} sessions × {messages} messages, one writer each");
+    println!("(1) parallel sessions: {sessions} sessions × {messages} messages, one writer each");
     let ids = create(&client, &base, sessions).await;
+    let before = CommitHistogram::scrape(&client, &base).await;
     let started = Instant::now();
     let runs = ids.iter().map(|id| {
         let (client, base, id) = (client.clone(), base.clone(), id.clone());
@@ -67,10 +95,17 @@ async fn main() {
         .into_iter()
         .flat_map(|r| r.unwrap_or_default())
         .collect();
-    report(&samples, started.elapsed());
+    let took = started.elapsed();
+    report(&samples, took);
+    if target.is_durable() {
+        CommitHistogram::scrape(&client, &base)
+            .await
+            .minus(&before)
+            .report();
+    }
 
     let writers = sessions * 4;
-    println!("one session, {writers} writers at once (serialized by the turn lock)");
+    println!("(2) one session, {writers} writers at once (serialized by the turn lock)");
     let id = create(&client, &base, 1).await.remove(0);
     let started = Instant::now();
     let runs = (0..writers).map(|i| {
@@ -84,7 +119,7 @@ async fn main() {
         .collect();
     report(&samples, started.elapsed());
 
-    println!("answer size on a {history}-message history: ?view=full against ?view=delta");
+    println!("(3) answer size on a {history}-message history: ?view=full against ?view=delta");
     let id = create(&client, &base, 1).await.remove(0);
     for i in 0..history / 2 {
         write(&client, &base, &id, i, "delta").await;
@@ -109,6 +144,21 @@ async fn main() {
             took.as_secs_f64() * 1000.0 / 50.0
         );
     }
+
+    // The service is done: let it go (and its store with it) before the store alone runs.
+    let _ = stop.send(());
+    let _ = serving.await;
+
+    if let Some(url) = target.commits_url() {
+        for tasks in [sessions, 1] {
+            println!(
+                "(4) the store alone: {tasks} tasks × {messages} commits of 2 messages, one session each"
+            );
+            store_commits(&url, tasks, messages).await;
+        }
+    }
+    target.finish().await;
+    println!("load average at end: {}", load_average());
 }
 
 /// Latency of one write and the overhead the service reported for it.
@@ -165,17 +215,341 @@ fn report(samples: &[Sample], took: Duration) {
     let mut overhead: Vec<_> = samples.iter().map(|s| s.overhead_us).collect();
     latency.sort();
     overhead.sort_unstable();
-    let pick = |p: f64| latency[((latency.len() - 1) as f64 * p) as usize];
-    let pick_o = |p: f64| overhead[((overhead.len() - 1) as f64 * p) as usize];
     println!(
         "  {} writes in {:.2} s = {:.0} writes/s; latency p50 {:?} p99 {:?} max {:?}; overhead p50 {} µs p99 {} µs",
         samples.len(),
         took.as_secs_f64(),
         samples.len() as f64 / took.as_secs_f64(),
-        pick(0.5),
-        pick(0.99),
+        percentile(&latency, 0.5),
+        percentile(&latency, 0.99),
         latency[latency.len() - 1],
-        pick_o(0.5),
-        pick_o(0.99),
+        percentile(&overhead, 0.5),
+        percentile(&overhead, 0.99),
     );
+}
+
+/// The nearest-rank percentile `p` (0 to 1) of sorted values.
+fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// What the bench runs on: the store of `STORE`, made fresh.
+enum Target {
+    Memory,
+    Sqlite {
+        path: String,
+    },
+    Postgres {
+        /// The URL given: the admin database the bench's own is created from.
+        admin: String,
+        /// The URL of the bench's own database.
+        url: String,
+        name: String,
+    },
+}
+
+impl Target {
+    async fn prepare(store: &str) -> Self {
+        if let Some(path) = store.strip_prefix("sqlite://") {
+            remove_sqlite(path);
+            remove_sqlite(&commits_file(path));
+            return Target::Sqlite {
+                path: path.to_owned(),
+            };
+        }
+        if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+            let name = format!("load_{}", std::process::id());
+            let mut url = url::Url::parse(store).unwrap_or_else(|e| panic!("STORE: {e}"));
+            url.set_path(&format!("/{name}"));
+            let mut admin = sqlx::PgConnection::connect(store)
+                .await
+                .unwrap_or_else(|e| panic!("STORE: cannot connect to {store}: {e}"));
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .await
+                .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+            let _ = admin.close().await;
+            return Target::Postgres {
+                admin: store.to_owned(),
+                url: url.to_string(),
+                name,
+            };
+        }
+        Target::Memory
+    }
+
+    fn is_durable(&self) -> bool {
+        !matches!(self, Target::Memory)
+    }
+
+    fn service_url(&self) -> String {
+        match self {
+            Target::Memory => "memory".to_owned(),
+            Target::Sqlite { path } => format!("sqlite://{path}"),
+            Target::Postgres { url, .. } => url.clone(),
+        }
+    }
+
+    /// Where the store-alone scenario runs, for a durable store.
+    fn commits_url(&self) -> Option<String> {
+        match self {
+            Target::Memory => None,
+            Target::Sqlite { path } => Some(format!("sqlite://{}", commits_file(path))),
+            // Sessions of their own in the same database; the service is stopped by then.
+            Target::Postgres { url, .. } => Some(url.clone()),
+        }
+    }
+
+    /// Drops the bench's Postgres database; SQLite files are left for a look.
+    async fn finish(self) {
+        if let Target::Postgres { admin, name, .. } = self {
+            match sqlx::PgConnection::connect(&admin).await {
+                Ok(mut admin) => {
+                    if let Err(e) =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&mut admin)
+                            .await
+                    {
+                        eprintln!("DROP DATABASE {name}: {e}");
+                    }
+                    let _ = admin.close().await;
+                }
+                Err(e) => eprintln!("cannot drop {name}: {e}"),
+            }
+        }
+    }
+}
+
+fn commits_file(path: &str) -> String {
+    format!("{path}-commits")
+}
+
+fn remove_sqlite(path: &str) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{path}{suffix}"));
+    }
+}
+
+/// The service's `text_session_store_commit_duration_seconds` histogram.
+#[derive(Default)]
+struct CommitHistogram {
+    /// (upper bound in seconds, cumulative count), in the order of the bounds.
+    buckets: Vec<(f64, u64)>,
+    sum: f64,
+    count: u64,
+}
+
+impl CommitHistogram {
+    const NAME: &str = "text_session_store_commit_duration_seconds";
+
+    async fn scrape(client: &reqwest::Client, base: &str) -> Self {
+        let text = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut histogram = Self::default();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(Self::NAME) else {
+                continue;
+            };
+            let Some((key, value)) = rest.rsplit_once(' ') else {
+                continue;
+            };
+            if let Some(le) = key
+                .strip_prefix("_bucket{le=\"")
+                .and_then(|k| k.strip_suffix("\"}"))
+            {
+                let bound = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap_or(f64::NAN)
+                };
+                histogram
+                    .buckets
+                    .push((bound, value.parse::<f64>().unwrap_or(0.0) as u64));
+            } else if key == "_sum" {
+                histogram.sum = value.parse().unwrap_or(0.0);
+            } else if key == "_count" {
+                histogram.count = value.parse().unwrap_or(0);
+            }
+        }
+        histogram
+    }
+
+    /// What was observed between `earlier` and this.
+    fn minus(mut self, earlier: &Self) -> Self {
+        for ((_, count), (_, before)) in self.buckets.iter_mut().zip(&earlier.buckets) {
+            *count -= before;
+        }
+        self.sum -= earlier.sum;
+        self.count -= earlier.count;
+        self
+    }
+
+    /// The upper bound of the bucket the `p` quantile falls in.
+    fn bound(&self, p: f64) -> f64 {
+        let rank = (p * self.count as f64).ceil() as u64;
+        self.buckets
+            .iter()
+            .find(|(_, count)| *count >= rank.max(1))
+            .map_or(f64::NAN, |(bound, _)| *bound)
+    }
+
+    fn report(&self) {
+        if self.count == 0 {
+            println!("  service's commit histogram: no commit observed");
+            return;
+        }
+        println!(
+            "  service's commit histogram: {} commits, mean {:.3} ms; p50 ≤ {:.3} ms, p99 ≤ {:.3} ms (bucket bounds)",
+            self.count,
+            self.sum * 1000.0 / self.count as f64,
+            self.bound(0.5) * 1000.0,
+            self.bound(0.99) * 1000.0,
+        );
+    }
+}
+
+/// Scenario (4): `tasks` sessions created, then each committed to `commits` times by a
+/// task of its own, all at once; every commit timed.
+async fn store_commits(url: &str, tasks: usize, commits: usize) {
+    let store = Arc::new(Store::open(url).await.unwrap_or_else(|e| panic!("{e}")));
+    let mut rows = Vec::with_capacity(tasks);
+    for _ in 0..tasks {
+        let now = Timestamp::now();
+        let row = SessionRow {
+            id: Uuid::new_v4(),
+            owner: None,
+            provider: "echo".into(),
+            model: "echo-1".into(),
+            defaults: Defaults::default(),
+            tools: Vec::new(),
+            metadata: Map::new(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        store
+            .create(&row, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        rows.push(row);
+    }
+    let started = Instant::now();
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+    let runs = rows.into_iter().map(|row| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(commits);
+            for i in 0..commits {
+                let now = Timestamp::now();
+                let turn = [
+                    Message::text(Role::User, format!("message number {i}"), now),
+                    Message::text(Role::Assistant, format!("echo: message number {i}"), now),
+                ];
+                let version = 1 + i as u64;
+                let record = TurnRow {
+                    session: row.id,
+                    id: Uuid::new_v4(),
+                    created_at: now,
+                    status: "completed".to_owned(),
+                    record: turn_record(i),
+                };
+                let commit = CommitRows {
+                    session: row.id,
+                    from_version: version,
+                    version: version + 1,
+                    from: 2 * i,
+                    messages: &turn,
+                    updated_at: now,
+                    key: None,
+                    turn: Some(&record),
+                    // As a turn does: every 16th commit brings the records within bounds.
+                    prune: version
+                        .is_multiple_of(PRUNE_TURNS_EVERY)
+                        .then_some(TurnBounds {
+                            records: 100,
+                            failed: 50,
+                        }),
+                };
+                let began = Instant::now();
+                store.commit(commit).await.unwrap_or_else(|e| panic!("{e}"));
+                latencies.push(began.elapsed());
+            }
+            latencies
+        })
+    });
+    let mut latencies: Vec<Duration> = futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .flat_map(|r| r.unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let took = started.elapsed();
+    latencies.sort();
+    println!(
+        "  {} commits in {:.2} s = {:.0} commits/s; commit p50 {:?} p99 {:?} max {:?}",
+        latencies.len(),
+        took.as_secs_f64(),
+        latencies.len() as f64 / took.as_secs_f64(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1],
+    );
+    // Every commit is there: the version moved once per commit, two messages each.
+    for id in ids {
+        let stored = store
+            .load(id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("session {id} is not stored"));
+        assert_eq!(
+            (stored.row.version, stored.messages.len()),
+            (1 + commits as u64, 2 * commits),
+            "session {id} read back"
+        );
+        // Its turn records too, past the last pruning's bounds at most.
+        assert!(
+            (commits.min(100)..=commits.min(100) + 16).contains(&stored.turns.len()),
+            "session {id}: {} turn records",
+            stored.turns.len()
+        );
+    }
+    if let Ok(store) = Arc::try_unwrap(store) {
+        store.close().await;
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// A turn's stored record, of the size and shape the service writes for a `/message`
+/// turn answered by the echo provider (its input, status, result and timings as JSON).
+fn turn_record(i: usize) -> String {
+    json!({
+        "input": {"kind": "message", "staged": [{"role": "user", "content": format!("message number {i}"), "createdAt": Timestamp::now()}], "priority": "normal", "onBusy": "wait", "stream": false, "body": {"content": format!("message number {i}")}, "ifMatch": null},
+        "status": "completed",
+        "result": {"text": format!("echo: message number {i}"), "toolCalls": [], "finishReason": "stop", "usage": {"inputTokens": 3, "outputTokens": 4}, "provider": "echo", "model": "echo-1", "messagesSent": 2 * i + 1},
+        "error": null,
+        "attempts": 1,
+        "startedAt": Timestamp::now(),
+        "endedAt": Timestamp::now(),
+        "waitedMs": 0,
+        "providerMs": 0,
+        "firstTokenMs": null,
+        "heldMs": 0,
+        "retriedBy": null
+    })
+    .to_string()
 }
