@@ -480,6 +480,7 @@ async fn store_commits(url: &str, tasks: usize, commits: usize) {
                             records: 100,
                             failed: 50,
                         }),
+                    epoch: None,
                 };
                 let began = Instant::now();
                 store.commit(commit).await.unwrap_or_else(|e| panic!("{e}"));

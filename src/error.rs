@@ -81,6 +81,10 @@ pub enum ApiError {
     /// 503: the store did not commit; nothing was appended.
     #[error("the store is unavailable; nothing was appended; retry later ({0})")]
     StoreUnavailable(String),
+    /// 409: another process serves the session now (it took the lease over); nothing
+    /// was appended here.
+    #[error("the session is served by another instance now{}; nothing was appended; retry", at_addr(.0))]
+    SessionMoved(String),
     /// 503: the service is shutting down and takes no new turns.
     #[error("the service is shutting down; retry on another instance")]
     ShuttingDown,
@@ -129,6 +133,7 @@ impl ApiError {
             | ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::SessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::IdempotencyKeyInUse => StatusCode::CONFLICT,
+            ApiError::SessionMoved(_) => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::SessionFull(_) => StatusCode::CONFLICT,
             ApiError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
@@ -158,6 +163,7 @@ impl ApiError {
             ApiError::MemoryQuota(_) => "memory_quota_exceeded",
             ApiError::MemoryBudget(_) => "memory_budget_exceeded",
             ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::SessionMoved(_) => "session_moved",
             ApiError::SessionLimit(_) => "session_limit",
             ApiError::IdempotencyKeyInUse => "idempotency_key_in_use",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
@@ -217,7 +223,19 @@ impl From<OverBudget> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        ApiError::StoreUnavailable(error.to_string())
+        match error {
+            StoreError::Fenced { .. } => ApiError::SessionMoved(String::new()),
+            other => ApiError::StoreUnavailable(other.to_string()),
+        }
+    }
+}
+
+/// ` (at ADDR)`, for an address that is known.
+fn at_addr(addr: &str) -> String {
+    if addr.is_empty() {
+        String::new()
+    } else {
+        format!(" (at {addr})")
     }
 }
 

@@ -142,7 +142,7 @@ fn add_write_errors(path: &str, operation: &mut Operation) {
         ("404", "No such session (`session_not_found`)", false),
         (
             "409",
-            "`session_busy` (with `onBusy: reject`), `turn_cancelled` (a cancel stopped the turn: with `keep` its messages and the partial reply were kept), or `session_full` (MAX_MESSAGES_PER_SESSION)",
+            "`session_busy` (with `onBusy: reject`), `turn_cancelled` (a cancel stopped the turn: with `keep` its messages and the partial reply were kept), `session_full` (MAX_MESSAGES_PER_SESSION), or `session_moved` (another instance took the session over before the turn committed: nothing appended; send it again)",
             false,
         ),
         (

@@ -11,8 +11,8 @@ use serde_json::json;
 use test_support::postgres::TestDatabase;
 use text_session_api::message::{Defaults, Message, Role, Timestamp, Tool, ToolCall};
 use text_session_api::store::{
-    CommitRows, KeyAnswer, KeyRecord, KeyTurn, SessionRow, Store, StoreError, TurnBounds, TurnRow,
-    parse_cursor,
+    CommitRows, Instance, KeyAnswer, KeyRecord, KeyTurn, Lease, SessionRow, Store, StoreError,
+    TurnBounds, TurnRow, parse_cursor,
 };
 use uuid::Uuid;
 
@@ -124,6 +124,115 @@ fn turn(text: &str) -> Vec<Message> {
     vec![Message::text(Role::User, text, now), reply]
 }
 
+#[tokio::test]
+async fn postgres_leases_give_a_session_one_owner_and_fence_the_commits_of_one_that_lost_it() {
+    let Some(database) = TestDatabase::create("postgres::leases").await else {
+        return;
+    };
+    let lease = std::time::Duration::from_secs(1);
+    let url = database.url();
+    let open = |addr: &str| Store::open_as(&url, Instance::new(addr, lease));
+    let (a, b) = (
+        open("10.0.0.1:8080").await.unwrap(),
+        open("10.0.0.2:8080").await.unwrap(),
+    );
+    let session = row(None);
+    // The process that stores a session holds it; taken again, even by the same
+    // process, the lease moves to a new epoch.
+    assert_eq!(a.create(&session, &[]).await.unwrap(), 1);
+    assert_eq!(
+        a.take_lease(Uuid::new_v4()).await.unwrap(),
+        None,
+        "no such session"
+    );
+    assert_eq!(
+        a.take_lease(session.id).await.unwrap(),
+        Some(Lease::Held { epoch: 2 })
+    );
+    assert_eq!(
+        b.take_lease(session.id).await.unwrap(),
+        Some(Lease::Elsewhere {
+            addr: "10.0.0.1:8080".into()
+        })
+    );
+    let fenced = |epoch| CommitRows {
+        epoch: Some(epoch),
+        ..commit(&session, 0, 1, &[])
+    };
+    let first = turn("a's");
+    a.commit(CommitRows {
+        messages: &first,
+        ..fenced(2)
+    })
+    .await
+    .unwrap();
+    // Renewed, a lease outlives its first term; once it lapses, another process takes it.
+    tokio::time::sleep(lease / 2).await;
+    assert_eq!(a.renew_leases().await.unwrap(), [session.id]);
+    tokio::time::sleep(lease / 2 + lease / 4).await;
+    assert!(matches!(
+        b.take_lease(session.id).await.unwrap(),
+        Some(Lease::Elsewhere { .. })
+    ));
+    tokio::time::sleep(lease).await;
+    assert_eq!(
+        b.take_lease(session.id).await.unwrap(),
+        Some(Lease::Held { epoch: 3 })
+    );
+    // The process that lost it commits nothing, and learns it lost it when it renews.
+    let late = turn("a's, late");
+    let refused = a
+        .commit(CommitRows {
+            from: 2,
+            from_version: 2,
+            version: 3,
+            messages: &late,
+            ..fenced(2)
+        })
+        .await;
+    assert_eq!(
+        refused,
+        Err(StoreError::Fenced {
+            held: 2,
+            found: Some(3)
+        })
+    );
+    assert_eq!(a.renew_leases().await.unwrap(), Vec::<Uuid>::new());
+    let second = turn("b's");
+    b.commit(CommitRows {
+        from: 2,
+        from_version: 2,
+        version: 3,
+        messages: &second,
+        ..fenced(3)
+    })
+    .await
+    .unwrap();
+    let stored = b.load(session.id).await.unwrap().unwrap();
+    let expected: Vec<Message> = first.into_iter().chain(second).collect();
+    assert_eq!(stored.messages, expected, "no trace of the fenced commit");
+    // Handed back, a lease is taken at once; a process at the same address as a holder
+    // (its successor there) and one that says it is alone take it at once too.
+    b.release_leases(Some(&[session.id])).await.unwrap();
+    assert_eq!(
+        a.take_lease(session.id).await.unwrap(),
+        Some(Lease::Held { epoch: 4 })
+    );
+    let successor = open("10.0.0.1:8080").await.unwrap();
+    assert_eq!(
+        successor.take_lease(session.id).await.unwrap(),
+        Some(Lease::Held { epoch: 5 })
+    );
+    let alone = open("").await.unwrap();
+    assert_eq!(
+        alone.take_lease(session.id).await.unwrap(),
+        Some(Lease::Held { epoch: 6 })
+    );
+    for store in [a, b, successor, alone] {
+        store.close().await;
+    }
+}
+
 fn commit<'a>(
     row: &SessionRow,
     from: usize,
@@ -140,6 +249,7 @@ fn commit<'a>(
         key: None,
         turn: None,
         prune: None,
+        epoch: None,
     }
 }
 

@@ -15,6 +15,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::keys::{Caller, KeyId};
 use crate::session::Session;
+use crate::store::Lease;
 
 /// A JSON body, typed and as received; bad JSON, a wrong type or a wrong content type
 /// become [`ApiError`]s naming the field at fault.
@@ -144,9 +145,19 @@ pub(crate) async fn live_or_stored(
         return Ok(Some(session));
     }
     let metrics = &app.runtime.metrics;
-    let Some(stored) = app
-        .runtime
-        .store
+    let store = &app.runtime.store;
+    // The lease first: it says whether the session is stored and whether this process
+    // may serve it.
+    let epoch = match store
+        .take_lease(id)
+        .await
+        .inspect_err(|error| metrics.store_error(error.kind()))?
+    {
+        None => return Ok(None),
+        Some(Lease::Held { epoch }) => epoch,
+        Some(Lease::Elsewhere { addr }) => return Err(ApiError::SessionMoved(addr)),
+    };
+    let Some(stored) = store
         .load(id)
         .await
         .inspect_err(|error| metrics.store_error(error.kind()))?
@@ -162,6 +173,7 @@ pub(crate) async fn live_or_stored(
         app.memory.account(owner),
     )
     .map_err(ApiError::Internal)?;
+    session.hold(epoch);
     Ok(Some(app.sessions.insert_loaded(Arc::new(session))))
 }
 

@@ -63,10 +63,13 @@ async fn create_session(
         .map_err(ApiError::SessionLimit)?;
     // Stored before it is acknowledged; if the store fails, the session is not kept.
     let messages = session.read(|history| history.messages.clone());
-    if let Err(error) = app.runtime.store.create(&session.row(), &messages).await {
-        app.runtime.metrics.store_error(error.kind());
-        app.sessions.remove(session.id);
-        return Err(error.into());
+    match app.runtime.store.create(&session.row(), &messages).await {
+        Ok(epoch) => session.hold(epoch),
+        Err(error) => {
+            app.runtime.metrics.store_error(error.kind());
+            app.sessions.remove(session.id);
+            return Err(error.into());
+        }
     }
     tracing::Span::current().record("session_id", session.id.to_string());
     tracing::info!(provider = %session.provider_name, "session created");

@@ -3,7 +3,7 @@
 //! share (instructions, message length). Each failure names the field at fault.
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -202,6 +202,7 @@ impl Session {
             turns: TurnRecords::new(settings.turns, account.clone()),
             account,
             stale: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
         }
     }
 }

@@ -15,7 +15,7 @@ pub mod turn;
 mod turn_lock;
 mod view;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,9 @@ pub struct Session {
     /// (another process committed to it), or failed without knowing whether it landed:
     /// this copy is no longer the session.
     stale: AtomicBool,
+    /// The lease epoch this process holds the session by, which fences its commits in
+    /// a store several processes share; 0 where it is the only writer.
+    epoch: AtomicU64,
 }
 
 /// The committed history and what changes with it.
@@ -162,13 +165,19 @@ impl Session {
                 key: key.as_ref(),
                 turn: record.as_ref(),
                 prune: (version % PRUNE_TURNS_EVERY == 0).then(|| self.turns.bounds()),
+                epoch: Some(self.epoch.load(Ordering::Acquire)).filter(|&epoch| epoch > 0),
             })
             .await
             .inspect_err(|error| {
                 // The store is ahead of this copy, or may be: a commit whose answer was
                 // lost (a connection that broke) may have landed. Either way the store
                 // is the truth, and the session is read from it again on next use.
-                if matches!(error, StoreError::VersionMoved { .. } | StoreError::Unavailable(_)) {
+                if matches!(
+                    error,
+                    StoreError::VersionMoved { .. }
+                        | StoreError::Unavailable(_)
+                        | StoreError::Fenced { .. }
+                ) {
                     tracing::warn!(session_id = %self.id, %error, "the commit failed; the session will be loaded again from the store");
                     self.stale.store(true, Ordering::Release);
                 }
@@ -201,6 +210,11 @@ impl Session {
     }
 
     /// Whether a commit found the store ahead of this copy.
+    /// Notes the lease this process now holds the session by (`Store::take_lease`).
+    pub fn hold(&self, lease_epoch: u64) {
+        self.epoch.store(lease_epoch, Ordering::Release);
+    }
+
     pub fn is_stale(&self) -> bool {
         self.stale.load(Ordering::Acquire)
     }

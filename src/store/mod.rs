@@ -80,6 +80,40 @@ pub struct CommitRows<'a> {
     /// records past those bounds are dropped in the same transaction.
     pub turn: Option<&'a TurnRow>,
     pub prune: Option<TurnBounds>,
+    /// The lease epoch the committing process holds the session by (`Lease::Held`):
+    /// with it, the commit applies only while that lease is the session's (a store
+    /// shared by several processes); `None` where one process is the only writer.
+    pub epoch: Option<u64>,
+}
+
+/// This process among those that share a store: an id of its own at each start, the
+/// address the others reach it at (`INSTANCE_ADDR`; empty when it is alone) and how long
+/// a lease it takes lasts without renewal (`LEASE_SECS`).
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub id: Uuid,
+    pub addr: String,
+    pub lease: std::time::Duration,
+}
+
+impl Instance {
+    pub fn new(addr: impl Into<String>, lease: std::time::Duration) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            addr: addr.into(),
+            lease,
+        }
+    }
+}
+
+/// Who serves a session: one process at a time, by lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// This process; its commits carry `epoch`, which moves on whenever the lease
+    /// changes hands.
+    Held { epoch: u64 },
+    /// Another live process, at `addr`.
+    Elsewhere { addr: String },
 }
 
 /// An `Idempotency-Key` as stored: the request it came with, the turn it committed (if
@@ -160,6 +194,10 @@ pub enum StoreError {
     /// The session is not at the version the commit started from (or is gone).
     #[error("the stored session is at version {found:?}, not {expected}")]
     VersionMoved { expected: u64, found: Option<u64> },
+    /// The committing process no longer holds the session's lease: another one took it
+    /// over (this one was paused, cut off or too slow). Nothing was written.
+    #[error("the session's lease moved on to epoch {found:?}, past {held}")]
+    Fenced { held: u64, found: Option<u64> },
     /// The store cannot be used by this binary (schema newer than it knows, a file that
     /// another process holds, a URL it does not understand).
     #[error("{0}")]
@@ -167,11 +205,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A short name of the kind, for metrics: `unavailable`, `version_moved`, `refused`.
+    /// A short name of the kind, for metrics: `unavailable`, `version_moved`, `fenced`,
+    /// `refused`.
     pub fn kind(&self) -> &'static str {
         match self {
             StoreError::Unavailable(_) => "unavailable",
             StoreError::VersionMoved { .. } => "version_moved",
+            StoreError::Fenced { .. } => "fenced",
             StoreError::Refused(_) => "refused",
         }
     }
@@ -189,7 +229,14 @@ pub enum Store {
 impl Store {
     /// Opens the store a `STORE` URL names: `memory`, `sqlite://PATH` (the file and its
     /// folder are created) or `postgres://…` (the database must exist); migrations run.
+    /// A process alone on its store: see `open_as`.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_as(url, Instance::new("", std::time::Duration::from_secs(10))).await
+    }
+
+    /// As `open`, for a process that may share the store (Postgres) with others as
+    /// `instance`.
+    pub async fn open_as(url: &str, instance: Instance) -> Result<Self, StoreError> {
         if url == "memory" {
             return Ok(Store::Memory);
         }
@@ -197,7 +244,9 @@ impl Store {
             return Ok(Store::Sqlite(SqliteStore::open(path).await?));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Store::Postgres(PostgresStore::open(url).await?));
+            return Ok(Store::Postgres(
+                PostgresStore::open_as(url, instance).await?,
+            ));
         }
         Err(StoreError::Refused(
             "STORE: not `memory`, `sqlite://PATH` or `postgres://…`".to_owned(),
@@ -227,11 +276,12 @@ impl Store {
         !matches!(self, Store::Memory)
     }
 
-    /// Stores a new session with its first messages.
-    pub async fn create(&self, row: &SessionRow, messages: &[Message]) -> Result<(), StoreError> {
+    /// Stores a new session with its first messages, its lease taken by this process:
+    /// the lease epoch (0 where no other process writes).
+    pub async fn create(&self, row: &SessionRow, messages: &[Message]) -> Result<u64, StoreError> {
         match self {
-            Store::Memory => Ok(()),
-            Store::Sqlite(store) => store.create(row, messages).await,
+            Store::Memory => Ok(0),
+            Store::Sqlite(store) => store.create(row, messages).await.map(|()| 0),
             Store::Postgres(store) => store.create(row, messages).await,
         }
     }
@@ -252,6 +302,34 @@ impl Store {
             Store::Memory => Ok(None),
             Store::Sqlite(store) => store.load(id).await,
             Store::Postgres(store) => store.load(id).await,
+        }
+    }
+
+    /// Takes the lease of a stored session for this process, unless another live
+    /// process holds it; `None` if no such session is stored. A store only one process
+    /// writes to grants every lease (epoch 0).
+    pub async fn take_lease(&self, id: Uuid) -> Result<Option<Lease>, StoreError> {
+        match self {
+            Store::Memory | Store::Sqlite(_) => Ok(Some(Lease::Held { epoch: 0 })),
+            Store::Postgres(store) => store.take_lease(id).await,
+        }
+    }
+
+    /// Extends every lease this process holds; the sessions it still holds (a session
+    /// live here but not among them was taken over by another process).
+    pub async fn renew_leases(&self) -> Result<Vec<Uuid>, StoreError> {
+        match self {
+            Store::Memory | Store::Sqlite(_) => Ok(Vec::new()),
+            Store::Postgres(store) => store.renew_leases().await,
+        }
+    }
+
+    /// Lets this process's leases of `sessions` (all of them with `None`) lapse now,
+    /// so that another process can take them at once.
+    pub async fn release_leases(&self, sessions: Option<&[Uuid]>) -> Result<(), StoreError> {
+        match self {
+            Store::Memory | Store::Sqlite(_) => Ok(()),
+            Store::Postgres(store) => store.release_leases(sessions).await,
         }
     }
 

@@ -26,7 +26,8 @@ use super::rows::{
     tool_calls, turn_row, unavailable,
 };
 use super::{
-    CommitRows, KeyRecord, SessionPage, SessionRow, StoreError, StoredSession, TurnBounds, TurnRow,
+    CommitRows, Instance, KeyRecord, Lease, SessionPage, SessionRow, StoreError, StoredSession,
+    TurnBounds, TurnRow,
 };
 use crate::message::{Message, Timestamp};
 
@@ -35,8 +36,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 static KEEP_KEY_NUMBERED: LazyLock<String> = LazyLock::new(|| numbered(KEEP_KEY));
 static RECORD_TURN_NUMBERED: LazyLock<String> = LazyLock::new(|| numbered(RECORD_TURN));
 
-/// A turn's commit, as one statement (parameters as `COMMIT_KEY_AT` says): the session
-/// moves to its new version only from the one it started from, and the rest (its
+/// A turn's commit, as one statement (parameters as `COMMIT_KEY_AT` says, then the lease
+/// epoch it is fenced by): the session moves to its new version only from the one it
+/// started from, and only while the committing process holds its lease; the rest (its
 /// messages, the key it claims, its turn's record, the pruning of older records) is
 /// written only if it moved. The pruning sees the records as they were before this
 /// commit, so a session keeps at most one record past its bounds until the next one.
@@ -44,7 +46,11 @@ static COMMIT: LazyLock<String> = LazyLock::new(|| {
     let key = COMMIT_KEY_AT;
     let turn = COMMIT_TURN_AT;
     format!(
-        "WITH moved AS ({move_version} RETURNING id),
+        "WITH moved AS (
+             {move_version}
+               AND (${epoch}::bigint IS NULL
+                    OR EXISTS (SELECT 1 FROM leases WHERE session_id = $1 AND epoch = ${epoch}))
+             RETURNING id),
          added AS (
              INSERT INTO messages (session_id, seq, role, content, tool_calls, tool_call_id,
                                    interrupted, created_at)
@@ -74,6 +80,7 @@ static COMMIT: LazyLock<String> = LazyLock::new(|| {
         turn + 1,
         move_version = MOVE_VERSION,
         arrays = message_arrays(COMMIT_MESSAGES_AT),
+        epoch = COMMIT_MESSAGES_AT + MESSAGE_ARRAYS,
         prune = PRUNE_TURNS,
         claim_conflict = claim_key_conflict!(),
         record_conflict = record_turn_conflict!(),
@@ -97,11 +104,19 @@ pub struct PostgresStore {
     healthy: Arc<AtomicBool>,
     /// Tries the database again every second while it is unhealthy.
     prober: JoinHandle<()>,
+    /// This process, as the leases name it.
+    instance: Instance,
 }
 
 impl PostgresStore {
-    /// Connects to the database `url` names and brings its schema up to date.
+    /// Connects to the database `url` names and brings its schema up to date, as a
+    /// process alone (leases of 10 s, no address).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_as(url, Instance::new("", Duration::from_secs(10))).await
+    }
+
+    /// As `open`, as `instance` among the processes sharing the database.
+    pub async fn open_as(url: &str, instance: Instance) -> Result<Self, StoreError> {
         let shown = without_password(url);
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Refused(format!("STORE: {shown}: {e}")))?
@@ -124,6 +139,7 @@ impl PostgresStore {
             pool,
             healthy,
             prober,
+            instance,
         })
     }
 
@@ -151,8 +167,9 @@ impl PostgresStore {
         outcome
     }
 
-    /// Stores a new session with its first messages.
-    pub async fn create(&self, row: &SessionRow, messages: &[Message]) -> Result<(), StoreError> {
+    /// Stores a new session with its first messages, and its lease for this process
+    /// (epoch 1, which it returns).
+    pub async fn create(&self, row: &SessionRow, messages: &[Message]) -> Result<u64, StoreError> {
         let outcome = async {
             let mut tx = self.pool.begin().await.map_err(unavailable)?;
             sqlx::query(
@@ -175,7 +192,18 @@ impl PostgresStore {
             .await
             .map_err(unavailable)?;
             insert_messages(&mut tx, row.id, 0, messages).await?;
-            tx.commit().await.map_err(unavailable)
+            sqlx::query(
+                "INSERT INTO leases (session_id, instance, addr, epoch, expires_at)
+                 VALUES ($1, $2, $3, 1, now() + $4 * interval '1 millisecond')",
+            )
+            .bind(row.id)
+            .bind(self.instance.id)
+            .bind(&self.instance.addr)
+            .bind(lease_millis(&self.instance))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable).map(|()| 1)
         }
         .await;
         self.noted(outcome)
@@ -208,6 +236,7 @@ impl PostgresStore {
                 .bind(turn.map(|t| t.status.as_str()))
                 .bind(turn.map(|t| t.record.as_str()));
             let moved: i64 = bind_messages(query, commit.from, commit.messages)?
+                .bind(commit.epoch.map(integer).transpose()?)
                 .fetch_one(&self.pool)
                 .await
                 .and_then(|row| row.try_get(0))
@@ -215,18 +244,103 @@ impl PostgresStore {
             if moved == 1 {
                 return Ok(());
             }
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM sessions WHERE id = $1")
-                    .bind(commit.session)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(unavailable)?;
-            Err(StoreError::VersionMoved {
-                expected: commit.from_version,
-                found: found.and_then(|v| u64::try_from(v).ok()),
-            })
+            // Refused: by the fence, or by the version.
+            let found: Option<(i64, Option<i64>)> = sqlx::query_as(
+                "SELECT s.version, l.epoch FROM sessions s
+                 LEFT JOIN leases l ON l.session_id = s.id WHERE s.id = $1",
+            )
+            .bind(commit.session)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            let (version, epoch) = found.unzip();
+            let epoch = epoch.flatten().and_then(|e| u64::try_from(e).ok());
+            match commit.epoch {
+                Some(held) if version.is_some() && epoch != Some(held) => {
+                    Err(StoreError::Fenced { held, found: epoch })
+                }
+                _ => Err(StoreError::VersionMoved {
+                    expected: commit.from_version,
+                    found: version.and_then(|v| u64::try_from(v).ok()),
+                }),
+            }
         }
         .await;
+        self.noted(outcome)
+    }
+
+    /// Takes the session's lease (its epoch moved on) unless another live process holds
+    /// it. A lease held by a process at this one's address is taken at once: that
+    /// process is gone, since this one listens there now. A process without an address
+    /// says it is alone on the database, and takes every lease at once (one left by a
+    /// process that crashed included); should another process write too, the fence
+    /// still keeps either from committing over the other.
+    pub async fn take_lease(&self, id: Uuid) -> Result<Option<Lease>, StoreError> {
+        let outcome = async {
+            let taken: Result<Option<i64>, _> = sqlx::query_scalar(
+                "INSERT INTO leases (session_id, instance, addr, epoch, expires_at)
+                 VALUES ($1, $2, $3, 1, now() + $4 * interval '1 millisecond')
+                 ON CONFLICT (session_id) DO UPDATE SET
+                     instance = excluded.instance, addr = excluded.addr,
+                     epoch = leases.epoch + 1, expires_at = excluded.expires_at
+                 WHERE leases.instance = excluded.instance OR leases.expires_at <= now()
+                    OR excluded.addr = '' OR leases.addr = excluded.addr
+                 RETURNING epoch",
+            )
+            .bind(id)
+            .bind(self.instance.id)
+            .bind(&self.instance.addr)
+            .bind(lease_millis(&self.instance))
+            .fetch_optional(&self.pool)
+            .await;
+            match taken {
+                Ok(Some(epoch)) => Ok(Some(Lease::Held {
+                    epoch: count(epoch)?,
+                })),
+                Ok(None) => {
+                    let addr: Option<String> =
+                        sqlx::query_scalar("SELECT addr FROM leases WHERE session_id = $1")
+                            .bind(id)
+                            .fetch_optional(&self.pool)
+                            .await
+                            .map_err(unavailable)?;
+                    Ok(addr.map(|addr| Lease::Elsewhere { addr }))
+                }
+                // No such session (the lease refers to it).
+                Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Ok(None),
+                Err(error) => Err(unavailable(error)),
+            }
+        }
+        .await;
+        self.noted(outcome)
+    }
+
+    /// Extends every lease this process holds by its lease time; the sessions held.
+    pub async fn renew_leases(&self) -> Result<Vec<Uuid>, StoreError> {
+        let outcome = sqlx::query_scalar(
+            "UPDATE leases SET expires_at = now() + $2 * interval '1 millisecond'
+             WHERE instance = $1 RETURNING session_id",
+        )
+        .bind(self.instance.id)
+        .bind(lease_millis(&self.instance))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable);
+        self.noted(outcome)
+    }
+
+    /// Lets this process's leases of `sessions` (all with `None`) lapse now.
+    pub async fn release_leases(&self, sessions: Option<&[Uuid]>) -> Result<(), StoreError> {
+        let outcome = sqlx::query(
+            "UPDATE leases SET expires_at = now()
+             WHERE instance = $1 AND ($2::uuid[] IS NULL OR session_id = ANY($2))",
+        )
+        .bind(self.instance.id)
+        .bind(sessions)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(unavailable);
         self.noted(outcome)
     }
 
@@ -565,6 +679,13 @@ fn bind_messages<'q>(
                 .collect::<Vec<_>>(),
         ))
 }
+
+fn lease_millis(instance: &Instance) -> i64 {
+    i64::try_from(instance.lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// How many parameters `bind_messages` binds.
+const MESSAGE_ARRAYS: usize = 7;
 
 /// The arrays of `bind_messages`, as `UNNEST` takes them (from `$n` on).
 fn message_arrays(n: usize) -> String {

@@ -494,9 +494,13 @@ async fn idempotency_answers_replay_byte_for_byte_after_a_kill_9_and_a_turn_whos
     assert_eq!(session["messages"].as_array().unwrap().len(), 4, "ran once");
 }
 
+/// Two processes on one Postgres, each alone by its configuration (no INSTANCE_ADDR):
+/// the one that loads a session takes its lease, and the other, which still holds the
+/// session live, can no longer commit to it: its writer gets `409 session_moved`,
+/// nothing of it is stored, and its next request loads the session again.
 #[tokio::test]
-async fn a_session_committed_to_by_another_process_is_loaded_again_after_one_refused_write() {
-    let name = "durable::a_session_committed_to_by_another_process";
+async fn a_process_that_lost_a_sessions_lease_commits_nothing_and_loads_it_again() {
+    let name = "durable::a_process_that_lost_a_sessions_lease";
     let Some(database) = TestDatabase::create(name).await else {
         return;
     };
@@ -515,18 +519,20 @@ async fn a_session_committed_to_by_another_process_is_loaded_again_after_one_ref
             .json(&json!({"content": content}))
             .send()
     };
-    // Both hold it live at version 1; the first commits, the second is now behind.
+    // The second loads it, and with it the lease: the first's turn runs, but its commit
+    // is fenced.
     assert_eq!(two.session_as(None, &id).await["version"], 1);
+    let fenced = write(&one, "from one").await.unwrap();
+    assert_eq!(fenced.status(), StatusCode::CONFLICT);
+    let body: serde_json::Value = fenced.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "session_moved", "{body}");
     assert_eq!(
-        write(&one, "from one").await.unwrap().status(),
+        write(&two, "from two").await.unwrap().status(),
         StatusCode::OK
     );
-    let refused = write(&two, "from two").await.unwrap();
-    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(refused.headers().contains_key("retry-after"));
-    let retried = write(&two, "from two").await.unwrap();
-    assert_eq!(retried.status(), StatusCode::OK);
-    let session: serde_json::Value = retried.json().await.unwrap();
+    let again = write(&one, "from one, again").await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    let session: serde_json::Value = again.json().await.unwrap();
     let contents: Vec<&str> = session["session"]["messages"]
         .as_array()
         .unwrap()
@@ -535,9 +541,21 @@ async fn a_session_committed_to_by_another_process_is_loaded_again_after_one_ref
         .collect();
     assert_eq!(
         contents,
-        ["from one", "echo: from one", "from two", "echo: from two"]
+        [
+            "from two",
+            "echo: from two",
+            "from one, again",
+            "echo: from one, again"
+        ],
+        "no trace of the fenced commit"
     );
     assert_eq!(session["session"]["version"], 3);
+    assert!(
+        one.metrics()
+            .await
+            .contains("text_session_store_errors_total{kind=\"fenced\"} 1"),
+        "the fenced commit is counted"
+    );
 }
 
 #[tokio::test]

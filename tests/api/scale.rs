@@ -114,7 +114,7 @@ async fn seed(url: &str, start: i64) -> Vec<Uuid> {
             let store = &store;
             async move {
                 let (row, messages) = session(start, *id, n);
-                store.create(&row, &messages).await
+                store.create(&row, &messages).await.map(|_epoch| ())
             }
         })
         .buffer_unordered(SEED_CONCURRENCY)
