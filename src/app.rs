@@ -44,6 +44,9 @@ pub struct AppInner {
     pub settings: Settings,
     /// What every turn shares: metrics, provider slots, retries, shutdown.
     pub runtime: Arc<Runtime>,
+    /// Sends requests on to the process serving their session (several processes on
+    /// one Postgres).
+    pub forwarder: reqwest::Client,
 }
 
 impl Deref for AppState {
@@ -106,9 +109,22 @@ impl AppState {
                 memory,
                 settings,
                 runtime: Arc::new(Runtime::new(runtime, store)),
+                forwarder: forwarder()?,
             }),
         })
     }
+}
+
+/// The client requests are forwarded with: no overall timeout (streams last), no
+/// redirect followed, no proxy from the environment, connections kept.
+fn forwarder() -> Result<reqwest::Client, ConfigError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| ConfigError::new(format!("the forwarding client: {e}")))
 }
 
 /// `MEMORY_BUDGET_BYTES` (0: half the machine's memory) and `MEMORY_PER_KEY_BYTES` (0:

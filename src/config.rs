@@ -31,6 +31,18 @@ pub struct Config {
     #[arg(long, env = "MAX_LIVE_SESSIONS", default_value_t = 10000)]
     pub max_live_sessions: usize,
 
+    /// Where the other processes on the same Postgres reach this one (`host:port`), to
+    /// forward it the requests for the sessions it serves; required with several
+    /// processes. Without it a process takes it that it is alone on its database.
+    #[arg(long, env = "INSTANCE_ADDR")]
+    pub instance_addr: Option<String>,
+
+    /// Seconds a process's lease on a session lasts without renewal (renewed every third
+    /// of it while the session is live there): how soon the sessions of a process that
+    /// died are served by another.
+    #[arg(long, env = "LEASE_SECS", default_value_t = 10.0, value_parser = positive_secs)]
+    pub lease_secs: f64,
+
     /// Address to listen on.
     #[arg(long = "bind", env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
@@ -268,6 +280,33 @@ impl Config {
         }
         keys.retain(|key| !key.expose().trim().is_empty());
         Ok(keys)
+    }
+
+    /// `INSTANCE_ADDR`, checked (a `host:port`, and only with Postgres); empty when unset.
+    pub fn instance_addr(&self) -> Result<String, ConfigError> {
+        let addr = self.instance_addr.as_deref().map(str::trim).unwrap_or("");
+        if !addr.is_empty() {
+            if !(self.store.starts_with("postgres://") || self.store.starts_with("postgresql://")) {
+                return Err(ConfigError::new(
+                    "INSTANCE_ADDR: several processes share sessions only on Postgres (STORE=postgres://…)",
+                ));
+            }
+            if addr.contains('/')
+                || addr
+                    .rsplit_once(':')
+                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(ConfigError::new(format!(
+                    "INSTANCE_ADDR: `{addr}` is not a host:port"
+                )));
+            }
+        }
+        Ok(addr.to_owned())
+    }
+
+    /// `LEASE_SECS` as a duration.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs_f64(self.lease_secs)
     }
 
     /// The grace period of shutdown.

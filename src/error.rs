@@ -85,6 +85,10 @@ pub enum ApiError {
     /// was appended here.
     #[error("the session is served by another instance now{}; nothing was appended; retry", at_addr(.0))]
     SessionMoved(String),
+    /// 503: the process serving the session does not answer; its lease lapses within
+    /// `LEASE_SECS`, and then this one serves it.
+    #[error("the instance serving this session{} does not answer; retry: another takes the session over once its lease lapses", at_addr(.0))]
+    InstanceUnavailable(String),
     /// 503: the service is shutting down and takes no new turns.
     #[error("the service is shutting down; retry on another instance")]
     ShuttingDown,
@@ -130,7 +134,8 @@ impl ApiError {
             ApiError::Overloaded
             | ApiError::ShuttingDown
             | ApiError::MemoryBudget(_)
-            | ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::StoreUnavailable(_)
+            | ApiError::InstanceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::SessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::IdempotencyKeyInUse => StatusCode::CONFLICT,
             ApiError::SessionMoved(_) => StatusCode::CONFLICT,
@@ -164,6 +169,7 @@ impl ApiError {
             ApiError::MemoryBudget(_) => "memory_budget_exceeded",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::SessionMoved(_) => "session_moved",
+            ApiError::InstanceUnavailable(_) => "instance_unavailable",
             ApiError::SessionLimit(_) => "session_limit",
             ApiError::IdempotencyKeyInUse => "idempotency_key_in_use",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
@@ -378,6 +384,7 @@ impl IntoResponse for ApiError {
                 | ApiError::ShuttingDown
                 | ApiError::MemoryBudget(_)
                 | ApiError::StoreUnavailable(_)
+                | ApiError::InstanceUnavailable(_)
         ) {
             response
                 .headers_mut()

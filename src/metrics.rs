@@ -90,6 +90,8 @@ pub struct Metrics {
     pub store_commit: Histogram,
     pub store_errors: Family<StoreErrorLabel, Counter>,
     pub store_loads: Counter,
+    pub requests_forwarded: Counter,
+    pub leases_taken_over: Counter,
 }
 
 impl Default for Metrics {
@@ -120,6 +122,8 @@ impl Metrics {
             store_commit: store_histogram(),
             store_errors: Family::default(),
             store_loads: Counter::default(),
+            requests_forwarded: Counter::default(),
+            leases_taken_over: Counter::default(),
             registry: Registry::default(),
         };
         let m = &metrics;
@@ -209,13 +213,24 @@ impl Metrics {
             "Sessions loaded from the store into memory",
             m.store_loads.clone(),
         );
+        registry.register(
+            "requests_forwarded",
+            "Requests for a session another process serves, forwarded to it (Postgres)",
+            m.requests_forwarded.clone(),
+        );
+        registry.register(
+            "leases_taken_over",
+            "Sessions this process took over from another one (dead, paused past its lease, or that handed them back)",
+            m.leases_taken_over.clone(),
+        );
         Self {
             registry,
             ..metrics
         }
     }
 
-    /// Counts a failed store call: `unavailable` or `version_moved`.
+    /// Counts a failed store call: `unavailable`, `version_moved`, `fenced` (a commit
+    /// of a process that lost the session's lease) or `refused`.
     pub fn store_error(&self, kind: &'static str) {
         self.store_errors
             .get_or_create(&StoreErrorLabel { kind })

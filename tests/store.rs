@@ -147,7 +147,10 @@ async fn postgres_leases_give_a_session_one_owner_and_fence_the_commits_of_one_t
     );
     assert_eq!(
         a.take_lease(session.id).await.unwrap(),
-        Some(Lease::Held { epoch: 2 })
+        Some(Lease::Held {
+            epoch: 2,
+            taken_over: false
+        })
     );
     assert_eq!(
         b.take_lease(session.id).await.unwrap(),
@@ -177,7 +180,10 @@ async fn postgres_leases_give_a_session_one_owner_and_fence_the_commits_of_one_t
     tokio::time::sleep(lease).await;
     assert_eq!(
         b.take_lease(session.id).await.unwrap(),
-        Some(Lease::Held { epoch: 3 })
+        Some(Lease::Held {
+            epoch: 3,
+            taken_over: true
+        })
     );
     // The process that lost it commits nothing, and learns it lost it when it renews.
     let late = turn("a's, late");
@@ -211,22 +217,31 @@ async fn postgres_leases_give_a_session_one_owner_and_fence_the_commits_of_one_t
     let stored = b.load(session.id).await.unwrap().unwrap();
     let expected: Vec<Message> = first.into_iter().chain(second).collect();
     assert_eq!(stored.messages, expected, "no trace of the fenced commit");
-    // Handed back, a lease is taken at once; a process at the same address as a holder
+    // Handed back, a lease is taken at once (no takeover: nobody died); a process at the same address as a holder
     // (its successor there) and one that says it is alone take it at once too.
     b.release_leases(Some(&[session.id])).await.unwrap();
     assert_eq!(
         a.take_lease(session.id).await.unwrap(),
-        Some(Lease::Held { epoch: 4 })
+        Some(Lease::Held {
+            epoch: 4,
+            taken_over: false
+        })
     );
     let successor = open("10.0.0.1:8080").await.unwrap();
     assert_eq!(
         successor.take_lease(session.id).await.unwrap(),
-        Some(Lease::Held { epoch: 5 })
+        Some(Lease::Held {
+            epoch: 5,
+            taken_over: true
+        })
     );
     let alone = open("").await.unwrap();
     assert_eq!(
         alone.take_lease(session.id).await.unwrap(),
-        Some(Lease::Held { epoch: 6 })
+        Some(Lease::Held {
+            epoch: 6,
+            taken_over: true
+        })
     );
     for store in [a, b, successor, alone] {
         store.close().await;

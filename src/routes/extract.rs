@@ -154,7 +154,12 @@ pub(crate) async fn live_or_stored(
         .inspect_err(|error| metrics.store_error(error.kind()))?
     {
         None => return Ok(None),
-        Some(Lease::Held { epoch }) => epoch,
+        Some(Lease::Held { epoch, taken_over }) => {
+            if taken_over {
+                metrics.leases_taken_over.inc();
+            }
+            epoch
+        }
         Some(Lease::Elsewhere { addr }) => return Err(ApiError::SessionMoved(addr)),
     };
     let Some(stored) = store

@@ -64,7 +64,10 @@ async fn create_session(
     // Stored before it is acknowledged; if the store fails, the session is not kept.
     let messages = session.read(|history| history.messages.clone());
     match app.runtime.store.create(&session.row(), &messages).await {
-        Ok(epoch) => session.hold(epoch),
+        Ok(epoch) => {
+            session.hold(epoch);
+            hand_over_to_its_home(&app, &session).await;
+        }
         Err(error) => {
             app.runtime.metrics.store_error(error.kind());
             app.sessions.remove(session.id);
@@ -74,6 +77,25 @@ async fn create_session(
     tracing::Span::current().record("session_id", session.id.to_string());
     tracing::info!(provider = %session.provider_name, "session created");
     Ok(responses::session(&session, StatusCode::CREATED))
+}
+
+/// With several processes behind a balancer that sends a session's requests to one of
+/// them by its id, a new session is served where its requests will land, not where it
+/// was created (a create carries no id to route by): the creating process hands its
+/// lease back at once and lets go of it, and the first request for it, wherever it
+/// lands, takes it. A process alone keeps what it creates.
+async fn hand_over_to_its_home(app: &AppState, session: &Session) {
+    let store = &app.runtime.store;
+    if store.instance_addr().is_empty() {
+        return;
+    }
+    match store.release_leases(Some(&[session.id])).await {
+        // Loaded again (or sent on to another process) on its first use.
+        Ok(()) => session.mark_stale(),
+        Err(error) => {
+            tracing::warn!(session_id = %session.id, %error, "a new session's lease was not handed back; it lapses by itself");
+        }
+    }
 }
 
 /// Get a session with its committed history.

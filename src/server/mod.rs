@@ -26,8 +26,8 @@ use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
 use crate::openapi;
 use crate::routes::OpenApiJson;
-use crate::routes::middleware::{auth, body, idempotency};
-use crate::store::{Store, StoreError};
+use crate::routes::middleware::{auth, body, forward, idempotency};
+use crate::store::{Instance, Store, StoreError};
 
 pub use connections::ConnectionLimits;
 
@@ -50,6 +50,7 @@ pub struct Server {
     cors: CorsLayer,
     shutdown_grace: Duration,
     connections: ConnectionLimits,
+    lease: Duration,
 }
 
 impl Server {
@@ -61,7 +62,8 @@ impl Server {
 
     /// As `build`, with idle expiry and `Idempotency-Key` lifetimes measured by `clock`.
     pub async fn build_with_clock(config: &Config, clock: Clock) -> Result<Self, BuildError> {
-        let store = Store::open(&config.store).await?;
+        let instance = Instance::new(config.instance_addr()?, config.lease());
+        let store = Store::open_as(&config.store, instance).await?;
         // The bounds on sessions count the stored ones (one query, grouped by owner).
         let stored = store.count_by_owner().await?;
         let state = AppState::new(config, clock, store)?;
@@ -70,6 +72,7 @@ impl Server {
             state,
             cors: cors(&config.cors_allow_origins)?,
             shutdown_grace: config.shutdown_grace(),
+            lease: config.lease(),
             connections: ConnectionLimits {
                 max_open: max_connections(config.max_connections),
                 header_read_timeout: Duration::from_secs_f64(config.header_read_timeout_secs),
@@ -96,6 +99,7 @@ impl Server {
             cors,
             shutdown_grace,
             connections,
+            lease,
         } = self;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let sweeper = tokio::spawn({
@@ -103,6 +107,9 @@ impl Server {
             async move {
                 tokio::join!(
                     state.sessions.expire_idle_forever(&state.runtime.store),
+                    state
+                        .sessions
+                        .renew_leases_forever(&state.runtime.store, lease),
                     forget_old_keys_forever(&state),
                 );
             }
@@ -114,6 +121,10 @@ impl Server {
                 .runtime
                 .drain(&draining.sessions, shutdown_grace)
                 .await;
+            // Other processes may serve this one's sessions at once.
+            if let Err(error) = draining.runtime.store.release_leases(None).await {
+                tracing::warn!(%error, "leases not handed back; they lapse by themselves");
+            }
             let _ = stop.send(());
         });
         let stopped = async move {
@@ -157,6 +168,10 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::idempotency,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::forward,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

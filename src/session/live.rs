@@ -310,7 +310,8 @@ impl LiveSessions {
         }
     }
 
-    /// Tells the store when the sessions that left memory were last active.
+    /// Tells the store when the sessions that left memory were last active, and hands
+    /// back their leases (unless they are live again).
     async fn flush_activity(&self, store: &Store) {
         let left = std::mem::take(
             &mut self
@@ -319,10 +320,49 @@ impl LiveSessions {
                 .unwrap_or_else(PoisonError::into_inner)
                 .left,
         );
-        if !left.is_empty()
-            && let Err(error) = store.touch(&left).await
-        {
+        if left.is_empty() {
+            return;
+        }
+        if let Err(error) = store.touch(&left).await {
             tracing::warn!(%error, sessions = left.len(), "when sessions were last active is not stored");
+        }
+        if store.has_leases() {
+            let gone: Vec<Uuid> = left
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| self.get(*id).is_none())
+                .collect();
+            if let Err(error) = store.release_leases(Some(&gone)).await {
+                tracing::warn!(%error, "leases not handed back; they lapse by themselves");
+            }
+        }
+    }
+
+    /// With leased sessions (Postgres), renews this process's leases every third of
+    /// `lease`, and lets go of the live sessions another process took over meanwhile
+    /// (this one was paused, or cut off from the database, past its lease): they are
+    /// loaded again, or sent on to their new process, on their next use. Runs until
+    /// dropped.
+    pub async fn renew_leases_forever(&self, store: &Store, lease: Duration) {
+        if !store.has_leases() {
+            return std::future::pending().await;
+        }
+        let mut tick = tokio::time::interval(lease / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let live = self.list();
+            let held: std::collections::HashSet<Uuid> = match store.renew_leases().await {
+                Ok(held) => held.into_iter().collect(),
+                Err(error) => {
+                    tracing::warn!(%error, "leases not renewed; commits are fenced if they lapse");
+                    continue;
+                }
+            };
+            for session in live.iter().filter(|s| !held.contains(&s.id)) {
+                tracing::info!(session_id = %session.id, "another instance took the session over");
+                session.mark_stale();
+            }
         }
     }
 

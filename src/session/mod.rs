@@ -215,6 +215,12 @@ impl Session {
         self.epoch.store(lease_epoch, Ordering::Release);
     }
 
+    /// Notes that this copy is no longer the session (another process took it over):
+    /// it leaves memory on its next use, and is loaded again.
+    pub fn mark_stale(&self) {
+        self.stale.store(true, Ordering::Release);
+    }
+
     pub fn is_stale(&self) -> bool {
         self.stale.load(Ordering::Acquire)
     }

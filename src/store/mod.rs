@@ -110,8 +110,9 @@ impl Instance {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lease {
     /// This process; its commits carry `epoch`, which moves on whenever the lease
-    /// changes hands.
-    Held { epoch: u64 },
+    /// changes hands. `taken_over`: another process held it last and did not hand it
+    /// back (it died, or froze past its lease).
+    Held { epoch: u64, taken_over: bool },
     /// Another live process, at `addr`.
     Elsewhere { addr: String },
 }
@@ -310,8 +311,25 @@ impl Store {
     /// writes to grants every lease (epoch 0).
     pub async fn take_lease(&self, id: Uuid) -> Result<Option<Lease>, StoreError> {
         match self {
-            Store::Memory | Store::Sqlite(_) => Ok(Some(Lease::Held { epoch: 0 })),
+            Store::Memory | Store::Sqlite(_) => Ok(Some(Lease::Held {
+                epoch: 0,
+                taken_over: false,
+            })),
             Store::Postgres(store) => store.take_lease(id).await,
+        }
+    }
+
+    /// Whether sessions are leased: a store several processes may share (Postgres).
+    pub fn has_leases(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
+    /// Where the other processes reach this one (`INSTANCE_ADDR`); empty when it is
+    /// alone on its store.
+    pub fn instance_addr(&self) -> &str {
+        match self {
+            Store::Postgres(store) => store.instance_addr(),
+            Store::Memory | Store::Sqlite(_) => "",
         }
     }
 

@@ -277,15 +277,16 @@ impl PostgresStore {
     /// still keeps either from committing over the other.
     pub async fn take_lease(&self, id: Uuid) -> Result<Option<Lease>, StoreError> {
         let outcome = async {
-            let taken: Result<Option<i64>, _> = sqlx::query_scalar(
-                "INSERT INTO leases (session_id, instance, addr, epoch, expires_at)
+            let taken: Result<Option<(i64, Option<Uuid>)>, _> = sqlx::query_as(
+                "WITH before AS (SELECT instance FROM leases WHERE session_id = $1)
+                 INSERT INTO leases (session_id, instance, addr, epoch, expires_at)
                  VALUES ($1, $2, $3, 1, now() + $4 * interval '1 millisecond')
                  ON CONFLICT (session_id) DO UPDATE SET
                      instance = excluded.instance, addr = excluded.addr,
                      epoch = leases.epoch + 1, expires_at = excluded.expires_at
                  WHERE leases.instance = excluded.instance OR leases.expires_at <= now()
                     OR excluded.addr = '' OR leases.addr = excluded.addr
-                 RETURNING epoch",
+                 RETURNING epoch, (SELECT instance FROM before)",
             )
             .bind(id)
             .bind(self.instance.id)
@@ -294,8 +295,11 @@ impl PostgresStore {
             .fetch_optional(&self.pool)
             .await;
             match taken {
-                Ok(Some(epoch)) => Ok(Some(Lease::Held {
+                Ok(Some((epoch, before))) => Ok(Some(Lease::Held {
                     epoch: count(epoch)?,
+                    // From a process that neither is this one nor handed it back.
+                    taken_over: before
+                        .is_some_and(|before| before != self.instance.id && !before.is_nil()),
                 })),
                 Ok(None) => {
                     let addr: Option<String> =
@@ -315,6 +319,10 @@ impl PostgresStore {
         self.noted(outcome)
     }
 
+    pub fn instance_addr(&self) -> &str {
+        &self.instance.addr
+    }
+
     /// Extends every lease this process holds by its lease time; the sessions held.
     pub async fn renew_leases(&self) -> Result<Vec<Uuid>, StoreError> {
         let outcome = sqlx::query_scalar(
@@ -329,14 +337,16 @@ impl PostgresStore {
         self.noted(outcome)
     }
 
-    /// Lets this process's leases of `sessions` (all with `None`) lapse now.
+    /// Lets this process's leases of `sessions` (all with `None`) lapse now, held by no
+    /// process (the nil id), so that no renewal extends them again.
     pub async fn release_leases(&self, sessions: Option<&[Uuid]>) -> Result<(), StoreError> {
         let outcome = sqlx::query(
-            "UPDATE leases SET expires_at = now()
+            "UPDATE leases SET instance = $3, addr = '', expires_at = now()
              WHERE instance = $1 AND ($2::uuid[] IS NULL OR session_id = ANY($2))",
         )
         .bind(self.instance.id)
         .bind(sessions)
+        .bind(Uuid::nil())
         .execute(&self.pool)
         .await
         .map(|_| ())

@@ -13,6 +13,7 @@ mod concurrency;
 mod context;
 mod durable;
 mod guard;
+mod instances;
 mod openapi;
 mod operations;
 mod ordering;

@@ -38,6 +38,18 @@ pub async fn spawn_service(openai: &MockProvider, env: &[(&str, &str)]) -> Servi
     start(command, openai, env).await
 }
 
+/// One of several processes on one Postgres (`STORE` in `env`): listening on a port
+/// picked for it, which is its `INSTANCE_ADDR` too.
+pub async fn spawn_instance(openai: &MockProvider, env: &[(&str, &str)]) -> Service {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .to_string();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_text-session-api"));
+    command.args(["--bind", &addr, "--instance-addr", &addr]);
+    start(command, openai, env).await
+}
+
 /// As `spawn_service`, with the open-file limit (soft and hard) set to `nofile`.
 pub async fn spawn_service_with_nofile(
     openai: &MockProvider,

@@ -1,0 +1,414 @@
+//! Several processes on one Postgres (each with its own `INSTANCE_ADDR`): one process
+//! serves a session at a time; the others forward its requests there; a dead or frozen
+//! process's sessions are taken over once its lease lapses, and what it tries to commit
+//! afterwards is fenced.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::service::{Service, spawn_instance};
+use test_support::mock_provider::{MockProvider, Protocol};
+use test_support::postgres::TestDatabase;
+
+/// Seconds of a lease in these tests (the default is 10).
+const LEASE_SECS: &str = "1";
+const LEASE: Duration = Duration::from_secs(1);
+
+async fn instances(
+    openai: &MockProvider,
+    database: &TestDatabase,
+    n: usize,
+) -> (Vec<Service>, String) {
+    let url = database.url();
+    let env = [("STORE", url.as_str()), ("LEASE_SECS", LEASE_SECS)];
+    let mut services = Vec::new();
+    for _ in 0..n {
+        services.push(spawn_instance(openai, &env).await);
+    }
+    (services, url)
+}
+
+fn message(service: &Service, id: &str, body: Value) -> reqwest::RequestBuilder {
+    service
+        .client
+        .post(service.url(&format!("/text/session/{id}/message")))
+        .json(&body)
+}
+
+async fn history(service: &Service, id: &str) -> Vec<(String, String)> {
+    service.session_as(None, id).await["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["content"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn metric(service: &Service, name: &str) -> f64 {
+    let text = service.metrics().await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_request_for_a_session_another_instance_serves_is_forwarded_and_its_answer_relayed_unchanged()
+ {
+    let Some(database) = TestDatabase::create("instances::forwarded").await else {
+        return;
+    };
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let (services, _) = instances(&openai, &database, 2).await;
+    let (a, b) = (&services[0], &services[1]);
+    let id = a.create_session(json!({"provider": "openai"})).await;
+    // A new session is served by the first process that gets a request for it: A.
+    assert_eq!(a.session_as(None, &id).await["version"], 1);
+
+    // A write through B runs on A: B relays A's answer, headers included.
+    let answer = message(b, &id, json!({"content": "through b"}))
+        .header("Idempotency-Key", "k-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let turn_id = answer.headers()["x-turn-id"].to_str().unwrap().to_owned();
+    assert_eq!(answer.headers()["etag"], "\"2\"");
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["turnId"], turn_id.as_str());
+    assert_eq!(body["session"]["version"], 2);
+    assert_eq!(
+        metric(b, "text_session_requests_forwarded_total").await,
+        1.0
+    );
+    assert_eq!(
+        metric(a, "text_session_requests_forwarded_total").await,
+        0.0
+    );
+
+    // The same key through A is the same request: its answer replayed, not run again.
+    let replay = message(a, &id, json!({"content": "through b"}))
+        .header("Idempotency-Key", "k-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), StatusCode::OK);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(openai.requests().len(), 1, "one provider call");
+
+    // A stream through B arrives whole, event by event.
+    let stream = message(b, &id, json!({"content": "streamed", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let events = stream.text().await.unwrap();
+    assert!(events.contains("event: turn.started"), "{events}");
+    assert!(events.contains("event: turn.completed"), "{events}");
+
+    // Reads through B show A's history and status; the turn's record is A's.
+    assert_eq!(
+        history(b, &id).await,
+        [
+            ("user".to_owned(), "through b".to_owned()),
+            ("assistant".into(), "reply to: through b".into()),
+            ("user".into(), "streamed".into()),
+            ("assistant".into(), "reply to: streamed".into()),
+        ]
+    );
+    let turn = b
+        .client
+        .get(b.url(&format!("/text/session/{id}/turns/{turn_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(turn.status(), StatusCode::OK);
+    assert_eq!(metric(b, "text_session_sessions_live").await, 0.0);
+}
+
+/// `kill -9` of the process serving a session: another serves it within `LEASE_SECS`
+/// + 1 s, and a client that sends its write again with its `Idempotency-Key` gets it
+/// applied exactly once.
+#[tokio::test]
+async fn the_sessions_of_a_killed_instance_are_served_by_another_within_the_lease() {
+    let Some(database) = TestDatabase::create("instances::killed").await else {
+        return;
+    };
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let (mut services, _) = instances(&openai, &database, 2).await;
+    let b = services.pop().unwrap();
+    let a = services.pop().unwrap();
+    let id = a.create_session(json!({"provider": "openai"})).await;
+    let first = message(&a, &id, json!({"content": "one"}))
+        .header("Idempotency-Key", "once")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    a.signal("KILL");
+    let killed = Instant::now();
+    // The client did not see the answer (say), and sends it again, through B.
+    let mut answers = Vec::new();
+    let served = loop {
+        let answer = message(&b, &id, json!({"content": "one"}))
+            .header("Idempotency-Key", "once")
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        answers.push(status);
+        if status == StatusCode::OK {
+            break answer;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answers:?}");
+        assert!(answer.headers().contains_key("retry-after"));
+        assert!(
+            killed.elapsed() < LEASE + Duration::from_secs(1),
+            "{answers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        killed.elapsed() < LEASE + Duration::from_secs(1),
+        "served after {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(served.headers()["idempotent-replayed"], "true");
+    let second = message(&b, &id, json!({"content": "two"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(
+        history(&b, &id).await,
+        [
+            ("user".to_owned(), "one".to_owned()),
+            ("assistant".into(), "reply to: one".into()),
+            ("user".into(), "two".into()),
+            ("assistant".into(), "reply to: two".into()),
+        ]
+    );
+    assert_eq!(openai.requests().len(), 2, "`one` ran once");
+    assert_eq!(
+        metric(&b, "text_session_leases_taken_over_total").await,
+        1.0
+    );
+}
+
+/// The process serving a session freezes (SIGSTOP) in the middle of a turn, past its
+/// lease; another takes the session over and commits to it; the frozen one wakes up and
+/// finishes its turn: its commit is fenced, its writer gets `409 session_moved`, and the
+/// history has no trace of it.
+#[tokio::test]
+async fn a_frozen_instance_that_wakes_after_a_takeover_commits_nothing() {
+    let Some(database) = TestDatabase::create("instances::zombie").await else {
+        return;
+    };
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let (services, _) = instances(&openai, &database, 2).await;
+    let (a, b) = (&services[0], &services[1]);
+    let id = a.create_session(json!({"provider": "openai"})).await;
+    openai.pause();
+    let zombie = tokio::spawn(
+        message(a, &id, json!({"content": "from the frozen one"}))
+            .timeout(Duration::from_secs(30))
+            .send(),
+    );
+    // Its turn is waiting on the provider when it freezes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while openai.requests().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the turn never reached the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.signal("STOP");
+    tokio::time::sleep(LEASE + LEASE / 2).await;
+    openai.resume();
+    let taken = message(b, &id, json!({"content": "from the new one"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(taken.status(), StatusCode::OK);
+    a.signal("CONT");
+    let fenced = zombie.await.unwrap().unwrap();
+    assert_eq!(fenced.status(), StatusCode::CONFLICT);
+    let body: Value = fenced.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "session_moved", "{body}");
+    let expected = [
+        ("user".to_owned(), "from the new one".to_owned()),
+        ("assistant".into(), "reply to: from the new one".into()),
+    ];
+    assert_eq!(history(b, &id).await, expected);
+    // Asked again, the frozen one now forwards to the new one.
+    assert_eq!(history(a, &id).await, expected);
+    assert_eq!(
+        metric(a, "text_session_store_errors_total{kind=\"fenced\"}").await,
+        1.0
+    );
+}
+
+/// SIGTERM hands the leases back at once: another process serves at once, without
+/// waiting for the lease to lapse.
+#[tokio::test]
+async fn a_stopping_instance_hands_its_sessions_back_at_once() {
+    let Some(database) = TestDatabase::create("instances::hand_back").await else {
+        return;
+    };
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let url = database.url();
+    // A lease far longer than the test: only the hand-back lets B serve.
+    let env = [
+        ("STORE", url.as_str()),
+        ("LEASE_SECS", "60"),
+        ("SHUTDOWN_GRACE_SECS", "1"),
+    ];
+    let mut a = spawn_instance(&openai, &env).await;
+    let b = spawn_instance(&openai, &env).await;
+    let id = a.create_session(json!({"provider": "openai"})).await;
+    a.signal("TERM");
+    assert!(a.exit_within(Duration::from_secs(10)).await.success());
+    let answer = message(&b, &id, json!({"content": "after"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(
+        metric(&b, "text_session_leases_taken_over_total").await,
+        0.0,
+        "handed back, not taken over"
+    );
+}
+
+/// Three processes with no stickiness at all (each request to the next one in turn),
+/// many clients writing to a few sessions with both priorities, streams and cancels:
+/// every history strictly alternates, and every acknowledged message is in it exactly
+/// once.
+#[tokio::test]
+async fn round_robin_over_three_instances_never_interleaves_or_loses_a_history() {
+    let Some(database) = TestDatabase::create("instances::round_robin").await else {
+        return;
+    };
+    const CLIENTS: usize = 200;
+    const SESSIONS: usize = 20;
+    const RUN: Duration = Duration::from_secs(30);
+    let openai = MockProvider::start(Protocol::OpenAi).await;
+    openai.set_jitter(Duration::from_millis(20));
+    let (services, _) = instances(&openai, &database, 3).await;
+    let services = Arc::new(services);
+    let mut ids = Vec::new();
+    for n in 0..SESSIONS {
+        ids.push(
+            services[n % 3]
+                .create_session(json!({"provider": "openai"}))
+                .await,
+        );
+    }
+    let ids = Arc::new(ids);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let clients = (0..CLIENTS).map(|client| {
+        let (services, ids, next) = (services.clone(), ids.clone(), next.clone());
+        tokio::spawn(async move {
+            let mut acknowledged: Vec<(String, String)> = Vec::new();
+            let mut statuses: HashMap<u16, usize> = HashMap::new();
+            let mut n = 0;
+            while started.elapsed() < RUN {
+                n += 1;
+                let id = &ids[(client + n) % SESSIONS];
+                let service = &services[next.fetch_add(1, Ordering::Relaxed) % 3];
+                if n % 10 == 0 {
+                    let cancel = service
+                        .client
+                        .post(service.url(&format!("/text/session/{id}/cancel")))
+                        .json(&json!({"mode": if n % 20 == 0 { "keep" } else { "rollback" }}))
+                        .send()
+                        .await
+                        .unwrap();
+                    *statuses.entry(cancel.status().as_u16()).or_default() += 1;
+                    continue;
+                }
+                let content = format!("c{client}-m{n}");
+                let body = json!({
+                    "content": content,
+                    "priority": if n % 3 == 0 { "high" } else { "normal" },
+                    "stream": n % 4 == 0,
+                });
+                let answer = message(service, id, body)
+                    .timeout(Duration::from_secs(60))
+                    .send()
+                    .await;
+                let Ok(answer) = answer else {
+                    *statuses.entry(0).or_default() += 1;
+                    continue;
+                };
+                let status = answer.status();
+                let text = answer.text().await.unwrap_or_default();
+                *statuses.entry(status.as_u16()).or_default() += 1;
+                let committed = if n % 4 == 0 {
+                    status == StatusCode::OK && text.contains("event: turn.completed")
+                } else {
+                    status == StatusCode::OK
+                };
+                if committed {
+                    acknowledged.push((id.clone(), content));
+                }
+            }
+            (acknowledged, statuses)
+        })
+    });
+    let mut acknowledged: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    for client in futures::future::join_all(clients).await {
+        let (mine, counts) = client.unwrap();
+        for (id, content) in mine {
+            acknowledged.entry(id).or_default().insert(content);
+        }
+        for (status, count) in counts {
+            *statuses.entry(status).or_default() += count;
+        }
+    }
+    eprintln!("statuses: {statuses:?}");
+    let total: usize = acknowledged.values().map(HashSet::len).sum();
+    assert!(
+        total >= 200,
+        "only {total} writes acknowledged: {statuses:?}"
+    );
+    for (n, id) in ids.iter().enumerate() {
+        let history = history(&services[n % 3], id).await;
+        // Strictly user, assistant, user, assistant…
+        for (i, (role, content)) in history.iter().enumerate() {
+            let expected = if i % 2 == 0 { "user" } else { "assistant" };
+            assert_eq!(role, expected, "session {id}, message {i}: {content}");
+        }
+        let users: Vec<&String> = history
+            .iter()
+            .filter(|(role, _)| role == "user")
+            .map(|(_, content)| content)
+            .collect();
+        let unique: HashSet<&String> = users.iter().copied().collect();
+        assert_eq!(unique.len(), users.len(), "session {id}: a message twice");
+        for content in acknowledged.get(id).into_iter().flatten() {
+            assert!(
+                unique.contains(content),
+                "session {id}: acknowledged {content} is missing"
+            );
+        }
+    }
+}
