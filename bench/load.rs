@@ -23,7 +23,8 @@
 //! HTTP: `sessions` tasks, one session each, each committing `messages` turns of two
 //! messages (a user message and its reply) through `Store::commit`, each commit timed
 //! exactly: commits/s and p50/p99/max; then the same with one task, for the latency of
-//! a commit that shares its fsync with nobody. The SQLite store of (4) is a file of its
+//! a commit that shares its fsync with nobody. (5) Postgres only: what forwarding adds
+//! to a write's latency, p50 and p99, two processes on the database (in this one). The SQLite store of (4) is a file of its
 //! own (`<file>-commits`), since the service holds its file exclusively.
 //!
 //! The load average (`/proc/loadavg`) is printed at the start and the end: figures
@@ -156,6 +157,9 @@ async fn main() {
             );
             store_commits(&url, tasks, messages).await;
         }
+    }
+    if let Target::Postgres { url, .. } = &target {
+        forwarding_cost(url, messages.max(200)).await;
     }
     target.finish().await;
     println!("load average at end: {}", load_average());
@@ -416,6 +420,69 @@ impl CommitHistogram {
             self.bound(0.5) * 1000.0,
             self.bound(0.99) * 1000.0,
         );
+    }
+}
+
+/// Scenario (5), Postgres only: two processes (here, two servers in this one) on the
+/// database, each with its `INSTANCE_ADDR`; one session served by the first; `writes`
+/// writes sent straight to it and as many through the second, which forwards them,
+/// alternately, one at a time: the latency of each, and what forwarding adds.
+async fn forwarding_cost(url: &str, writes: usize) {
+    println!(
+        "(5) forwarding: {writes} writes straight to the serving process, {writes} through another"
+    );
+    let mut bases = Vec::new();
+    let mut stops = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let mut config = Config::defaults();
+        config.store = url.to_owned();
+        config.instance_addr = Some(addr.to_string());
+        config.max_messages_per_session = 1_000_000;
+        let server = Server::build(&config)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push((
+            stop,
+            tokio::spawn(server.serve(listener, async move {
+                let _ = stopped.await;
+            })),
+        ));
+        bases.push(format!("http://{addr}"));
+    }
+    let client = reqwest::Client::new();
+    let id = create(&client, &bases[0], 1).await.remove(0);
+    // The first request takes the new session: to the first process.
+    write(&client, &bases[0], &id, 0, "delta").await;
+    let (mut direct, mut forwarded) = (Vec::with_capacity(writes), Vec::with_capacity(writes));
+    for i in 0..writes {
+        direct.push(
+            write(&client, &bases[0], &id, 2 * i + 1, "delta")
+                .await
+                .latency,
+        );
+        forwarded.push(
+            write(&client, &bases[1], &id, 2 * i + 2, "delta")
+                .await
+                .latency,
+        );
+    }
+    direct.sort();
+    forwarded.sort();
+    let (d50, d99) = (percentile(&direct, 0.5), percentile(&direct, 0.99));
+    let (f50, f99) = (percentile(&forwarded, 0.5), percentile(&forwarded, 0.99));
+    println!(
+        "  straight p50 {d50:?} p99 {d99:?}; forwarded p50 {f50:?} p99 {f99:?}; forwarding adds p50 {:?} p99 {:?}",
+        f50.saturating_sub(d50),
+        f99.saturating_sub(d99)
+    );
+    for (stop, serving) in stops {
+        let _ = stop.send(());
+        let _ = serving.await;
     }
 }
 

@@ -70,7 +70,7 @@ fn add_cross_cutting(doc: &mut utoipa::openapi::OpenApi) {
                 add_error(
                     operation,
                     "503",
-                    "The session could not be read from the store (`store_unavailable`); see `Retry-After`",
+                    "The session could not be read from the store (`store_unavailable`), or the instance serving it does not answer (`instance_unavailable`, several instances); see `Retry-After`",
                 );
             }
             if is_post {
@@ -159,7 +159,7 @@ fn add_write_errors(path: &str, operation: &mut Operation) {
         ),
         (
             "503",
-            "`overloaded` (every provider slot taken), `memory_budget_exceeded` (the service holds MEMORY_BUDGET_BYTES), `store_unavailable` (the store did not commit) or `shutting_down`; see `Retry-After`; nothing appended",
+            "`overloaded` (every provider slot taken), `memory_budget_exceeded` (the service holds MEMORY_BUDGET_BYTES), `store_unavailable` (the store did not commit), `instance_unavailable` (the instance serving the session does not answer) or `shutting_down`; see `Retry-After`; nothing appended",
             true,
         ),
     ];

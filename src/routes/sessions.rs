@@ -84,14 +84,17 @@ async fn create_session(
 /// was created (a create carries no id to route by): the creating process hands its
 /// lease back at once and lets go of it, and the first request for it, wherever it
 /// lands, takes it. A process alone keeps what it creates.
-async fn hand_over_to_its_home(app: &AppState, session: &Session) {
+async fn hand_over_to_its_home(app: &AppState, session: &Arc<Session>) {
     let store = &app.runtime.store;
     if store.instance_addr().is_empty() {
         return;
     }
     match store.release_leases(Some(&[session.id])).await {
         // Loaded again (or sent on to another process) on its first use.
-        Ok(()) => session.mark_stale(),
+        Ok(()) => {
+            session.mark_stale();
+            app.sessions.let_go(session);
+        }
         Err(error) => {
             tracing::warn!(session_id = %session.id, %error, "a new session's lease was not handed back; it lapses by itself");
         }

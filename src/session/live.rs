@@ -151,19 +151,24 @@ impl LiveSessions {
         if !session.is_stale() {
             return Some(session);
         }
+        self.let_go(&session);
+        None
+    }
+
+    /// Takes `session` out of memory (if it is still the live one of its id) and leaves
+    /// it in the store, where it is loaded from again on its next use.
+    pub fn let_go(&self, session: &Arc<Session>) {
         let mut sessions = self
             .sessions
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         if sessions
             .by_id
-            .get(&id)
-            .is_some_and(|live| Arc::ptr_eq(live, &session))
+            .get(&session.id)
+            .is_some_and(|live| Arc::ptr_eq(live, session))
         {
-            // It still exists (in the store): it only leaves memory.
-            sessions.by_id.remove(&id);
+            sessions.by_id.remove(&session.id);
         }
-        None
     }
 
     /// Adds a new session, unless a bound would be passed.

@@ -277,39 +277,35 @@ impl PostgresStore {
     /// still keeps either from committing over the other.
     pub async fn take_lease(&self, id: Uuid) -> Result<Option<Lease>, StoreError> {
         let outcome = async {
-            let taken: Result<Option<(i64, Option<Uuid>)>, _> = sqlx::query_as(
-                "WITH before AS (SELECT instance FROM leases WHERE session_id = $1)
-                 INSERT INTO leases (session_id, instance, addr, epoch, expires_at)
-                 VALUES ($1, $2, $3, 1, now() + $4 * interval '1 millisecond')
-                 ON CONFLICT (session_id) DO UPDATE SET
-                     instance = excluded.instance, addr = excluded.addr,
-                     epoch = leases.epoch + 1, expires_at = excluded.expires_at
-                 WHERE leases.instance = excluded.instance OR leases.expires_at <= now()
-                    OR excluded.addr = '' OR leases.addr = excluded.addr
-                 RETURNING epoch, (SELECT instance FROM before)",
+            // One round trip: the lease taken, or who holds it.
+            let taken: Result<(Option<i64>, Option<Uuid>, Option<String>), _> = sqlx::query_as(
+                "WITH before AS (SELECT instance, addr FROM leases WHERE session_id = $1),
+                 taken AS (
+                     INSERT INTO leases (session_id, instance, addr, epoch, expires_at)
+                     VALUES ($1, $2, $3, 1, now() + $4 * interval '1 millisecond')
+                     ON CONFLICT (session_id) DO UPDATE SET
+                         instance = excluded.instance, addr = excluded.addr,
+                         epoch = leases.epoch + 1, expires_at = excluded.expires_at
+                     WHERE leases.instance = excluded.instance OR leases.expires_at <= now()
+                        OR excluded.addr = '' OR leases.addr = excluded.addr
+                     RETURNING epoch)
+                 SELECT (SELECT epoch FROM taken), (SELECT instance FROM before),
+                        (SELECT addr FROM before)",
             )
             .bind(id)
             .bind(self.instance.id)
             .bind(&self.instance.addr)
             .bind(lease_millis(&self.instance))
-            .fetch_optional(&self.pool)
+            .fetch_one(&self.pool)
             .await;
             match taken {
-                Ok(Some((epoch, before))) => Ok(Some(Lease::Held {
+                Ok((Some(epoch), before, _)) => Ok(Some(Lease::Held {
                     epoch: count(epoch)?,
                     // From a process that neither is this one nor handed it back.
                     taken_over: before
                         .is_some_and(|before| before != self.instance.id && !before.is_nil()),
                 })),
-                Ok(None) => {
-                    let addr: Option<String> =
-                        sqlx::query_scalar("SELECT addr FROM leases WHERE session_id = $1")
-                            .bind(id)
-                            .fetch_optional(&self.pool)
-                            .await
-                            .map_err(unavailable)?;
-                    Ok(addr.map(|addr| Lease::Elsewhere { addr }))
-                }
+                Ok((None, _, addr)) => Ok(addr.map(|addr| Lease::Elsewhere { addr })),
                 // No such session (the lease refers to it).
                 Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Ok(None),
                 Err(error) => Err(unavailable(error)),

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
 
-use crate::service::{Service, spawn_instance};
+use crate::service::{Service, metric_value, spawn_instance};
 use test_support::mock_provider::{MockProvider, Protocol};
 use test_support::postgres::TestDatabase;
 
@@ -19,18 +20,28 @@ use test_support::postgres::TestDatabase;
 const LEASE_SECS: &str = "1";
 const LEASE: Duration = Duration::from_secs(1);
 
-async fn instances(
-    openai: &MockProvider,
-    database: &TestDatabase,
-    n: usize,
-) -> (Vec<Service>, String) {
+/// `n` processes on a database of their own, with the mock provider they share.
+struct Cluster {
+    services: Vec<Service>,
+    openai: MockProvider,
+    _database: TestDatabase,
+}
+
+/// A `Cluster`; `None` (the test is skipped) without Postgres.
+async fn cluster(name: &str, n: usize) -> Option<Cluster> {
+    let database = TestDatabase::create(name).await?;
+    let openai = MockProvider::start(Protocol::OpenAi).await;
     let url = database.url();
     let env = [("STORE", url.as_str()), ("LEASE_SECS", LEASE_SECS)];
     let mut services = Vec::new();
     for _ in 0..n {
-        services.push(spawn_instance(openai, &env).await);
+        services.push(spawn_instance(&openai, &env).await);
     }
-    (services, url)
+    Some(Cluster {
+        services,
+        openai,
+        _database: database,
+    })
 }
 
 fn message(service: &Service, id: &str, body: Value) -> reqwest::RequestBuilder {
@@ -54,21 +65,17 @@ async fn history(service: &Service, id: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn metric(service: &Service, name: &str) -> f64 {
-    let text = service.metrics().await;
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn a_request_for_a_session_another_instance_serves_is_forwarded_and_its_answer_relayed_unchanged()
  {
-    let Some(database) = TestDatabase::create("instances::forwarded").await else {
+    let Some(Cluster {
+        services,
+        openai,
+        _database,
+    }) = cluster("instances::forwarded", 2).await
+    else {
         return;
     };
-    let openai = MockProvider::start(Protocol::OpenAi).await;
-    let (services, _) = instances(&openai, &database, 2).await;
     let (a, b) = (&services[0], &services[1]);
     let id = a.create_session(json!({"provider": "openai"})).await;
     // A new session is served by the first process that gets a request for it: A.
@@ -86,14 +93,8 @@ async fn a_request_for_a_session_another_instance_serves_is_forwarded_and_its_an
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body["turnId"], turn_id.as_str());
     assert_eq!(body["session"]["version"], 2);
-    assert_eq!(
-        metric(b, "text_session_requests_forwarded_total").await,
-        1.0
-    );
-    assert_eq!(
-        metric(a, "text_session_requests_forwarded_total").await,
-        0.0
-    );
+    assert_eq!(b.metric("text_session_requests_forwarded_total").await, 1.0);
+    assert_eq!(a.metric("text_session_requests_forwarded_total").await, 0.0);
 
     // The same key through A is the same request: its answer replayed, not run again.
     let replay = message(a, &id, json!({"content": "through b"}))
@@ -138,7 +139,7 @@ async fn a_request_for_a_session_another_instance_serves_is_forwarded_and_its_an
         .await
         .unwrap();
     assert_eq!(turn.status(), StatusCode::OK);
-    assert_eq!(metric(b, "text_session_sessions_live").await, 0.0);
+    assert_eq!(b.metric("text_session_sessions_live").await, 0.0);
 }
 
 /// `kill -9` of the process serving a session: another serves it within `LEASE_SECS`
@@ -146,11 +147,14 @@ async fn a_request_for_a_session_another_instance_serves_is_forwarded_and_its_an
 /// applied exactly once.
 #[tokio::test]
 async fn the_sessions_of_a_killed_instance_are_served_by_another_within_the_lease() {
-    let Some(database) = TestDatabase::create("instances::killed").await else {
+    let Some(Cluster {
+        mut services,
+        openai,
+        _database,
+    }) = cluster("instances::killed", 2).await
+    else {
         return;
     };
-    let openai = MockProvider::start(Protocol::OpenAi).await;
-    let (mut services, _) = instances(&openai, &database, 2).await;
     let b = services.pop().unwrap();
     let a = services.pop().unwrap();
     let id = a.create_session(json!({"provider": "openai"})).await;
@@ -204,10 +208,7 @@ async fn the_sessions_of_a_killed_instance_are_served_by_another_within_the_leas
         ]
     );
     assert_eq!(openai.requests().len(), 2, "`one` ran once");
-    assert_eq!(
-        metric(&b, "text_session_leases_taken_over_total").await,
-        1.0
-    );
+    assert_eq!(b.metric("text_session_leases_taken_over_total").await, 1.0);
 }
 
 /// The process serving a session freezes (SIGSTOP) in the middle of a turn, past its
@@ -216,11 +217,14 @@ async fn the_sessions_of_a_killed_instance_are_served_by_another_within_the_leas
 /// history has no trace of it.
 #[tokio::test]
 async fn a_frozen_instance_that_wakes_after_a_takeover_commits_nothing() {
-    let Some(database) = TestDatabase::create("instances::zombie").await else {
+    let Some(Cluster {
+        services,
+        openai,
+        _database,
+    }) = cluster("instances::zombie", 2).await
+    else {
         return;
     };
-    let openai = MockProvider::start(Protocol::OpenAi).await;
-    let (services, _) = instances(&openai, &database, 2).await;
     let (a, b) = (&services[0], &services[1]);
     let id = a.create_session(json!({"provider": "openai"})).await;
     openai.pause();
@@ -259,7 +263,8 @@ async fn a_frozen_instance_that_wakes_after_a_takeover_commits_nothing() {
     // Asked again, the frozen one now forwards to the new one.
     assert_eq!(history(a, &id).await, expected);
     assert_eq!(
-        metric(a, "text_session_store_errors_total{kind=\"fenced\"}").await,
+        a.metric("text_session_store_errors_total{kind=\"fenced\"}")
+            .await,
         1.0
     );
 }
@@ -290,7 +295,7 @@ async fn a_stopping_instance_hands_its_sessions_back_at_once() {
         .unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(
-        metric(&b, "text_session_leases_taken_over_total").await,
+        b.metric("text_session_leases_taken_over_total").await,
         0.0,
         "handed back, not taken over"
     );
@@ -302,15 +307,18 @@ async fn a_stopping_instance_hands_its_sessions_back_at_once() {
 /// once.
 #[tokio::test]
 async fn round_robin_over_three_instances_never_interleaves_or_loses_a_history() {
-    let Some(database) = TestDatabase::create("instances::round_robin").await else {
-        return;
-    };
     const CLIENTS: usize = 200;
     const SESSIONS: usize = 20;
     const RUN: Duration = Duration::from_secs(30);
-    let openai = MockProvider::start(Protocol::OpenAi).await;
+    let Some(Cluster {
+        services,
+        openai,
+        _database,
+    }) = cluster("instances::round_robin", 3).await
+    else {
+        return;
+    };
     openai.set_jitter(Duration::from_millis(20));
-    let (services, _) = instances(&openai, &database, 3).await;
     let services = Arc::new(services);
     let mut ids = Vec::new();
     for n in 0..SESSIONS {
@@ -385,6 +393,13 @@ async fn round_robin_over_three_instances_never_interleaves_or_loses_a_history()
         }
     }
     eprintln!("statuses: {statuses:?}");
+    let mut forwarded = 0.0;
+    for service in services.iter() {
+        forwarded += service
+            .metric("text_session_requests_forwarded_total")
+            .await;
+    }
+    assert!(forwarded > 0.0, "no request was forwarded");
     let total: usize = acknowledged.values().map(HashSet::len).sum();
     assert!(
         total >= 200,
@@ -411,4 +426,190 @@ async fn round_robin_over_three_instances_never_interleaves_or_loses_a_history()
             );
         }
     }
+}
+
+/// `deploy/run-local.sh`: three processes and nginx hashing on the session id. Every
+/// write through the balancer lands on the process serving its session (no request is
+/// forwarded); when that process is killed, the balancer's next process serves the
+/// session within the lease. Skipped (and says so) without nginx, unless
+/// `REQUIRE_NGINX=1` (CI installs it).
+#[tokio::test]
+async fn behind_the_deploy_balancer_a_session_stays_on_one_process_and_moves_when_it_dies() {
+    if !std::path::Path::new("/usr/sbin/nginx").exists() && which("nginx").is_none() {
+        assert!(
+            std::env::var("REQUIRE_NGINX").as_deref() != Ok("1"),
+            "REQUIRE_NGINX=1 but nginx is not installed"
+        );
+        eprintln!("skipped: nginx is not installed (apt-get install nginx-light)");
+        return;
+    }
+    let Some(database) = TestDatabase::create("instances::deploy").await else {
+        return;
+    };
+    let ports: Vec<u16> = (0..4)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let run_dir = std::env::temp_dir().join(format!("text-session-deploy-{}", ports[0]));
+    let instance_ports = ports[1..]
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut deploy = tokio::process::Command::new("bash");
+    deploy
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/run-local.sh"))
+        .env("STORE", database.url())
+        .env("BIN", env!("CARGO_BIN_EXE_text-session-api"))
+        .env("BALANCER_PORT", ports[0].to_string())
+        .env("INSTANCE_PORTS", &instance_ports)
+        .env("RUN_DIR", &run_dir)
+        .env("LEASE_SECS", LEASE_SECS)
+        .env_remove("API_KEYS")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(false);
+    let child = deploy.spawn().unwrap();
+    let mut deployed = Deployed {
+        child,
+        instances: HashMap::new(),
+    };
+    let mut lines = tokio::io::BufReader::new(deployed.child.stdout.take().unwrap()).lines();
+    let balancer = loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the deploy script starts within a minute")
+            .unwrap()
+            .expect("the deploy script printed the balancer's address");
+        // `process 127.0.0.1:PORT (pid N, log …)`
+        if let Some((port, pid)) = line
+            .strip_prefix("process 127.0.0.1:")
+            .and_then(|rest| rest.split_once(" (pid "))
+            .and_then(|(port, rest)| {
+                Some((
+                    port.parse::<u16>().ok()?,
+                    rest.split(',').next()?.parse::<u32>().ok()?,
+                ))
+            })
+        {
+            deployed.instances.insert(port, pid);
+        }
+        if let Some(url) = line.strip_prefix("balancer: ") {
+            break url.to_owned();
+        }
+    };
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{balancer}/text/session"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["session"]["id"].as_str().unwrap().to_owned();
+    let write = |content: String| {
+        client
+            .post(format!("{balancer}/text/session/{id}/message"))
+            .json(&json!({"content": content}))
+            .send()
+    };
+    for n in 0..20 {
+        assert_eq!(
+            write(format!("m{n}")).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    let metrics = |port: u16, name: &'static str| {
+        let client = client.clone();
+        async move {
+            let text = client
+                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            metric_value(&text, name)
+        }
+    };
+    let mut serving = None;
+    for &port in &ports[1..] {
+        assert_eq!(
+            metrics(port, "text_session_requests_forwarded_total").await,
+            0.0,
+            "the balancer sends the session's requests where it is served"
+        );
+        if metrics(port, "text_session_sessions_live").await == 1.0 {
+            serving = Some(port);
+        }
+    }
+    let serving = serving.expect("one process serves the session");
+    // Killed: the balancer moves on to the next process, which serves the session once
+    // the lease has lapsed.
+    let pid = deployed.instances[&serving];
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    loop {
+        let status = write("after the kill".into()).await.unwrap().status();
+        if status == StatusCode::OK {
+            break;
+        }
+        // 502 from nginx (a kept-alive connection to the killed process), then 503
+        // `instance_unavailable` until the lease lapses: a client sends it again.
+        assert!(
+            [StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE].contains(&status),
+            "{status}"
+        );
+        assert!(started.elapsed() < LEASE + Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let history: Value = client
+        .get(format!("{balancer}/text/session/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let messages = history["session"]["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 42);
+    assert_eq!(messages[40]["content"], "after the kill");
+    drop(deployed);
+    let _ = std::fs::remove_dir_all(&run_dir);
+}
+
+/// The deploy script and what it started; stopped when dropped (the script stops its
+/// processes and nginx on SIGTERM).
+struct Deployed {
+    child: tokio::process::Child,
+    /// Each process's port and pid.
+    instances: HashMap<u16, u32>,
+}
+
+impl Drop for Deployed {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|path| path.exists())
 }

@@ -282,17 +282,6 @@ async fn wait_until_ready(service: &Service) {
     }
 }
 
-/// A metric's value from `/metrics`.
-async fn metric(service: &Service, name: &str) -> f64 {
-    let text = service.metrics().await;
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_of_100k_sessions_starts_at_once_reads_back_whole_in_bounded_memory_and_lists() {
     let test_started = Instant::now();
@@ -360,7 +349,7 @@ async fn a_store_of_100k_sessions_starts_at_once_reads_back_whole_in_bounded_mem
         .await;
     let read_in = reading.elapsed();
     let rss = service.rss_bytes();
-    let live = metric(&service, "text_session_sessions_live").await;
+    let live = service.metric("text_session_sessions_live").await;
     eprintln!(
         "read {READS} sessions ({READERS} at once) in {read_in:.2?}; \
          {live} live; RSS after the reads: {:.1} MB",

@@ -159,6 +159,12 @@ impl Service {
         response.text().await.unwrap()
     }
 
+    /// A metric's value from `/metrics` (`name` with its labels, if any); 0 when it is
+    /// not there (a labelled counter appears once it has counted).
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_value(&self.metrics().await, name)
+    }
+
     pub fn rss_bytes(&self) -> u64 {
         let pid = self.child.id().expect("the child still runs");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -263,4 +269,17 @@ impl Service {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+}
+
+/// The value of `name` (with its labels, if any) in a `/metrics` text; 0 when absent.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
 }
