@@ -269,8 +269,10 @@ impl PostgresStore {
         self.noted(outcome)
     }
 
-    /// Takes the session's lease (its epoch moved on) unless another live process holds
-    /// it. A lease held by a process at this one's address is taken at once: that
+    /// Takes the session's lease unless another live process holds it; its epoch moves
+    /// on when it changes hands (this process taking it again keeps it: two requests
+    /// that load a session at once here hold it by one epoch, and a copy of it this
+    /// process let go can no longer commit anyway, its version being behind). A lease held by a process at this one's address is taken at once: that
     /// process is gone, since this one listens there now. A process without an address
     /// says it is alone on the database, and takes every lease at once (one left by a
     /// process that crashed included); should another process write too, the fence
@@ -285,7 +287,9 @@ impl PostgresStore {
                      VALUES ($1, $2, $3, 1, now() + $4 * interval '1 millisecond')
                      ON CONFLICT (session_id) DO UPDATE SET
                          instance = excluded.instance, addr = excluded.addr,
-                         epoch = leases.epoch + 1, expires_at = excluded.expires_at
+                         epoch = leases.epoch
+                                 + CASE WHEN leases.instance = excluded.instance THEN 0 ELSE 1 END,
+                         expires_at = excluded.expires_at
                      WHERE leases.instance = excluded.instance OR leases.expires_at <= now()
                         OR excluded.addr = '' OR leases.addr = excluded.addr
                      RETURNING epoch)

@@ -211,6 +211,171 @@ async fn the_sessions_of_a_killed_instance_are_served_by_another_within_the_leas
     assert_eq!(b.metric("text_session_leases_taken_over_total").await, 1.0);
 }
 
+/// `kill -9` of one of three processes in the middle of a load: clients write to a few
+/// sessions through any live process, each write with a key of its own, and send it
+/// again (same key) until it is answered 200. Every session is served again within
+/// `LEASE_SECS` + 1 s of the kill; every write is in its history exactly once, and the
+/// histories alternate (nothing half committed).
+#[tokio::test]
+async fn killed_mid_load_every_retried_write_lands_exactly_once() {
+    const CLIENTS: usize = 24;
+    const SESSIONS: usize = 6;
+    const WRITES: usize = 60;
+    let Some(Cluster {
+        services,
+        openai,
+        _database,
+    }) = cluster("instances::killed_mid_load", 3).await
+    else {
+        return;
+    };
+    openai.set_jitter(Duration::from_millis(30));
+    let services = Arc::new(services);
+    let mut ids = Vec::new();
+    for n in 0..SESSIONS {
+        let id = services[n % 3]
+            .create_session(json!({"provider": "openai"}))
+            .await;
+        // Served by the process that created it.
+        services[n % 3].session_as(None, &id).await;
+        ids.push(id);
+    }
+    let ids = Arc::new(ids);
+    let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+    let clients = (0..CLIENTS).map(|client| {
+        let (services, ids, dead) = (services.clone(), ids.clone(), dead.clone());
+        tokio::spawn(async move {
+            // (session, content, when it was answered)
+            let mut done = Vec::new();
+            for n in 0..WRITES {
+                let id = &ids[(client + n) % SESSIONS];
+                let content = format!("c{client}-w{n}");
+                let mut attempt = 0;
+                let mut last = String::new();
+                loop {
+                    attempt += 1;
+                    assert!(attempt < 200, "{content} never answered: {last}");
+                    // Any process; the killed one (0) no longer, once it is known dead.
+                    let pick = (client + n + attempt) % 3;
+                    let pick = if pick == 0 && dead.load(Ordering::Relaxed) {
+                        1
+                    } else {
+                        pick
+                    };
+                    let answer = message(&services[pick], id, json!({"content": content}))
+                        .header("Idempotency-Key", content.as_str())
+                        .timeout(Duration::from_secs(20))
+                        .send()
+                        .await;
+                    match answer {
+                        Ok(answer) if answer.status() == StatusCode::OK => break,
+                        Ok(answer) => {
+                            let status = answer.status();
+                            last = format!(
+                                "{pick}: {status} {}",
+                                answer.text().await.unwrap_or_default()
+                            );
+                            assert!(
+                                [StatusCode::CONFLICT, StatusCode::SERVICE_UNAVAILABLE]
+                                    .contains(&status),
+                                "{content}: {last}"
+                            );
+                        }
+                        // The killed process.
+                        Err(error) => last = format!("{pick}: {error}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                done.push((id.clone(), content, started.elapsed()));
+            }
+            done
+        })
+    });
+    let clients: Vec<_> = clients.collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    services[0].signal("KILL");
+    let killed_at = started.elapsed();
+    dead.store(true, Ordering::Relaxed);
+    let mut written: HashMap<String, Vec<(String, Duration)>> = HashMap::new();
+    for client in futures::future::join_all(clients).await {
+        let client = match client {
+            Ok(client) => client,
+            Err(error) => {
+                for service in &services[1..] {
+                    let metrics = service.metrics().await;
+                    let interesting: Vec<&str> = metrics
+                        .lines()
+                        .filter(|l| {
+                            !l.starts_with('#')
+                                && (l.contains("waiting")
+                                    || l.contains("busy")
+                                    || l.contains("live")
+                                    || l.contains("slots")
+                                    || l.contains("forwarded")
+                                    || l.contains("store_errors")
+                                    || l.contains("turns_total"))
+                        })
+                        .collect();
+                    eprintln!(
+                        "{}:\n{}\n{}",
+                        service.addr,
+                        interesting.join("\n"),
+                        service
+                            .logs()
+                            .lines()
+                            .rev()
+                            .take(30)
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    );
+                }
+                panic!("{error}");
+            }
+        };
+        for (id, content, at) in client {
+            written.entry(id).or_default().push((content, at));
+        }
+    }
+    for (id, writes) in &written {
+        // Served again within the lease and a second of the kill (writes that were
+        // answered after the kill, the first of them).
+        if let Some(first) = writes
+            .iter()
+            .map(|(_, at)| *at)
+            .filter(|at| *at > killed_at)
+            .min()
+        {
+            assert!(
+                first - killed_at < LEASE + Duration::from_secs(1),
+                "session {id} served again {:?} after the kill",
+                first - killed_at
+            );
+        }
+        let history = history(&services[1], id).await;
+        for (i, (role, content)) in history.iter().enumerate() {
+            let expected = if i % 2 == 0 { "user" } else { "assistant" };
+            assert_eq!(role, expected, "session {id}, message {i}: {content}");
+        }
+        assert!(
+            writes.iter().any(|(_, at)| *at > killed_at),
+            "session {id}: no write after the kill; the load ended too soon"
+        );
+        for (content, _) in writes {
+            let times = history
+                .iter()
+                .filter(|(role, c)| role == "user" && c == content)
+                .count();
+            assert_eq!(times, 1, "session {id}: {content} is there {times} times");
+        }
+        assert_eq!(
+            history.len(),
+            2 * writes.len(),
+            "session {id}: only its writes"
+        );
+    }
+}
+
 /// The process serving a session freezes (SIGSTOP) in the middle of a turn, past its
 /// lease; another takes the session over and commits to it; the frozen one wakes up and
 /// finishes its turn: its commit is fenced, its writer gets `409 session_moved`, and the

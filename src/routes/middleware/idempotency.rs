@@ -104,21 +104,52 @@ pub async fn idempotency(State(app): State<AppState>, request: Request, next: Ne
         Lookup::InUse => ApiError::IdempotencyKeyInUse.into_response(),
         Lookup::Reused => ApiError::IdempotencyKeyReused.into_response(),
         Lookup::Replay(answer) => replay(&app, owner, answer).await,
-        Lookup::Reserved => match stored(&app, &record).await {
-            Ok(None) => {
-                let mut request = Request::from_parts(parts, Body::from(bytes));
-                request.extensions_mut().insert(PendingKey(record.clone()));
-                run_and_keep(app, owner, record, route_matched, request, next).await
+        Lookup::Reserved => {
+            // Until the request's own task has the key, a client that goes away (this
+            // future dropped mid-lookup) must not leave the key in use.
+            let reserved = Reservation {
+                app: &app,
+                owner,
+                key: &key,
+                handed_on: false,
+            };
+            match stored(&app, &record).await {
+                Ok(None) => {
+                    reserved.hand_on();
+                    let mut request = Request::from_parts(parts, Body::from(bytes));
+                    request.extensions_mut().insert(PendingKey(record.clone()));
+                    run_and_keep(app, owner, record, route_matched, request, next).await
+                }
+                Ok(Some(known)) => {
+                    drop(reserved);
+                    answer_known(&app, owner, &record, known).await
+                }
+                Err(error) => error.into_response(),
             }
-            Ok(Some(known)) => {
-                app.idempotency.release(owner, &key);
-                answer_known(&app, owner, &record, known).await
-            }
-            Err(error) => {
-                app.idempotency.release(owner, &key);
-                error.into_response()
-            }
-        },
+        }
+    }
+}
+
+/// A key reserved while the store is asked about it: released when dropped, unless
+/// handed on to the request's task (`run_and_keep`, which finishes or releases it).
+struct Reservation<'a> {
+    app: &'a AppState,
+    owner: Option<KeyId>,
+    key: &'a str,
+    handed_on: bool,
+}
+
+impl Reservation<'_> {
+    fn hand_on(mut self) {
+        self.handed_on = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.handed_on {
+            self.app.idempotency.release(self.owner, self.key);
+        }
     }
 }
 
