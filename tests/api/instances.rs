@@ -352,28 +352,32 @@ async fn killed_mid_load_every_retried_write_lands_exactly_once() {
                 first - killed_at
             );
         }
-        let history = history(&services[1], id).await;
-        for (i, (role, content)) in history.iter().enumerate() {
-            let expected = if i % 2 == 0 { "user" } else { "assistant" };
-            assert_eq!(role, expected, "session {id}, message {i}: {content}");
-        }
         assert!(
             writes.iter().any(|(_, at)| *at > killed_at),
             "session {id}: no write after the kill; the load ended too soon"
         );
-        for (content, _) in writes {
-            let times = history
-                .iter()
-                .filter(|(role, c)| role == "user" && c == content)
-                .count();
-            assert_eq!(times, 1, "session {id}: {content} is there {times} times");
-        }
-        assert_eq!(
-            history.len(),
-            2 * writes.len(),
-            "session {id}: only its writes"
-        );
+        let users = alternating_once(&services[1], id).await;
+        let written: HashSet<String> = writes.iter().map(|(content, _)| content.clone()).collect();
+        assert_eq!(users, written, "session {id}: its writes, each once");
     }
+}
+
+/// The user messages of a session's history, after checking that it strictly
+/// alternates (user, assistant, user…) and holds no user message twice.
+async fn alternating_once(service: &Service, id: &str) -> HashSet<String> {
+    let history = history(service, id).await;
+    for (i, (role, content)) in history.iter().enumerate() {
+        let expected = if i % 2 == 0 { "user" } else { "assistant" };
+        assert_eq!(role, expected, "session {id}, message {i}: {content}");
+    }
+    let users: Vec<String> = history
+        .into_iter()
+        .filter(|(role, _)| role == "user")
+        .map(|(_, content)| content)
+        .collect();
+    let unique: HashSet<String> = users.iter().cloned().collect();
+    assert_eq!(unique.len(), users.len(), "session {id}: a message twice");
+    unique
 }
 
 /// The process serving a session freezes (SIGSTOP) in the middle of a turn, past its
@@ -571,19 +575,7 @@ async fn round_robin_over_three_instances_never_interleaves_or_loses_a_history()
         "only {total} writes acknowledged: {statuses:?}"
     );
     for (n, id) in ids.iter().enumerate() {
-        let history = history(&services[n % 3], id).await;
-        // Strictly user, assistant, user, assistant…
-        for (i, (role, content)) in history.iter().enumerate() {
-            let expected = if i % 2 == 0 { "user" } else { "assistant" };
-            assert_eq!(role, expected, "session {id}, message {i}: {content}");
-        }
-        let users: Vec<&String> = history
-            .iter()
-            .filter(|(role, _)| role == "user")
-            .map(|(_, content)| content)
-            .collect();
-        let unique: HashSet<&String> = users.iter().copied().collect();
-        assert_eq!(unique.len(), users.len(), "session {id}: a message twice");
+        let unique = alternating_once(&services[n % 3], id).await;
         for content in acknowledged.get(id).into_iter().flatten() {
             assert!(
                 unique.contains(content),
