@@ -169,18 +169,12 @@ impl Session {
             })
             .await
             .inspect_err(|error| {
-                // The store is ahead of this copy, or may be: a commit whose answer was
-                // lost (a connection that broke) may have landed. Either way the store
-                // is the truth, and the session is read from it again on next use.
-                if matches!(
-                    error,
-                    StoreError::VersionMoved { .. }
-                        | StoreError::Unavailable(_)
-                        | StoreError::Fenced { .. }
-                ) {
-                    tracing::warn!(session_id = %self.id, %error, "the commit failed; the session will be loaded again from the store");
-                    self.stale.store(true, Ordering::Release);
-                }
+                // The store is ahead of this copy, or may be (a commit whose answer was
+                // lost with a broken connection may have landed), or another process
+                // serves the session now. Either way the store is the truth, and the
+                // session is read from it again on next use.
+                tracing::warn!(session_id = %self.id, %error, "the commit failed; the session will be loaded again from the store");
+                self.mark_stale();
             })?;
         let mut history = self.history.write().unwrap_or_else(PoisonError::into_inner);
         history

@@ -97,6 +97,11 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// A process alone on its store: no address, leases of 10 s.
+    pub fn alone() -> Self {
+        Self::new("", std::time::Duration::from_secs(10))
+    }
+
     pub fn new(addr: impl Into<String>, lease: std::time::Duration) -> Self {
         Self {
             id: Uuid::new_v4(),
@@ -232,7 +237,7 @@ impl Store {
     /// folder are created) or `postgres://…` (the database must exist); migrations run.
     /// A process alone on its store: see `open_as`.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        Self::open_as(url, Instance::new("", std::time::Duration::from_secs(10))).await
+        Self::open_as(url, Instance::alone()).await
     }
 
     /// As `open`, for a process that may share the store (Postgres) with others as

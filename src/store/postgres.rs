@@ -110,9 +110,9 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     /// Connects to the database `url` names and brings its schema up to date, as a
-    /// process alone (leases of 10 s, no address).
+    /// process alone (`Instance::alone`).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        Self::open_as(url, Instance::new("", Duration::from_secs(10))).await
+        Self::open_as(url, Instance::alone()).await
     }
 
     /// As `open`, as `instance` among the processes sharing the database.
@@ -269,14 +269,15 @@ impl PostgresStore {
         self.noted(outcome)
     }
 
-    /// Takes the session's lease unless another live process holds it; its epoch moves
-    /// on when it changes hands (this process taking it again keeps it: two requests
-    /// that load a session at once here hold it by one epoch, and a copy of it this
-    /// process let go can no longer commit anyway, its version being behind). A lease held by a process at this one's address is taken at once: that
-    /// process is gone, since this one listens there now. A process without an address
-    /// says it is alone on the database, and takes every lease at once (one left by a
-    /// process that crashed included); should another process write too, the fence
-    /// still keeps either from committing over the other.
+    /// Takes the session's lease unless another live process holds it. Its epoch moves
+    /// on when it changes hands; this process taking it again keeps it (two requests
+    /// that load a session at once here hold it by one epoch, and a copy this process
+    /// let go cannot commit anyway, its version being behind). A lease held by a process
+    /// at this one's address is taken at once: that process is gone, since this one
+    /// listens there now. A process without an address says it is alone on the
+    /// database, and takes every lease at once (one left by a process that crashed
+    /// included); should another process write too, the fence still keeps either from
+    /// committing over the other.
     pub async fn take_lease(&self, id: Uuid) -> Result<Option<Lease>, StoreError> {
         let outcome = async {
             // One round trip: the lease taken, or who holds it.

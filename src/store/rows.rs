@@ -103,18 +103,12 @@ pub(super) fn turn_row(row: &impl Columns) -> Result<TurnRow, StoreError> {
 /// besides them the last `failed` failed ones. Parameters: session, records, failed
 /// (`$n`, which SQLite reads as named parameters numbered by first use, so one text
 /// serves both backends).
-pub(super) const PRUNE_TURNS: &str = prune_turns!();
-
-macro_rules! prune_turns {
-    () => {
-        "DELETE FROM turns WHERE session_id = $1
-           AND id NOT IN (SELECT id FROM turns WHERE session_id = $1
-                          ORDER BY created_at DESC, id DESC LIMIT $2)
-           AND id NOT IN (SELECT id FROM turns WHERE session_id = $1 AND status = 'failed'
-                          ORDER BY created_at DESC, id DESC LIMIT $3)"
-    };
-}
-pub(super) use prune_turns;
+pub(super) const PRUNE_TURNS: &str = "
+    DELETE FROM turns WHERE session_id = $1
+      AND id NOT IN (SELECT id FROM turns WHERE session_id = $1
+                     ORDER BY created_at DESC, id DESC LIMIT $2)
+      AND id NOT IN (SELECT id FROM turns WHERE session_id = $1 AND status = 'failed'
+                     ORDER BY created_at DESC, id DESC LIMIT $3)";
 
 /// Writes an ended turn's record, in place of an earlier one of the same turn.
 /// Parameters: session, id, created at, status, record.
@@ -133,17 +127,11 @@ macro_rules! record_turn_conflict {
 pub(super) use record_turn_conflict;
 
 /// A commit's move of its session to the new version, only from the version and length
-/// it started from. Its parameters are those of a commit (`COMMIT_PARAMETERS`).
-pub(super) const MOVE_VERSION: &str = move_version!();
-
-macro_rules! move_version {
-    () => {
-        "UPDATE sessions SET version = $6, updated_at = $7, active_at = $7,
-                             messages = messages + $8
-         WHERE id = $1 AND version = $4 AND messages = $5"
-    };
-}
-pub(super) use move_version;
+/// it started from. Its parameters are those of a commit (see `COMMIT_KEY_AT`).
+pub(super) const MOVE_VERSION: &str = "
+    UPDATE sessions SET version = $6, updated_at = $7, active_at = $7,
+                        messages = messages + $8
+    WHERE id = $1 AND version = $4 AND messages = $5";
 
 /// A commit goes to the store in one round trip, its statements numbered alike in both
 /// backends: `$1` the session, `$2`/`$3` the bounds its turn records are pruned to (as

@@ -44,6 +44,19 @@ async fn cluster(name: &str, n: usize) -> Option<Cluster> {
     })
 }
 
+/// `n` sessions on the mock provider, each served by one of `services` in turn (the one
+/// that created it, which then reads it).
+async fn spread_sessions(services: &[Service], n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let service = &services[i % services.len()];
+        let id = service.create_session(json!({"provider": "openai"})).await;
+        service.session_as(None, &id).await;
+        ids.push(id);
+    }
+    ids
+}
+
 fn message(service: &Service, id: &str, body: Value) -> reqwest::RequestBuilder {
     service
         .client
@@ -231,16 +244,7 @@ async fn killed_mid_load_every_retried_write_lands_exactly_once() {
     };
     openai.set_jitter(Duration::from_millis(30));
     let services = Arc::new(services);
-    let mut ids = Vec::new();
-    for n in 0..SESSIONS {
-        let id = services[n % 3]
-            .create_session(json!({"provider": "openai"}))
-            .await;
-        // Served by the process that created it.
-        services[n % 3].session_as(None, &id).await;
-        ids.push(id);
-    }
-    let ids = Arc::new(ids);
+    let ids = Arc::new(spread_sessions(&services, SESSIONS).await);
     let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started = Instant::now();
     let clients = (0..CLIENTS).map(|client| {
@@ -489,15 +493,7 @@ async fn round_robin_over_three_instances_never_interleaves_or_loses_a_history()
     };
     openai.set_jitter(Duration::from_millis(20));
     let services = Arc::new(services);
-    let mut ids = Vec::new();
-    for n in 0..SESSIONS {
-        ids.push(
-            services[n % 3]
-                .create_session(json!({"provider": "openai"}))
-                .await,
-        );
-    }
-    let ids = Arc::new(ids);
+    let ids = Arc::new(spread_sessions(&services, SESSIONS).await);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let clients = (0..CLIENTS).map(|client| {

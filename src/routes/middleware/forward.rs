@@ -38,14 +38,15 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 pub async fn forward(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(id) = session_of(request.uri().path()) else {
-        return next.run(request).await;
-    };
+    // Alone on its store (the common case), or already forwarded: nothing to look at.
     if app.runtime.store.instance_addr().is_empty()
         || request.headers().contains_key(&FORWARDED_INSTANCE)
     {
         return next.run(request).await;
     }
+    let Some(id) = session_of(request.uri().path()) else {
+        return next.run(request).await;
+    };
     match live_or_stored(&app, id).await {
         Err(ApiError::SessionMoved(owner)) if !owner.is_empty() => {
             relay(&app, &owner, request).await
