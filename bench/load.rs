@@ -504,6 +504,7 @@ async fn store_commits(url: &str, tasks: usize, commits: usize) {
             created_at: now,
             updated_at: now,
             version: 1,
+            forked_from: None,
         };
         store
             .create(&row, &[])
@@ -538,8 +539,8 @@ async fn store_commits(url: &str, tasks: usize, commits: usize) {
                     from: 2 * i,
                     messages: &turn,
                     updated_at: now,
-                    key: None,
-                    turn: Some(&record),
+                    keys: &[],
+                    turns: std::slice::from_ref(&record),
                     // As a turn does: every 16th commit brings the records within bounds.
                     prune: version
                         .is_multiple_of(PRUNE_TURNS_EVERY)

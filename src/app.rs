@@ -12,6 +12,7 @@ use crate::idempotency::{IdempotencyLimits, IdempotencyRecords};
 use crate::keys::ApiKeys;
 use crate::memory::{self, MemoryBudget};
 use crate::provider::ProviderRegistry;
+use crate::session::feed::FeedLimits;
 use crate::session::records::Retention;
 use crate::session::runtime::{RetryPolicy, Runtime, RuntimeSettings};
 use crate::session::{Limits, LiveSessions, Settings};
@@ -42,6 +43,8 @@ pub struct AppInner {
     pub idempotency: IdempotencyRecords,
     /// Settings every session shares.
     pub settings: Settings,
+    /// How long an events token opens streams.
+    pub events_token_ttl: Duration,
     /// What every turn shares: metrics, provider slots, retries, shutdown.
     pub runtime: Arc<Runtime>,
     /// Sends requests on to the process serving their session (several processes on
@@ -78,6 +81,10 @@ impl AppState {
                 events: config.turn_events_keep,
                 events_ttl: Duration::from_secs(config.turn_events_ttl_secs),
             },
+            feed: FeedLimits {
+                events: config.feed_events,
+                bytes: config.feed_bytes,
+            },
         };
         let runtime = RuntimeSettings {
             max_concurrent_turns: config.max_concurrent_turns,
@@ -108,6 +115,7 @@ impl AppState {
                 ),
                 memory,
                 settings,
+                events_token_ttl: Duration::from_secs(config.events_token_ttl_secs),
                 runtime: Arc::new(Runtime::new(runtime, store)),
                 forwarder: forwarder()?,
             }),

@@ -117,6 +117,20 @@ pub struct Config {
     #[arg(long, env = "TURN_EVENTS_TTL_SECS", default_value_t = 600)]
     pub turn_events_ttl_secs: u64,
 
+    /// Items (turn events and commits) a session's live feed keeps for followers to
+    /// resume from; one that falls further behind is sent `session.resync`.
+    #[arg(long, env = "FEED_EVENTS", default_value_t = 1000)]
+    pub feed_events: usize,
+
+    /// Bytes of turn events (text, tool calls) a session's live feed keeps.
+    #[arg(long, env = "FEED_BYTES", default_value_t = 1024 * 1024)]
+    pub feed_bytes: usize,
+
+    /// Seconds an events token (`POST /text/session/{id}/events/token`) is accepted
+    /// for opening a stream.
+    #[arg(long, env = "EVENTS_TOKEN_TTL_SECS", default_value_t = 600)]
+    pub events_token_ttl_secs: u64,
+
     /// Provider calls in flight across all sessions; past it turns wait for a slot.
     #[arg(long, env = "MAX_CONCURRENT_TURNS", default_value_t = 1024)]
     pub max_concurrent_turns: usize,

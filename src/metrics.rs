@@ -92,6 +92,10 @@ pub struct Metrics {
     pub store_loads: Counter,
     pub requests_forwarded: Counter,
     pub leases_taken_over: Counter,
+    pub turns_joined: Counter,
+    pub joined_writers: Histogram,
+    pub feed_followers: Gauge,
+    pub feed_resyncs: Counter,
 }
 
 impl Default for Metrics {
@@ -124,6 +128,10 @@ impl Metrics {
             store_loads: Counter::default(),
             requests_forwarded: Counter::default(),
             leases_taken_over: Counter::default(),
+            turns_joined: Counter::default(),
+            joined_writers: Histogram::new([2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0]),
+            feed_followers: Gauge::default(),
+            feed_resyncs: Counter::default(),
             registry: Registry::default(),
         };
         let m = &metrics;
@@ -223,10 +231,36 @@ impl Metrics {
             "Sessions this process took over from another one (dead, paused past its lease, or that handed them back)",
             m.leases_taken_over.clone(),
         );
+        registry.register(
+            "turns_joined",
+            "Turns run for several writers that asked to join (onBusy: join)",
+            m.turns_joined.clone(),
+        );
+        registry.register(
+            "joined_writers",
+            "Writers per joined turn",
+            m.joined_writers.clone(),
+        );
+        registry.register(
+            "feed_followers",
+            "Clients following a session's live feed (GET /text/session/{id}/events)",
+            m.feed_followers.clone(),
+        );
+        registry.register(
+            "feed_resyncs",
+            "Feed followers sent session.resync: too far behind, or resuming from a version the feed no longer holds",
+            m.feed_resyncs.clone(),
+        );
         Self {
             registry,
             ..metrics
         }
+    }
+
+    /// Counts a turn run for several joining writers.
+    pub fn turn_joined(&self, writers: usize) {
+        self.turns_joined.inc();
+        self.joined_writers.observe(writers as f64);
     }
 
     /// Counts a failed store call: `unavailable`, `version_moved`, `fenced` (a commit

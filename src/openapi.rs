@@ -22,9 +22,9 @@ use crate::routes::responses::View;
         license(name = "MIT"),
     ),
     tags(
-        (name = "sessions", description = "Create, read, list and delete sessions"),
+        (name = "sessions", description = "Create, read, list, fork and delete sessions"),
         (name = "writes", description = "Messages, instructions and tool outputs; each write is one turn"),
-        (name = "turns", description = "Replay a turn's events; cancel the running turn"),
+        (name = "turns", description = "See and steer turns: list, cancel, retry, replay a turn's events, follow the session live"),
         (name = "operations", description = "Health and this document"),
     ),
     components(schemas(ErrorBody, View, ToolOutputInput, InstructionsRequest, ToolOutputRequest))

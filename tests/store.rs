@@ -74,6 +74,8 @@ macro_rules! on_every_backend {
 
 on_every_backend!(
     a_session_and_its_commits_read_back_whole_after_the_store_is_reopened,
+    a_joined_turns_commit_writes_every_writers_key_and_record,
+    a_fork_shares_its_sources_rows_and_outlives_the_source,
     a_commit_from_a_stale_version_or_length_changes_nothing,
     a_deleted_session_is_gone_with_its_messages,
     a_keys_sessions_are_listed_newest_first_in_pages,
@@ -110,6 +112,7 @@ fn row(owner: Option<&str>) -> SessionRow {
         created_at: now,
         updated_at: now,
         version: 1,
+        forked_from: None,
     }
 }
 
@@ -261,8 +264,8 @@ fn commit<'a>(
         from,
         messages,
         updated_at: Timestamp::now(),
-        key: None,
-        turn: None,
+        keys: &[],
+        turns: &[],
         prune: None,
         epoch: None,
     }
@@ -484,7 +487,10 @@ async fn a_key_record_and_its_answer_read_back_and_expire(backend: Backend) {
         Some(whole.clone()),
         "per API key"
     );
-    assert_eq!(store.key(None, "k1", since).await.unwrap(), Some(around));
+    assert_eq!(
+        store.key(None, "k1", since).await.unwrap(),
+        Some(around.clone())
+    );
     assert_eq!(
         store.key(Some("digest-b"), "k1", since).await.unwrap(),
         None
@@ -494,7 +500,11 @@ async fn a_key_record_and_its_answer_read_back_and_expire(backend: Backend) {
         None
     );
     // Made before `since`: as good as gone; `forget_keys` drops it.
-    let later = Timestamp::from_unix_millis(whole.created_at.unix_millis() + 1).unwrap();
+    let newest = whole
+        .created_at
+        .unix_millis()
+        .max(around.created_at.unix_millis());
+    let later = Timestamp::from_unix_millis(newest + 1).unwrap();
     assert_eq!(
         store.key(Some("digest-a"), "k1", later).await.unwrap(),
         None
@@ -536,7 +546,7 @@ async fn a_commit_writes_its_keys_record_with_the_turn_and_a_failed_one_writes_n
     };
     store
         .commit(CommitRows {
-            key: Some(&claim),
+            keys: std::slice::from_ref(&claim),
             ..commit(&session, 0, 1, &messages)
         })
         .await
@@ -568,12 +578,178 @@ async fn a_commit_writes_its_keys_record_with_the_turn_and_a_failed_one_writes_n
     };
     let refused = store
         .commit(CommitRows {
-            key: Some(&stale),
+            keys: std::slice::from_ref(&stale),
             ..commit(&session, 0, 1, &messages)
         })
         .await;
     assert!(matches!(refused, Err(StoreError::VersionMoved { .. })));
     assert_eq!(store.key(None, "other", since).await.unwrap(), None);
+    store.close().await;
+}
+
+async fn a_joined_turns_commit_writes_every_writers_key_and_record(backend: Backend) {
+    let store = backend.open().await;
+    let session = row(None);
+    store.create(&session, &[]).await.unwrap();
+    let messages = turn("hi");
+    let claims: Vec<KeyRecord> = ["k1", "k2", "k3"]
+        .into_iter()
+        .map(|key| KeyRecord {
+            turn: Some(KeyTurn {
+                session: session.id,
+                turn_id: Uuid::new_v4(),
+                result: Some(json!({"text": "one reply"})),
+                from: 0,
+                len: 2,
+                version: 2,
+                updated_at: Timestamp::now(),
+            }),
+            ..key_record(None, key)
+        })
+        .collect();
+    let records: Vec<TurnRow> = (0..4).map(|n| turn_row(&session, n, "completed")).collect();
+    // A refused commit writes none of them.
+    let refused = store
+        .commit(CommitRows {
+            keys: &claims,
+            turns: &records,
+            ..commit(&session, 0, 7, &messages)
+        })
+        .await;
+    assert!(matches!(refused, Err(StoreError::VersionMoved { .. })));
+    let since = ago(3_600_000);
+    assert_eq!(store.key(None, "k2", since).await.unwrap(), None);
+    store
+        .commit(CommitRows {
+            keys: &claims,
+            turns: &records,
+            ..commit(&session, 0, 1, &messages)
+        })
+        .await
+        .unwrap();
+    for claim in &claims {
+        assert_eq!(
+            store.key(None, &claim.key, since).await.unwrap().as_ref(),
+            Some(claim)
+        );
+    }
+    let stored = store.load(session.id).await.unwrap().unwrap();
+    assert_eq!(stored.turns, records);
+    assert_eq!(stored.messages.len(), 2);
+    store.close().await;
+}
+
+/// How many `messages` rows a session has of its own (what a fork would copy). The store
+/// is closed for it (a SQLite file has one user at a time), and opened again.
+async fn own_rows(backend: &Backend, store: &mut Store, session: Uuid) -> i64 {
+    std::mem::replace(store, Store::Memory).close().await;
+    let rows = count_own_rows(backend, session).await;
+    *store = backend.open().await;
+    rows
+}
+
+async fn count_own_rows(backend: &Backend, session: Uuid) -> i64 {
+    match backend {
+        Backend::Sqlite(path) => {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            let rows = sqlx::query_scalar("SELECT count(*) FROM messages WHERE session_id = ?")
+                .bind(session.to_string())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            rows
+        }
+        Backend::Postgres(database) => {
+            let pool = sqlx::PgPool::connect(&database.url()).await.unwrap();
+            let rows = sqlx::query_scalar("SELECT count(*) FROM messages WHERE session_id = $1")
+                .bind(session)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            rows
+        }
+    }
+}
+
+/// A fork of `source` (whose history is `history`) at `up_to`, as the session layer
+/// makes one.
+fn fork_of(source: &SessionRow, version: u64, up_to: usize) -> SessionRow {
+    SessionRow {
+        id: Uuid::new_v4(),
+        forked_from: Some(text_session_api::message::ForkedFrom {
+            session_id: source.id,
+            version,
+            up_to,
+        }),
+        ..source.clone()
+    }
+}
+
+async fn a_fork_shares_its_sources_rows_and_outlives_the_source(backend: Backend) {
+    let mut store = backend.open().await;
+    let source = row(None);
+    let history: Vec<Message> = (0..100).flat_map(|n| turn(&format!("m{n}"))).collect();
+    store.create(&source, &history).await.unwrap();
+    // Forks at 150, and at 60 of that fork; the source and the first fork go on.
+    let a = fork_of(&source, 1, 150);
+    store.create(&a, &[]).await.unwrap();
+    let b = fork_of(&a, 1, 60);
+    store.create(&b, &[]).await.unwrap();
+    assert_eq!(
+        own_rows(&backend, &mut store, a.id).await,
+        0,
+        "nothing copied"
+    );
+    assert_eq!(
+        own_rows(&backend, &mut store, b.id).await,
+        0,
+        "nothing copied"
+    );
+    let a_turn = turn("on the fork");
+    store.commit(commit(&a, 150, 1, &a_turn)).await.unwrap();
+    let s_turn = turn("on the source");
+    store
+        .commit(commit(&source, 200, 1, &s_turn))
+        .await
+        .unwrap();
+    let whole = |prefix: &[Message], own: &[Message]| {
+        let mut all = prefix.to_vec();
+        all.extend_from_slice(own);
+        all
+    };
+    async fn load(store: &Store, id: Uuid) -> text_session_api::store::StoredSession {
+        store.load(id).await.unwrap().unwrap()
+    }
+    assert_eq!(
+        load(&store, source.id).await.messages,
+        whole(&history, &s_turn)
+    );
+    let a_whole = whole(&history[..150], &a_turn);
+    assert_eq!(load(&store, a.id).await.messages, a_whole);
+    assert_eq!(load(&store, a.id).await.row.forked_from, a.forked_from);
+    assert_eq!(load(&store, b.id).await.messages, history[..60].to_vec());
+
+    // The source goes: the fork sharing most of it (a) takes its rows; b reads on.
+    assert!(store.delete(source.id).await.unwrap());
+    assert_eq!(own_rows(&backend, &mut store, a.id).await, 152);
+    assert_eq!(load(&store, a.id).await.messages, a_whole);
+    assert_eq!(load(&store, b.id).await.messages, history[..60].to_vec());
+    // Then a goes too (b's only base), by expiry this time: b takes its first 60.
+    let later = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + 60_000).unwrap();
+    assert!(store.expire(a.id, later).await.unwrap());
+    assert_eq!(own_rows(&backend, &mut store, b.id).await, 60);
+    let b_turn = turn("on b");
+    store.commit(commit(&b, 60, 1, &b_turn)).await.unwrap();
+    assert_eq!(
+        load(&store, b.id).await.messages,
+        whole(&history[..60], &b_turn)
+    );
+    assert!(store.delete(b.id).await.unwrap());
+    assert_eq!(store.load(b.id).await.unwrap(), None);
     store.close().await;
 }
 
@@ -633,7 +809,7 @@ async fn ended_turn_records_read_back_with_their_session_within_their_bounds(bac
     let committed = turn_row(&session, 0, "completed");
     store
         .commit(CommitRows {
-            turn: Some(&committed),
+            turns: std::slice::from_ref(&committed),
             ..commit(&session, 0, 1, &turn("x"))
         })
         .await
@@ -650,7 +826,7 @@ async fn ended_turn_records_read_back_with_their_session_within_their_bounds(bac
     assert!(
         store
             .commit(CommitRows {
-                turn: Some(&refused),
+                turns: std::slice::from_ref(&refused),
                 ..commit(&session, 0, 1, &turn("y"))
             })
             .await
@@ -725,7 +901,7 @@ async fn a_commit_with_many_messages_and_one_that_prunes_read_back_whole(backend
     let after = turn("after");
     store
         .commit(CommitRows {
-            turn: Some(&last),
+            turns: std::slice::from_ref(&last),
             prune: Some(TurnBounds {
                 records: 2,
                 failed: 1,

@@ -96,6 +96,17 @@ impl Message {
     }
 }
 
+/// Where a forked session came from: its source, the source's version when it was
+/// forked, and how many of the source's messages it starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForkedFrom {
+    #[schema(value_type = String, format = Uuid)]
+    pub session_id: uuid::Uuid,
+    pub version: u64,
+    pub up_to: usize,
+}
+
 /// A tool call made by the provider in an assistant message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}))]

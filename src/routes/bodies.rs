@@ -79,6 +79,17 @@ fn any_but_null() -> ObjectBuilder {
 /// The pattern of a string that is not blank.
 const NON_BLANK: &str = "\\S";
 
+/// `POST /text/session/{id}/fork`; the body is optional.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"upTo": 4}))]
+pub struct ForkRequest {
+    /// How many of the source's messages the fork starts with, from the first; all of
+    /// them when left out. At most the source's message count.
+    #[schema(minimum = 0)]
+    pub up_to: Option<usize>,
+}
+
 /// `POST /text/session`; every field is optional and an empty body is fine.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

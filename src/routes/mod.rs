@@ -3,6 +3,7 @@
 
 pub mod bodies;
 mod extract;
+mod feed;
 mod health;
 pub mod middleware;
 pub mod responses;
@@ -23,5 +24,6 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(sessions::routes())
         .merge(writes::routes())
         .merge(turns::routes())
+        .merge(feed::routes())
         .merge(health::routes())
 }

@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::bodies::CreateSessionRequest;
+use super::bodies::{CreateSessionRequest, ForkRequest};
 use super::extract::{OptionalJsonBody, SessionPath};
 use super::responses::{self, SessionListResponse, SessionResponse, SuccessResponse};
 use crate::app::AppState;
@@ -22,6 +22,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_session))
         .routes(routes!(get_session, delete_session))
         .routes(routes!(list_sessions))
+        .routes(routes!(fork_session))
 }
 
 /// Create a session.
@@ -55,18 +56,27 @@ async fn create_session(
     };
     let account = app.memory.account(caller.0);
     let session = Arc::new(new.build(&app.providers, app.settings, caller.0, account)?);
-    // The new session's instructions now count on its key's account: over the quota or
-    // the budget, it is dropped again (and its bytes with it).
+    keep_new(&app, &session).await?;
+    tracing::info!(provider = %session.provider_name, "session created");
+    Ok(responses::session(&session, StatusCode::CREATED))
+}
+
+/// Makes a new session live and stores it, before it is acknowledged: if the store
+/// fails, it is not kept.
+async fn keep_new(app: &AppState, session: &Arc<Session>) -> Result<(), ApiError> {
+    // The new session's messages now count on its key's account: over the quota or the
+    // budget, it is dropped again (and its bytes with it).
     session.account.admit(0)?;
     app.sessions
         .insert(session.clone())
         .map_err(ApiError::SessionLimit)?;
-    // Stored before it is acknowledged; if the store fails, the session is not kept.
-    let messages = session.read(|history| history.messages.clone());
-    match app.runtime.store.create(&session.row(), &messages).await {
+    // A fork's first messages are its source's, which the store has.
+    let shared = session.forked_from.map_or(0, |fork| fork.up_to);
+    let own = session.read(|history| history.messages[shared..].to_vec());
+    match app.runtime.store.create(&session.row(), &own).await {
         Ok(epoch) => {
             session.hold(epoch);
-            hand_over_to_its_home(&app, &session).await;
+            hand_over_to_its_home(app, session).await;
         }
         Err(error) => {
             app.runtime.metrics.store_error(error.kind());
@@ -75,7 +85,42 @@ async fn create_session(
         }
     }
     tracing::Span::current().record("session_id", session.id.to_string());
-    tracing::info!(provider = %session.provider_name, "session created");
+    Ok(())
+}
+
+/// Fork a session: a new session that starts with its first messages.
+///
+/// The new session has the source's provider, model, defaults, tools, metadata and
+/// owner, and a copy of its first `upTo` committed messages (all when left out); the
+/// source is unchanged, and from then on each goes its own way. The answer's session
+/// has `forkedFrom: {sessionId, version, upTo}`. This is how a client edits a message
+/// and gets a new answer: fork before the message, then send the edited text to the
+/// fork. It never waits for a running turn of the source: it forks the last committed
+/// history. A durable store shares the source's rows with the fork instead of copying
+/// them.
+#[utoipa::path(
+    post, path = "/text/session/{id}/fork", tag = "sessions",
+    params(("id" = String, Path, description = "Session id (UUID) of the source")),
+    request_body(content = Option<ForkRequest>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new session", body = SessionResponse),
+        (status = 400, description = "`upTo` is past the source's messages, or the body is not `{upTo?}` (`invalid_request`)", body = ErrorBody),
+        (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
+        (status = 429, description = "Too many sessions, in all or for this API key (`session_limit`), or this API key holds its memory quota (`memory_quota_exceeded`)", body = ErrorBody),
+        (status = 503, description = "The service holds its memory budget (`memory_budget_exceeded`), or the store did not commit (`store_unavailable`); see `Retry-After`", body = ErrorBody),
+    )
+)]
+async fn fork_session(
+    State(app): State<AppState>,
+    SessionPath {
+        session: source, ..
+    }: SessionPath,
+    OptionalJsonBody(body): OptionalJsonBody<ForkRequest>,
+) -> Result<Response, ApiError> {
+    let account = app.memory.account(source.owner);
+    let session = Arc::new(source.fork(body.up_to, app.settings, account)?);
+    keep_new(&app, &session).await?;
+    tracing::info!(source = %source.id, up_to = ?session.forked_from.map(|f| f.up_to), "session forked");
     Ok(responses::session(&session, StatusCode::CREATED))
 }
 

@@ -163,8 +163,9 @@ async fn delete_turn(
 ) -> Result<axum::Json<TurnResponse>, ApiError> {
     let record = turn_of(&session, &turn_id)?;
     let lock = session.turn_lock();
-    if !lock.cancel_waiter(record.id) && lock.status().running.map(|r| r.0) == Some(record.id) {
-        lock.cancel_running(CancelMode::Keep);
+    if !lock.cancel_waiter(record.id) {
+        // A running turn several writers joined stops for all of them.
+        lock.cancel_turn(record.id, CancelMode::Keep);
     }
     // The turn's own task records the end; wait for it so the answer shows it.
     let mut events = std::pin::pin!(record.events.follow(0));

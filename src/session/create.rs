@@ -10,12 +10,13 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::feed::Feed;
 use super::records::TurnRecords;
 use super::settings::Settings;
 use super::{History, Session, TurnLock};
 use crate::keys::KeyId;
 use crate::memory::Account;
-use crate::message::{Defaults, Message, Role, Timestamp, Tool};
+use crate::message::{Defaults, ForkedFrom, Message, Role, Timestamp, Tool};
 use crate::provider::{Provider, ProviderRegistry};
 use crate::store::{SessionRow, StoredSession};
 
@@ -133,6 +134,7 @@ impl NewSession {
             created_at: now,
             updated_at: now,
             version: 1,
+            forked_from: None,
         };
         Ok(Session::from_row(
             row, provider, owner, messages, settings, account,
@@ -189,6 +191,7 @@ impl Session {
             tools: row.tools,
             metadata: row.metadata,
             created_at: row.created_at,
+            forked_from: row.forked_from,
             limits: settings.limits,
             owner,
             last_active: Mutex::new(Instant::now()),
@@ -200,10 +203,61 @@ impl Session {
             }),
             turn_lock: TurnLock::new(settings.max_waiting_per_session),
             turns: TurnRecords::new(settings.turns, account.clone()),
+            feed: Arc::new(Feed::new(row.version, settings.feed, &account)),
             account,
             stale: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
         }
+    }
+}
+
+impl Session {
+    /// A new session with this one's settings, owner and provider, whose history is the
+    /// first `up_to` committed messages of this one (all when `None`). This one is left
+    /// as it is. The store shares the messages rather than copying them.
+    pub fn fork(
+        &self,
+        up_to: Option<usize>,
+        settings: Settings,
+        account: Account,
+    ) -> Result<Session, Invalid> {
+        let (messages, version) = self.read(|history| {
+            let len = history.messages.len();
+            let n = up_to.unwrap_or(len);
+            if n > len {
+                return Err(Invalid::new(
+                    "upTo",
+                    format!("at most the number of messages the session holds ({len}); got {n}"),
+                ));
+            }
+            Ok((history.messages[..n].to_vec(), history.version))
+        })?;
+        let now = Timestamp::now();
+        let row = SessionRow {
+            id: Uuid::new_v4(),
+            owner: self.owner.map(|key| key.to_hex()),
+            provider: self.provider_name.clone(),
+            model: self.model.clone(),
+            defaults: self.defaults.clone(),
+            tools: self.tools.clone(),
+            metadata: self.metadata.clone(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+            forked_from: Some(ForkedFrom {
+                session_id: self.id,
+                version,
+                up_to: messages.len(),
+            }),
+        };
+        Ok(Session::from_row(
+            row,
+            self.provider.clone(),
+            self.owner,
+            messages,
+            settings,
+            account,
+        ))
     }
 }
 
@@ -363,6 +417,10 @@ mod tests {
             max_age: std::time::Duration::from_secs(60),
             events: 4,
             events_ttl: std::time::Duration::from_secs(60),
+        },
+        feed: crate::session::feed::FeedLimits {
+            events: 16,
+            bytes: 1 << 16,
         },
     };
 

@@ -85,6 +85,8 @@ struct LogState {
     dropped: bool,
     /// Readers attached now.
     followers: usize,
+    /// The terminal event, kept when retention drops the rest: how the turn ended.
+    terminal: Option<Arc<TurnEvent>>,
 }
 
 impl LogState {
@@ -116,6 +118,7 @@ impl EventLog {
                 forgotten: false,
                 dropped: false,
                 followers: 0,
+                terminal: None,
             }),
             appended: watch::Sender::new(0),
         }
@@ -134,10 +137,26 @@ impl EventLog {
             }
             state.ended = event.is_terminal();
             state.held.add(event.size_estimate());
-            state.events.push(Arc::new(event));
+            let event = Arc::new(event);
+            if state.ended {
+                state.terminal = Some(event.clone());
+            }
+            state.events.push(event);
             state.events.len()
         };
         self.appended.send_replace(count);
+    }
+
+    /// Waits for the turn to end; its terminal event.
+    pub async fn ending(&self) -> Arc<TurnEvent> {
+        let mut appended = self.appended.subscribe();
+        loop {
+            if let Some(terminal) = self.state().terminal.clone() {
+                return terminal;
+            }
+            // The sender lives as long as `self`, so this only waits for the next push.
+            let _ = appended.changed().await;
+        }
     }
 
     /// Whether the terminal event was appended.
@@ -304,6 +323,20 @@ mod tests {
         assert_eq!(seqs, [3, 4]);
         assert!(!log.has_more_after(4));
         assert!(log.has_more_after(3));
+    }
+
+    #[tokio::test]
+    async fn the_ending_is_kept_after_the_events_go() {
+        let log = Arc::new(EventLog::default());
+        let waiting = {
+            let log = log.clone();
+            tokio::spawn(async move { log.ending().await })
+        };
+        log.push(TurnEvent::Started);
+        log.push(TurnEvent::Failed(TurnError::Internal("x".into())));
+        log.forget();
+        assert!(waiting.await.unwrap().is_terminal());
+        assert!(log.ending().await.is_terminal());
     }
 
     #[tokio::test]

@@ -474,6 +474,10 @@ mod tests {
                 events: 4,
                 events_ttl: Duration::from_secs(60),
             },
+            feed: crate::session::feed::FeedLimits {
+                events: 16,
+                bytes: 1 << 16,
+            },
         };
         Arc::new(
             NewSession::default()

@@ -7,6 +7,7 @@
 pub mod context;
 mod create;
 pub mod events;
+pub mod feed;
 mod live;
 pub mod records;
 pub mod runtime;
@@ -14,6 +15,7 @@ mod settings;
 pub mod turn;
 mod turn_lock;
 mod view;
+pub mod writers;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -22,10 +24,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use self::feed::Feed;
 use self::records::{TurnRecord, TurnRecords, TurnStatus};
 use crate::keys::KeyId;
 use crate::memory::{Account, Charge};
-use crate::message::{Defaults, Message, Timestamp, Tool};
+use crate::message::{Defaults, ForkedFrom, Message, Timestamp, Tool};
 use crate::provider::Provider;
 use crate::store::{CommitRows, KeyRecord, KeyTurn, SessionRow, Store, StoreError};
 
@@ -49,6 +52,8 @@ pub struct Session {
     pub tools: Vec<Tool>,
     pub metadata: Map<String, Value>,
     pub created_at: Timestamp,
+    /// The session it was forked from, if it was.
+    pub forked_from: Option<ForkedFrom>,
     /// What the session may hold.
     pub limits: Limits,
     /// The memory account of the session's API key.
@@ -60,6 +65,8 @@ pub struct Session {
     history: RwLock<History>,
     turn_lock: TurnLock,
     turns: TurnRecords,
+    /// The live feed of its turns and commits.
+    feed: Arc<Feed>,
     /// Set when a commit found the stored session at another version than this copy
     /// (another process committed to it), or failed without knowing whether it landed:
     /// this copy is no longer the session.
@@ -84,15 +91,16 @@ pub struct History {
 /// their bounds (in the commit's transaction).
 pub const PRUNE_TURNS_EVERY: u64 = 16;
 
-/// The turn a commit ends, and how: its record, and the `Idempotency-Key` record of its
-/// request if it came with one, are written in the commit's own transaction (so that
-/// after a crash the one is listed and the other replays).
+/// The turn a commit ends, and how: the records of its writers, and the
+/// `Idempotency-Key` records of those that came with one, are written in the commit's
+/// own transaction (so that after a crash the one is listed and the other replays).
 #[derive(Debug, Clone, Copy)]
 pub struct Committing<'a> {
-    pub record: &'a TurnRecord,
+    pub writers: &'a [Arc<TurnRecord>],
     pub status: TurnStatus,
     pub result: Option<&'a turn::TurnResult>,
-    pub key: Option<&'a KeyRecord>,
+    /// Whether the writers' keys are claimed (not for an answer that is an error).
+    pub claim_keys: bool,
 }
 
 /// Where a commit left the history: `messages[..len]` is the session as of it.
@@ -117,6 +125,11 @@ impl Session {
         &self.turns
     }
 
+    /// The session's live feed.
+    pub fn feed(&self) -> &Arc<Feed> {
+        &self.feed
+    }
+
     /// Borrows the committed history; keep the closure short and free of `.await`.
     pub fn read<R>(&self, f: impl FnOnce(&History) -> R) -> R {
         f(&self.history())
@@ -139,21 +152,34 @@ impl Session {
     ) -> Result<Commit, StoreError> {
         let (from, version) = self.read(|h| (h.messages.len(), h.version));
         let updated_at = Timestamp::now();
-        let key = turn.key.map(|request| KeyRecord {
-            turn: Some(KeyTurn {
-                session: self.id,
-                turn_id: turn.record.id,
-                result: turn
-                    .result
-                    .and_then(|result| serde_json::to_value(result).ok()),
-                from,
-                len: from + messages.len(),
-                version: version + 1,
-                updated_at,
-            }),
-            ..request.clone()
-        });
-        let record = turn.record.to_row_ending(self.id, turn.status, turn.result);
+        let mut keys = Vec::new();
+        if turn.claim_keys {
+            let result = turn
+                .result
+                .and_then(|result| serde_json::to_value(result).ok());
+            for writer in turn.writers {
+                let Some(request) = &writer.input.key else {
+                    continue;
+                };
+                keys.push(KeyRecord {
+                    turn: Some(KeyTurn {
+                        session: self.id,
+                        turn_id: writer.id,
+                        result: result.clone(),
+                        from,
+                        len: from + messages.len(),
+                        version: version + 1,
+                        updated_at,
+                    }),
+                    ..request.clone()
+                });
+            }
+        }
+        let records: Vec<_> = turn
+            .writers
+            .iter()
+            .filter_map(|writer| writer.to_row_ending(self.id, turn.status, turn.result))
+            .collect();
         store
             .commit(CommitRows {
                 session: self.id,
@@ -162,8 +188,8 @@ impl Session {
                 from,
                 messages: &messages,
                 updated_at,
-                key: key.as_ref(),
-                turn: record.as_ref(),
+                keys: &keys,
+                turns: &records,
                 prune: (version % PRUNE_TURNS_EVERY == 0).then(|| self.turns.bounds()),
                 epoch: Some(self.epoch.load(Ordering::Acquire)).filter(|&epoch| epoch > 0),
             })
@@ -183,12 +209,17 @@ impl Session {
         history.messages.extend(messages);
         history.version = version + 1;
         history.updated_at = updated_at;
-        Ok(Commit {
+        let commit = Commit {
             from,
             len: history.messages.len(),
             version: history.version,
             updated_at,
-        })
+        };
+        drop(history);
+        if let Some(lead) = turn.writers.first() {
+            self.feed.committed(lead.id, commit);
+        }
+        Ok(commit)
     }
 
     /// Writes an ended turn's record that no commit wrote (a turn that failed, was
@@ -213,6 +244,8 @@ impl Session {
     /// it leaves memory on its next use, and is loaded again.
     pub fn mark_stale(&self) {
         self.stale.store(true, Ordering::Release);
+        // Its followers reconnect, and are served by whoever serves it now.
+        self.feed.close();
     }
 
     pub fn is_stale(&self) -> bool {
@@ -232,6 +265,7 @@ impl Session {
             created_at: self.created_at,
             updated_at: history.updated_at,
             version: history.version,
+            forked_from: self.forked_from,
         })
     }
 
@@ -265,5 +299,6 @@ impl Session {
     /// Ends the session: its running turn is cancelled, its waiters turned away.
     pub fn close(&self) {
         self.turn_lock.close();
+        self.feed.close();
     }
 }

@@ -427,13 +427,6 @@ impl TurnRecords {
         ))
     }
 
-    /// Records a write that was turned away before it ran.
-    pub fn reject(&self, id: Uuid, input: TurnInput, error: TurnError) -> Arc<TurnRecord> {
-        let record = TurnRecord::new(id, Arc::new(input), TurnStatus::Waiting, &self.account);
-        record.turned_away(error);
-        self.add(record)
-    }
-
     fn add(&self, record: TurnRecord) -> Arc<TurnRecord> {
         let record = Arc::new(record);
         let mut records = self.records();
@@ -539,6 +532,7 @@ mod tests {
                     provider: "echo".into(),
                     model: "echo-1".into(),
                     messages_sent: None,
+                    joined: None,
                 },
                 commit: None,
             });
@@ -613,11 +607,8 @@ mod tests {
     #[test]
     fn a_rejected_write_is_recorded_as_ended() {
         let records = TurnRecords::new(retention(), unbounded());
-        let record = records.reject(
-            Uuid::new_v4(),
-            input(),
-            TurnError::Lock(crate::session::LockError::Busy),
-        );
+        let record = records.start(Uuid::new_v4(), Arc::new(input()));
+        record.turned_away(TurnError::Lock(crate::session::LockError::Busy));
         assert_eq!(record.snapshot().status, TurnStatus::Rejected);
     }
 }

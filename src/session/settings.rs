@@ -1,6 +1,7 @@
 //! The settings every session shares, fixed at start: how many writers may wait, the
 //! bounds on what one session may hold, and how long its ended turns are remembered.
 
+use super::feed::FeedLimits;
 use super::records::Retention;
 
 /// Bounds on what one session may hold.
@@ -35,4 +36,6 @@ pub struct Settings {
     pub limits: Limits,
     /// How many ended turns are remembered, and for how long.
     pub turns: Retention,
+    /// What a session's live feed keeps.
+    pub feed: FeedLimits,
 }

@@ -24,7 +24,8 @@ use super::context;
 use super::events::TurnEvent;
 use super::records::{TurnRecord, TurnStatus};
 use super::runtime::{NotAdmitted, Runtime};
-use super::turn_lock::{CancelMode, Ticket};
+use super::turn_lock::{CancelMode, Grant, Ticket, TurnGuard};
+use super::writers::Writers;
 use super::{Commit, Committing, LockError, OnBusy, Priority, Session};
 use crate::memory::OverBudget;
 use crate::message::{ITEM_OVERHEAD, Message, Role, Timestamp, ToolCall};
@@ -96,6 +97,12 @@ pub struct TurnResult {
     /// session bounds its context window).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages_sent: Option<usize>,
+    /// Only on writes sent with `onBusy: "join"`: the turn ids of every write this one
+    /// reply answers, in the order their messages were appended (this write's own
+    /// included; only its own when it ran alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub joined: Option<Vec<Uuid>>,
 }
 
 impl TurnResult {
@@ -192,16 +199,24 @@ pub fn start(
             error: over.into(),
         });
     }
+    let input = Arc::new(input);
+    // Recorded before it enters the lock, so that a turn it joins finds its record.
+    let record = session.turns().start(id, input.clone());
     let entered = runtime.admit().map_err(TurnError::from).and_then(|()| {
+        let waits = |position| {
+            let waiting = TurnEvent::Waiting { position };
+            session.feed().turn_event(id, &waiting);
+            record.push(waiting);
+        };
         Ok(session
             .turn_lock()
-            .enter(id, input.priority, input.on_busy)?)
+            .enter(id, input.priority, input.on_busy, waits)?)
     });
     let ticket = match entered {
         Ok(ticket) => ticket,
         Err(error) => {
             runtime.metrics.turn_ended("rejected");
-            let record = session.turns().reject(id, input, error.clone());
+            record.turned_away(error.clone());
             let (session, runtime) = (session.clone(), runtime.clone());
             runtime
                 .clone()
@@ -209,14 +224,9 @@ pub fn start(
             return Err(Rejected { turn_id: id, error });
         }
     };
-    let input = Arc::new(input);
-    let record = session.turns().start(id, input.clone());
-    if let Some(position) = ticket.position() {
-        record.push(TurnEvent::Waiting { position });
-    }
     let span = tracing::info_span!("turn", session_id = %session.id, turn_id = %id);
-    let task = runtime
-        .spawn(run(session, record.clone(), ticket, input, runtime.clone()).instrument(span));
+    let task =
+        runtime.spawn(run(session, record.clone(), ticket, runtime.clone()).instrument(span));
     Ok(Turn { id, record, task })
 }
 
@@ -228,15 +238,64 @@ pub struct Rejected {
     pub error: TurnError,
 }
 
-/// Runs the turn and ends its event log, whatever way it ends (a panic included).
+/// Waits for the lock, then runs the turn (when this writer leads it) or waits for the
+/// turn it joined to end; this writer's outcome either way.
 async fn run(
     session: Arc<Session>,
     record: Arc<TurnRecord>,
     ticket: Ticket,
-    input: Arc<TurnInput>,
     runtime: Arc<Runtime>,
 ) -> Result<TurnOutcome, TurnError> {
-    let outcome = AssertUnwindSafe(execute(&session, &record, ticket, input, &runtime))
+    match ticket.acquire().await {
+        Ok(Grant::Lead(guard)) => lead(&session, &record, guard, &runtime).await,
+        Ok(Grant::Joined(_)) => outcome_of(record.id, &*record.events.ending().await),
+        Err(error) => {
+            let outcome = Err(TurnError::from(error));
+            if let Some(writers) = Writers::new(vec![record], session.feed()) {
+                end(&session, &writers, &outcome, &runtime).await;
+            }
+            outcome
+        }
+    }
+}
+
+/// Runs the turn the lock was handed to `own` for: every writer the guard names that
+/// may still run (its `If-Match` holds, its messages fit), as one turn, ended on every
+/// writer's record whatever way it ends (a panic included). `own`'s outcome.
+async fn lead(
+    session: &Arc<Session>,
+    own: &Arc<TurnRecord>,
+    guard: TurnGuard,
+    runtime: &Arc<Runtime>,
+) -> Result<TurnOutcome, TurnError> {
+    let members = guard
+        .members()
+        .iter()
+        .filter_map(|&id| {
+            if id == own.id {
+                Some(own.clone())
+            } else {
+                session.turns().get(id)
+            }
+        })
+        .collect();
+    let (admitted, refused) = check_preconditions(session, members);
+    let mut own_refusal = None;
+    for (record, error) in refused {
+        session
+            .feed()
+            .turn_event(record.id, &TurnEvent::Failed(error.clone()));
+        record.turned_away(error.clone());
+        session.keep_record(&record, &runtime.store).await;
+        observe(runtime, &record);
+        if record.id == own.id {
+            own_refusal = Some(error);
+        }
+    }
+    let Some(writers) = Writers::new(admitted, session.feed()) else {
+        return Err(own_refusal.unwrap_or_else(|| TurnError::Internal("no writer".into())));
+    };
+    let outcome = AssertUnwindSafe(execute(session, &writers, guard, runtime))
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
@@ -247,55 +306,94 @@ async fn run(
                 .unwrap_or_else(|| "panic".to_owned());
             Err(TurnError::Internal(format!("the turn panicked: {detail}")))
         });
-    if let Err(error @ (TurnError::VersionMismatch { .. } | TurnError::SessionFull(_))) = &outcome {
-        record.turned_away(error.clone());
-        session.keep_record(&record, &runtime.store).await;
-        observe(&runtime, &record);
-        return outcome;
+    end(session, &writers, &outcome, runtime).await;
+    if writers.records().len() > 1 {
+        runtime.metrics.turn_joined(writers.records().len());
     }
-    record.push(match &outcome {
+    match own_refusal {
+        Some(error) => Err(error),
+        None => outcome.map(|outcome| TurnOutcome {
+            turn_id: own.id,
+            ..outcome
+        }),
+    }
+}
+
+/// A joined writer's outcome, read from how its turn ended.
+fn outcome_of(turn_id: Uuid, ending: &TurnEvent) -> Result<TurnOutcome, TurnError> {
+    match ending {
+        TurnEvent::Completed { result, commit } => Ok(TurnOutcome {
+            turn_id,
+            result: result.clone(),
+            commit: *commit,
+        }),
+        TurnEvent::Cancelled { result, commit } => Err(TurnError::Cancelled {
+            partial: result.text.clone(),
+            commit: *commit,
+        }),
+        TurnEvent::Failed(error) => Err(error.clone()),
+        other => Err(TurnError::Internal(format!(
+            "the turn ended with {other:?}"
+        ))),
+    }
+}
+
+/// Ends the turn on every writer's record: its terminal event, the record stored if no
+/// commit stored it, the metrics and the log line.
+async fn end(
+    session: &Arc<Session>,
+    writers: &Writers,
+    outcome: &Result<TurnOutcome, TurnError>,
+    runtime: &Arc<Runtime>,
+) {
+    let cancelled = |partial: String| TurnResult {
+        joined: writers.joined(),
+        ..cancelled_result(session, partial)
+    };
+    writers.push(match outcome {
         Ok(outcome) => TurnEvent::Completed {
             result: outcome.result.clone(),
             commit: outcome.commit,
         },
         Err(TurnError::Cancelled { partial, commit }) => TurnEvent::Cancelled {
-            result: cancelled_result(&session, partial.clone()),
+            result: cancelled(partial.clone()),
             commit: *commit,
         },
         Err(TurnError::Lock(LockError::Cancelled)) => TurnEvent::Cancelled {
-            result: cancelled_result(&session, String::new()),
+            result: cancelled(String::new()),
             commit: None,
         },
         Err(error) => TurnEvent::Failed(error.clone()),
     });
-    // A turn that committed had its record written with the commit.
+    // A turn that committed had its records written with the commit.
     let committed = matches!(
-        &outcome,
+        outcome,
         Ok(_)
             | Err(TurnError::Cancelled {
                 commit: Some(_),
                 ..
             })
     );
-    if matches!(&outcome, Err(TurnError::Store(_))) {
-        // The store is failing: its writer gets the record when it can, and the
-        // client is not kept waiting for a second doomed write.
-        let (session, record, store_of) = (session.clone(), record.clone(), runtime.clone());
-        runtime.spawn(async move { session.keep_record(&record, &store_of.store).await });
-    } else if !committed {
-        session.keep_record(&record, &runtime.store).await;
+    for record in writers.records() {
+        if matches!(outcome, Err(TurnError::Store(_))) {
+            // The store is failing: its writer gets the record when it can, and the
+            // client is not kept waiting for a second doomed write.
+            let (session, record, store_of) = (session.clone(), record.clone(), runtime.clone());
+            runtime.spawn(async move { session.keep_record(&record, &store_of.store).await });
+        } else if !committed {
+            session.keep_record(record, &runtime.store).await;
+        }
+        observe(runtime, record);
     }
-    observe(&runtime, &record);
-    outcome
 }
 
-/// Metrics and the log line of a turn that ended.
+/// Metrics and the log line of a turn that ended, for one of its writers.
 fn observe(runtime: &Runtime, record: &TurnRecord) {
     let state = record.snapshot();
     let outcome = match state.status {
-        super::records::TurnStatus::Completed => "completed",
-        super::records::TurnStatus::Cancelled => "cancelled",
-        super::records::TurnStatus::Rejected => "rejected",
+        TurnStatus::Completed => "completed",
+        TurnStatus::Cancelled => "cancelled",
+        TurnStatus::Rejected => "rejected",
         _ => "failed",
     };
     let metrics = &runtime.metrics;
@@ -318,6 +416,7 @@ fn observe(runtime: &Runtime, record: &TurnRecord) {
             .collect();
         let reply = state.result.as_ref().map(|r| r.text.as_str());
         tracing::info!(
+            turn_id = %record.id,
             outcome,
             attempts = state.attempts,
             ?content,
@@ -325,31 +424,30 @@ fn observe(runtime: &Runtime, record: &TurnRecord) {
             "turn ended"
         );
     } else {
-        tracing::info!(outcome, attempts = state.attempts, "turn ended");
+        tracing::info!(turn_id = %record.id, outcome, attempts = state.attempts, "turn ended");
     }
 }
 
+/// The turn itself, holding the lock: stage the writers' messages, call the provider,
+/// commit, or keep or roll back when cancelled.
 async fn execute(
     session: &Session,
-    record: &TurnRecord,
-    ticket: Ticket,
-    input: Arc<TurnInput>,
+    writers: &Writers,
+    guard: TurnGuard,
     runtime: &Runtime,
 ) -> Result<TurnOutcome, TurnError> {
-    let guard = ticket.acquire().await?;
-    check_preconditions(session, &input)?;
-    record.push(TurnEvent::Started);
-    let mut messages = stamp(&input.staged);
+    writers.push(TurnEvent::Started);
+    let mut messages = stamp(writers.staged());
     #[cfg(feature = "fault-injection")]
     fault_injection::panic_if_asked(&messages);
     let turn_id = guard.turn_id();
     let ending = |status, result| Committing {
-        record,
+        writers: writers.records(),
         status,
         result,
-        key: input.key.as_ref(),
+        claim_keys: true,
     };
-    if input.kind == TurnKind::ToolOutput {
+    if writers.kind() == TurnKind::ToolOutput {
         let commit = commit(
             session,
             messages,
@@ -366,10 +464,14 @@ async fn execute(
     let generated = tokio::select! {
         biased;
         mode = guard.cancelled() => Err(mode),
-        result = generate(session, &messages, record, input.stream, runtime) => Ok(result?),
+        result = generate(session, &messages, writers, runtime) => Ok(result?),
     };
     match generated {
         Ok(result) => {
+            let result = TurnResult {
+                joined: writers.joined(),
+                ..result
+            };
             messages.push(assistant(
                 result.text.clone(),
                 result.tool_calls.clone(),
@@ -389,20 +491,23 @@ async fn execute(
             })
         }
         Err(CancelMode::Rollback) => Err(TurnError::Cancelled {
-            partial: record.events.text_so_far(),
+            partial: writers.lead().events.text_so_far(),
             commit: None,
         }),
         Err(CancelMode::Keep) => {
-            let partial = record.events.text_so_far();
+            let partial = writers.lead().events.text_so_far();
             messages.push(assistant(partial.clone(), Vec::new(), true));
             // Its answer is an error (409), kept as any answer is: no key is claimed.
-            let result = cancelled_result(session, partial.clone());
+            let result = TurnResult {
+                joined: writers.joined(),
+                ..cancelled_result(session, partial.clone())
+            };
             let commit = commit(
                 session,
                 messages,
                 runtime,
                 Committing {
-                    key: None,
+                    claim_keys: false,
                     ..ending(TurnStatus::Cancelled, Some(&result))
                 },
             )
@@ -434,21 +539,36 @@ async fn commit(
     committed
 }
 
-/// What must hold when the turn takes the lock: the version `If-Match` names, and room
-/// for the turn's messages.
-fn check_preconditions(session: &Session, input: &TurnInput) -> Result<(), TurnError> {
+/// What must hold for each writer when the turn takes the lock: the version its
+/// `If-Match` names, and room for its messages (after those of the writers before it,
+/// and one reply for all). The writers that may run, in order, and those turned away.
+#[allow(clippy::type_complexity)]
+fn check_preconditions(
+    session: &Session,
+    members: Vec<Arc<TurnRecord>>,
+) -> (Vec<Arc<TurnRecord>>, Vec<(Arc<TurnRecord>, TurnError)>) {
     let (version, len) = session.read(|h| (h.version, h.messages.len()));
-    if let Some(expected) = input.if_match
-        && expected != version
-    {
-        return Err(TurnError::VersionMismatch { current: version });
-    }
-    let reply = usize::from(input.kind != TurnKind::ToolOutput);
     let max = session.limits.messages;
-    if len + input.staged.len() + reply > max {
-        return Err(TurnError::SessionFull(max));
+    let mut used = len;
+    let mut admitted = Vec::with_capacity(members.len());
+    let mut refused = Vec::new();
+    for record in members {
+        let input = &record.input;
+        if let Some(expected) = input.if_match
+            && expected != version
+        {
+            refused.push((record, TurnError::VersionMismatch { current: version }));
+            continue;
+        }
+        let reply = usize::from(input.kind != TurnKind::ToolOutput);
+        if used + input.staged.len() + reply > max {
+            refused.push((record, TurnError::SessionFull(max)));
+            continue;
+        }
+        used += input.staged.len();
+        admitted.push(record);
     }
-    Ok(())
+    (admitted, refused)
 }
 
 fn assistant(text: String, tool_calls: Vec<ToolCall>, interrupted: bool) -> Message {
@@ -471,16 +591,16 @@ fn cancelled_result(session: &Session, text: String) -> TurnResult {
         provider: session.provider_name.clone(),
         model: session.model.clone(),
         messages_sent: None,
+        joined: None,
     }
 }
 
 /// The time the turn took the lock is the time its messages enter the history.
 /// The history's own copy of the staged messages (the record keeps the input), with
 /// the time the turn took the lock.
-fn stamp(staged: &[Message]) -> Vec<Message> {
+fn stamp<'a>(staged: impl Iterator<Item = &'a Message>) -> Vec<Message> {
     let now = Timestamp::now();
     staged
-        .iter()
         .map(|message| Message {
             created_at: now,
             ..message.clone()
@@ -495,10 +615,10 @@ fn stamp(staged: &[Message]) -> Vec<Message> {
 async fn generate(
     session: &Session,
     staged: &[Message],
-    record: &TurnRecord,
-    stream: bool,
+    writers: &Writers,
     runtime: &Runtime,
 ) -> Result<TurnResult, TurnError> {
+    let stream = writers.stream();
     let provider = session.provider_name.as_str();
     let provider_error = |error| TurnError::Provider {
         provider: provider.to_owned(),
@@ -523,19 +643,19 @@ async fn generate(
     let mut retries = 0;
     let reply = loop {
         let started = Instant::now();
-        let attempt = call_once(session, call.clone(), record, stream);
+        let attempt = call_once(session, call.clone(), writers, stream);
         let reply = tokio::time::timeout(deadline.saturating_duration_since(started), attempt)
             .await
             .unwrap_or(Err(ProviderError::Timeout(settings.provider_timeout)));
         let took = started.elapsed();
-        record.provider_call(took);
+        writers.provider_call(took);
         runtime.metrics.provider_call(provider, took);
         let error = match reply {
             Ok(reply) => break reply,
             Err(error) => error,
         };
         runtime.metrics.provider_error(provider, error.kind());
-        let streamed = record.events.has_reply_pieces();
+        let streamed = writers.lead().events.has_reply_pieces();
         if !error.is_retryable() || retries >= settings.retry.max_retries || streamed {
             return Err(provider_error(error));
         }
@@ -565,6 +685,7 @@ async fn generate(
         provider: provider.to_owned(),
         model: session.model.clone(),
         messages_sent: Some(sent),
+        joined: None,
     })
 }
 
@@ -572,12 +693,12 @@ async fn generate(
 async fn call_once(
     session: &Session,
     call: PreparedCall,
-    record: &TurnRecord,
+    writers: &Writers,
     stream: bool,
 ) -> Result<crate::provider::ChatReply, ProviderError> {
     if stream {
         let mut sink = |piece| {
-            record.push(match piece {
+            writers.push(match piece {
                 StreamEvent::Text(text) => TurnEvent::TextDelta(text),
                 StreamEvent::ToolCall(call) => TurnEvent::ToolCall(call),
             })
@@ -586,10 +707,10 @@ async fn call_once(
     }
     let reply = session.provider.send(call).await?;
     if !reply.text.is_empty() {
-        record.push(TurnEvent::TextDelta(reply.text.clone()));
+        writers.push(TurnEvent::TextDelta(reply.text.clone()));
     }
     for call in &reply.tool_calls {
-        record.push(TurnEvent::ToolCall(call.clone()));
+        writers.push(TurnEvent::ToolCall(call.clone()));
     }
     Ok(reply)
 }

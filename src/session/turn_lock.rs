@@ -4,6 +4,11 @@
 //! it all when the session is deleted. No queue of work exists: only the writers
 //! waiting for their turn, each holding its own request. What a turn does with the lock
 //! is `turn.rs`'s job.
+//!
+//! Writers that asked to `join` are handed the lock together: when it passes to the
+//! first of them in line, every joining writer waiting at that moment goes with it, as
+//! one turn led by the earliest to arrive (`Grant::Lead`, naming them all); the others
+//! learn who leads (`Grant::Joined`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -41,6 +46,9 @@ pub enum OnBusy {
     Reject,
     /// Cancel the running turn (keeping what it had) and go before every waiter.
     Interrupt,
+    /// Wait, and run as one turn with every other joining writer waiting when the lock
+    /// passes to the first of them.
+    Join,
 }
 
 /// What a cancelled turn leaves in the history.
@@ -119,7 +127,8 @@ struct State {
 
 #[derive(Debug)]
 struct Running {
-    turn_id: Uuid,
+    /// The writers the turn runs for, in arrival order; the first leads it.
+    members: Vec<Uuid>,
     since: Timestamp,
     cancel: Arc<Cancel>,
 }
@@ -141,7 +150,17 @@ impl Cancel {
 #[derive(Debug)]
 struct Waiter {
     turn_id: Uuid,
-    grant: oneshot::Sender<Result<TurnGuard, LockError>>,
+    join: bool,
+    grant: oneshot::Sender<Result<Grant, LockError>>,
+}
+
+/// How a waiting writer gets its turn.
+#[derive(Debug)]
+pub enum Grant {
+    /// The lock: this writer runs the turn, for the writers its guard names.
+    Lead(TurnGuard),
+    /// The writer joined the turn this one leads.
+    Joined(Uuid),
 }
 
 impl TurnLock {
@@ -165,18 +184,21 @@ impl TurnLock {
 
     /// Asks for the lock without waiting: the lock is taken at once if free, or a place
     /// among the waiting writers is reserved, or the writer is turned away.
+    ///
+    /// `waits` learns the writer's place (1 = next) before anyone can hand it the lock.
     pub fn enter(
         &self,
         turn_id: Uuid,
         priority: Priority,
         on_busy: OnBusy,
+        waits: impl FnOnce(usize),
     ) -> Result<Ticket, LockError> {
         let mut state = self.state();
         if state.closed {
             return Err(LockError::Closed);
         }
         if state.running.is_none() && state.waiting.is_empty() {
-            let guard = self.hand_to(&mut state, turn_id);
+            let guard = self.hand_to(&mut state, vec![turn_id]);
             return Ok(Ticket::Ready(guard));
         }
         if on_busy == OnBusy::Reject {
@@ -196,8 +218,17 @@ impl TurnLock {
         let key = (rank, state.next_arrival);
         state.next_arrival += 1;
         let (grant, granted) = oneshot::channel();
-        state.waiting.insert(key, Waiter { turn_id, grant });
+        let join = on_busy == OnBusy::Join;
+        state.waiting.insert(
+            key,
+            Waiter {
+                turn_id,
+                join,
+                grant,
+            },
+        );
         let position = state.waiting.range(..key).count() + 1;
+        waits(position);
         Ok(Ticket::Waiting(WaitTicket {
             lock: self.clone(),
             key,
@@ -206,34 +237,69 @@ impl TurnLock {
         }))
     }
 
-    /// Records `turn_id` as the holder and makes its guard. Called with the state locked.
-    fn hand_to(&self, state: &mut State, turn_id: Uuid) -> TurnGuard {
+    /// Records `members` (the first leads) as the holder and makes its guard. Called
+    /// with the state locked.
+    fn hand_to(&self, state: &mut State, members: Vec<Uuid>) -> TurnGuard {
         let cancel = Arc::new(Cancel::default());
         state.running = Some(Running {
-            turn_id,
+            members: members.clone(),
             since: Timestamp::now(),
             cancel: cancel.clone(),
         });
         TurnGuard {
             lock: self.clone(),
-            turn_id,
+            members,
             cancel,
         }
     }
 
-    /// Passes the lock to the first waiter, or frees it.
+    /// Passes the lock to the first waiter (with every joining writer, if it joins), or
+    /// frees it.
     fn release(&self) {
-        let (waiter, guard) = {
+        let (mut party, guard) = {
             let mut state = self.state();
-            let Some((_, waiter)) = state.waiting.pop_first() else {
+            let Some(first) = state.waiting.pop_first() else {
                 state.running = None;
                 return;
             };
-            let guard = self.hand_to(&mut state, waiter.turn_id);
-            (waiter, guard)
+            let mut party = vec![first];
+            if party[0].1.join {
+                let joining: Vec<Key> = state
+                    .waiting
+                    .iter()
+                    .filter(|(_, waiter)| waiter.join)
+                    .map(|(key, _)| *key)
+                    .collect();
+                party.extend(
+                    joining
+                        .into_iter()
+                        .filter_map(|key| state.waiting.remove_entry(&key)),
+                );
+                party.sort_by_key(|((_, arrival), _)| *arrival);
+            }
+            let members = party.iter().map(|(_, waiter)| waiter.turn_id).collect();
+            let guard = self.hand_to(&mut state, members);
+            (party, guard)
         };
-        // If the waiter is gone, the returned guard drops here and releases again.
-        let _ = waiter.grant.send(Ok(guard));
+        let (_, leader) = party.remove(0);
+        let leader_id = leader.turn_id;
+        match leader.grant.send(Ok(Grant::Lead(guard))) {
+            Ok(()) => {
+                for (_, waiter) in party {
+                    let _ = waiter.grant.send(Ok(Grant::Joined(leader_id)));
+                }
+            }
+            Err(unsent) => {
+                // The leader is gone: the others wait again, and the lock passes on when
+                // the returned guard drops.
+                let mut state = self.state();
+                for (key, waiter) in party {
+                    state.waiting.insert(key, waiter);
+                }
+                drop(state);
+                drop(unsent);
+            }
+        }
     }
 
     /// The lock's current state.
@@ -242,7 +308,7 @@ impl TurnLock {
         LockStatus {
             busy: state.running.is_some(),
             waiting: state.waiting.len(),
-            running: state.running.as_ref().map(|r| (r.turn_id, r.since)),
+            running: state.running.as_ref().map(|r| (r.members[0], r.since)),
         }
     }
 
@@ -271,7 +337,21 @@ impl TurnLock {
         let state = self.state();
         let running = state.running.as_ref()?;
         running.cancel.request(mode);
-        Some(running.turn_id)
+        Some(running.members[0])
+    }
+
+    /// Tells the running turn to stop if `turn_id` is one of the writers it runs for;
+    /// whether it is.
+    pub fn cancel_turn(&self, turn_id: Uuid, mode: CancelMode) -> bool {
+        let state = self.state();
+        let Some(running) = state.running.as_ref() else {
+            return false;
+        };
+        let runs = running.members.contains(&turn_id);
+        if runs {
+            running.cancel.request(mode);
+        }
+        runs
     }
 
     /// Turns every waiting writer away with `Cancelled`; their turn ids.
@@ -330,10 +410,11 @@ pub enum Ticket {
 }
 
 impl Ticket {
-    /// Waits until the lock is handed over. Dropping the future gives the place up.
-    pub async fn acquire(self) -> Result<TurnGuard, LockError> {
+    /// Waits until the lock is handed over, or the writer joined a turn. Dropping the
+    /// future gives the place up.
+    pub async fn acquire(self) -> Result<Grant, LockError> {
         match self {
-            Ticket::Ready(guard) => Ok(guard),
+            Ticket::Ready(guard) => Ok(Grant::Lead(guard)),
             Ticket::Waiting(mut ticket) => (&mut ticket.granted)
                 .await
                 .unwrap_or(Err(LockError::Closed)),
@@ -357,7 +438,7 @@ pub struct WaitTicket {
     lock: TurnLock,
     key: Key,
     position: usize,
-    granted: oneshot::Receiver<Result<TurnGuard, LockError>>,
+    granted: oneshot::Receiver<Result<Grant, LockError>>,
 }
 
 impl Drop for WaitTicket {
@@ -372,14 +453,21 @@ impl Drop for WaitTicket {
 #[derive(Debug)]
 pub struct TurnGuard {
     lock: TurnLock,
-    turn_id: Uuid,
+    /// The writers the turn runs for, in arrival order; the first leads.
+    members: Vec<Uuid>,
     cancel: Arc<Cancel>,
 }
 
 impl TurnGuard {
-    /// The turn holding the lock.
+    /// The turn holding the lock (its leader's id).
     pub fn turn_id(&self) -> Uuid {
-        self.turn_id
+        self.members[0]
+    }
+
+    /// The writers the turn runs for, in arrival order: the leader alone, or every
+    /// joining writer that was waiting when the lock passed to them.
+    pub fn members(&self) -> &[Uuid] {
+        &self.members
     }
 
     /// Resolves, with the mode asked for, when someone tells this turn to stop.
@@ -405,11 +493,18 @@ mod tests {
     }
 
     async fn hold(lock: &TurnLock) -> TurnGuard {
-        lock.enter(id(), Priority::Normal, OnBusy::Wait)
-            .unwrap()
-            .acquire()
-            .await
-            .unwrap()
+        lead(
+            lock.enter(id(), Priority::Normal, OnBusy::Wait, |_| {})
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn lead(ticket: Ticket) -> TurnGuard {
+        match ticket.acquire().await.unwrap() {
+            Grant::Lead(guard) => guard,
+            Grant::Joined(leader) => panic!("joined {leader}, expected to lead"),
+        }
     }
 
     #[tokio::test]
@@ -441,10 +536,10 @@ mod tests {
             ("high", Priority::High),
             ("normal-2", Priority::Normal),
         ] {
-            let ticket = lock.enter(id(), priority, OnBusy::Wait).unwrap();
+            let ticket = lock.enter(id(), priority, OnBusy::Wait, |_| {}).unwrap();
             let order = order.clone();
             tasks.push(tokio::spawn(async move {
-                let _guard = ticket.acquire().await.unwrap();
+                let _guard = lead(ticket).await;
                 order.lock().unwrap().push(name);
             }));
         }
@@ -464,19 +559,26 @@ mod tests {
     async fn reject_is_turned_away_while_held_and_succeeds_when_free() {
         let lock = TurnLock::new(4);
         let guard = hold(&lock).await;
-        let busy = lock.enter(id(), Priority::High, OnBusy::Reject);
+        let busy = lock.enter(id(), Priority::High, OnBusy::Reject, |_| {});
         assert_eq!(busy.err(), Some(LockError::Busy));
         drop(guard);
-        assert!(lock.enter(id(), Priority::Normal, OnBusy::Reject).is_ok());
+        assert!(
+            lock.enter(id(), Priority::Normal, OnBusy::Reject, |_| {})
+                .is_ok()
+        );
     }
 
     #[tokio::test]
     async fn one_writer_past_the_bound_is_overloaded() {
         let lock = TurnLock::new(2);
         let _guard = hold(&lock).await;
-        let _a = lock.enter(id(), Priority::Normal, OnBusy::Wait).unwrap();
-        let _b = lock.enter(id(), Priority::Normal, OnBusy::Wait).unwrap();
-        let third = lock.enter(id(), Priority::High, OnBusy::Wait);
+        let _a = lock
+            .enter(id(), Priority::Normal, OnBusy::Wait, |_| {})
+            .unwrap();
+        let _b = lock
+            .enter(id(), Priority::Normal, OnBusy::Wait, |_| {})
+            .unwrap();
+        let third = lock.enter(id(), Priority::High, OnBusy::Wait, |_| {});
         assert_eq!(third.err(), Some(LockError::Overloaded(2)));
         assert_eq!(lock.status().waiting, 2);
     }
@@ -485,14 +587,17 @@ mod tests {
     async fn a_waiter_that_gives_up_leaves_the_line_and_is_skipped() {
         let lock = TurnLock::new(4);
         let guard = hold(&lock).await;
-        let gone = lock.enter(id(), Priority::High, OnBusy::Wait).unwrap();
-        let next = lock.enter(id(), Priority::Normal, OnBusy::Wait).unwrap();
+        let gone = lock
+            .enter(id(), Priority::High, OnBusy::Wait, |_| {})
+            .unwrap();
+        let next = lock
+            .enter(id(), Priority::Normal, OnBusy::Wait, |_| {})
+            .unwrap();
         drop(gone);
         assert_eq!(lock.status().waiting, 1);
         drop(guard);
-        let guard = tokio::time::timeout(Duration::from_secs(1), next.acquire())
+        let guard = tokio::time::timeout(Duration::from_secs(1), lead(next))
             .await
-            .unwrap()
             .unwrap();
         drop(guard);
         assert!(!lock.status().busy);
@@ -502,13 +607,16 @@ mod tests {
     async fn a_granted_but_never_collected_lock_passes_on() {
         let lock = TurnLock::new(4);
         let guard = hold(&lock).await;
-        let abandoned = lock.enter(id(), Priority::Normal, OnBusy::Wait).unwrap();
-        let next = lock.enter(id(), Priority::Normal, OnBusy::Wait).unwrap();
+        let abandoned = lock
+            .enter(id(), Priority::Normal, OnBusy::Wait, |_| {})
+            .unwrap();
+        let next = lock
+            .enter(id(), Priority::Normal, OnBusy::Wait, |_| {})
+            .unwrap();
         drop(guard); // hands the lock to `abandoned`, which never looks
         drop(abandoned);
-        let guard = tokio::time::timeout(Duration::from_secs(1), next.acquire())
+        let guard = tokio::time::timeout(Duration::from_secs(1), lead(next))
             .await
-            .unwrap()
             .unwrap();
         drop(guard);
         assert!(!lock.status().busy);
@@ -518,14 +626,17 @@ mod tests {
     async fn closing_cancels_the_holder_and_fails_waiters_and_newcomers() {
         let lock = TurnLock::new(4);
         let guard = hold(&lock).await;
-        let waiter = lock.enter(id(), Priority::Normal, OnBusy::Wait).unwrap();
+        let waiter = lock
+            .enter(id(), Priority::Normal, OnBusy::Wait, |_| {})
+            .unwrap();
         lock.close();
         tokio::time::timeout(Duration::from_secs(1), guard.cancelled())
             .await
             .unwrap();
         assert_eq!(waiter.acquire().await.err(), Some(LockError::Closed));
         assert_eq!(
-            lock.enter(id(), Priority::Normal, OnBusy::Wait).err(),
+            lock.enter(id(), Priority::Normal, OnBusy::Wait, |_| {})
+                .err(),
             Some(LockError::Closed)
         );
     }
@@ -534,10 +645,12 @@ mod tests {
     async fn an_interrupt_cancels_the_holder_as_keep_and_goes_before_high_waiters() {
         let lock = TurnLock::new(8);
         let holder = hold(&lock).await;
-        let high = lock.enter(id(), Priority::High, OnBusy::Wait).unwrap();
+        let high = lock
+            .enter(id(), Priority::High, OnBusy::Wait, |_| {})
+            .unwrap();
         let interrupt_id = id();
         let interrupt = lock
-            .enter(interrupt_id, Priority::Low, OnBusy::Interrupt)
+            .enter(interrupt_id, Priority::Low, OnBusy::Interrupt, |_| {})
             .unwrap();
         assert_eq!(interrupt.position(), Some(1));
         assert_eq!(high.position(), Some(1));
@@ -547,7 +660,7 @@ mod tests {
             .unwrap();
         assert_eq!(mode, CancelMode::Keep);
         drop(holder);
-        let next = interrupt.acquire().await.unwrap();
+        let next = lead(interrupt).await;
         assert_eq!(next.turn_id(), interrupt_id);
         drop(next);
         drop(high);
@@ -571,9 +684,15 @@ mod tests {
         let lock = TurnLock::new(8);
         let holder = hold(&lock).await;
         let (a, b, c) = (id(), id(), id());
-        let ta = lock.enter(a, Priority::Normal, OnBusy::Wait).unwrap();
-        let tb = lock.enter(b, Priority::Normal, OnBusy::Wait).unwrap();
-        let tc = lock.enter(c, Priority::Normal, OnBusy::Wait).unwrap();
+        let ta = lock
+            .enter(a, Priority::Normal, OnBusy::Wait, |_| {})
+            .unwrap();
+        let tb = lock
+            .enter(b, Priority::Normal, OnBusy::Wait, |_| {})
+            .unwrap();
+        let tc = lock
+            .enter(c, Priority::Normal, OnBusy::Wait, |_| {})
+            .unwrap();
         assert_eq!(tc.position(), Some(3));
         assert!(lock.cancel_waiter(b));
         assert!(!lock.cancel_waiter(b));
@@ -590,12 +709,117 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_holder_still_releases() {
         let lock = TurnLock::new(4);
-        let ticket = lock.enter(id(), Priority::Normal, OnBusy::Wait).unwrap();
+        let ticket = lock
+            .enter(id(), Priority::Normal, OnBusy::Wait, |_| {})
+            .unwrap();
         let task = tokio::spawn(async move {
-            let _guard = ticket.acquire().await.unwrap();
+            let _guard = lead(ticket).await;
             panic!("inside a turn");
         });
         assert!(task.await.is_err());
+        assert!(!lock.status().busy);
+    }
+
+    #[tokio::test]
+    async fn joining_writers_waiting_when_the_first_of_them_is_next_run_as_one_turn() {
+        let lock = TurnLock::new(8);
+        let holder = hold(&lock).await;
+        let (j1, plain, j2, j3) = (id(), id(), id(), id());
+        let t1 = lock
+            .enter(j1, Priority::Normal, OnBusy::Join, |_| {})
+            .unwrap();
+        let tp = lock
+            .enter(plain, Priority::Normal, OnBusy::Wait, |_| {})
+            .unwrap();
+        let t2 = lock.enter(j2, Priority::Low, OnBusy::Join, |_| {}).unwrap();
+        let t3 = lock
+            .enter(j3, Priority::Normal, OnBusy::Join, |_| {})
+            .unwrap();
+        drop(holder);
+        // The joined turn takes its earliest member's place, ahead of the plain writer.
+        let guard = lead(t1).await;
+        assert_eq!(guard.members(), [j1, j2, j3]);
+        assert_eq!(lock.status().running.map(|r| r.0), Some(j1));
+        for ticket in [t2, t3] {
+            assert!(matches!(ticket.acquire().await, Ok(Grant::Joined(leader)) if leader == j1));
+        }
+        assert_eq!(lock.waiting_order(), [plain]);
+        assert!(
+            lock.cancel_turn(j3, CancelMode::Keep),
+            "any member names the turn"
+        );
+        assert_eq!(guard.cancelled().await, CancelMode::Keep);
+        drop(guard);
+        let next = lead(tp).await;
+        assert_eq!(next.members(), [plain], "a plain writer never joins");
+    }
+
+    #[tokio::test]
+    async fn a_plain_writer_first_in_line_runs_alone_and_joiners_wait_for_the_next_turn() {
+        let lock = TurnLock::new(8);
+        let holder = hold(&lock).await;
+        let (high, j1) = (id(), id());
+        let tj = lock
+            .enter(j1, Priority::Normal, OnBusy::Join, |_| {})
+            .unwrap();
+        let th = lock
+            .enter(high, Priority::High, OnBusy::Wait, |_| {})
+            .unwrap();
+        drop(holder);
+        let guard = lead(th).await;
+        assert_eq!(guard.members(), [high]);
+        let j2 = id();
+        let tj2 = lock
+            .enter(j2, Priority::Normal, OnBusy::Join, |_| {})
+            .unwrap();
+        drop(guard);
+        assert_eq!(lead(tj).await.members(), [j1, j2]);
+        assert!(matches!(tj2.acquire().await, Ok(Grant::Joined(_))));
+    }
+
+    #[tokio::test]
+    async fn a_joining_writer_removed_before_the_turn_is_left_out() {
+        let lock = TurnLock::new(8);
+        let holder = hold(&lock).await;
+        let (a, b, c) = (id(), id(), id());
+        let ta = lock
+            .enter(a, Priority::Normal, OnBusy::Join, |_| {})
+            .unwrap();
+        let tb = lock
+            .enter(b, Priority::Normal, OnBusy::Join, |_| {})
+            .unwrap();
+        let _tc = lock
+            .enter(c, Priority::Normal, OnBusy::Join, |_| {})
+            .unwrap();
+        assert!(lock.cancel_waiter(b));
+        drop(holder);
+        assert_eq!(lead(ta).await.members(), [a, c]);
+        assert_eq!(tb.acquire().await.err(), Some(LockError::Cancelled));
+    }
+
+    #[tokio::test]
+    async fn when_the_leader_is_gone_the_next_joiner_leads() {
+        let lock = TurnLock::new(8);
+        let holder = hold(&lock).await;
+        let (a, b) = (id(), id());
+        let gone = lock
+            .enter(a, Priority::Normal, OnBusy::Join, |_| {})
+            .unwrap();
+        let tb = lock
+            .enter(b, Priority::Normal, OnBusy::Join, |_| {})
+            .unwrap();
+        // Its place is kept until it is dropped; drop the receiver alone to race it.
+        let Ticket::Waiting(mut waiting) = gone else {
+            panic!("expected to wait")
+        };
+        waiting.granted.close();
+        drop(holder);
+        let guard = tokio::time::timeout(Duration::from_secs(1), lead(tb))
+            .await
+            .unwrap();
+        assert_eq!(guard.members(), [b]);
+        drop(guard);
+        drop(waiting);
         assert!(!lock.status().busy);
     }
 }

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Commit, History, Session};
-use crate::message::{Defaults, Message, Timestamp, Tool};
+use crate::message::{Defaults, ForkedFrom, Message, Timestamp, Tool};
 use crate::store::SessionRow;
 
 /// Whether a turn runs now and how many writers wait.
@@ -49,6 +49,10 @@ pub struct SessionHead<'a> {
     /// Bumped on every commit.
     pub version: u64,
     pub status: SessionStatus,
+    /// Only on a fork: the session it was forked from, that session's version then, and
+    /// how many of its messages the fork started with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ForkedFrom>,
 }
 
 /// A session with its history.
@@ -99,6 +103,7 @@ impl Session {
                 running_turn_id: status.running.map(|(id, _)| id),
                 started_at: status.running.map(|(_, since)| since),
             },
+            forked_from: self.forked_from,
         }
     }
 
@@ -149,6 +154,7 @@ impl Session {
                     running_turn_id: None,
                     started_at: None,
                 },
+                forked_from: row.forked_from,
             },
             message_count,
         };

@@ -16,7 +16,7 @@ pub mod sqlite;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::message::{Defaults, Message, Timestamp, Tool};
+use crate::message::{Defaults, ForkedFrom, Message, Timestamp, Tool};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -35,6 +35,9 @@ pub struct SessionRow {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub version: u64,
+    /// A fork's source: the store shares the source's first `up_to` rows rather than
+    /// copying them.
+    pub forked_from: Option<ForkedFrom>,
 }
 
 /// A session read back whole: its messages, and its ended turn records oldest first.
@@ -75,10 +78,12 @@ pub struct CommitRows<'a> {
     pub from: usize,
     pub messages: &'a [Message],
     pub updated_at: Timestamp,
-    pub key: Option<&'a KeyRecord>,
-    /// The turn's record, as it ends with this commit; with `prune`, the session's
-    /// records past those bounds are dropped in the same transaction.
-    pub turn: Option<&'a TurnRow>,
+    /// The `Idempotency-Key` records the commit claims: one per writer that sent a key
+    /// (a turn several writers joined can have several).
+    pub keys: &'a [KeyRecord],
+    /// The records of the turns it ends (one per writer of a joined turn); with `prune`,
+    /// the session's records past those bounds are dropped in the same transaction.
+    pub turns: &'a [TurnRow],
     pub prune: Option<TurnBounds>,
     /// The lease epoch the committing process holds the session by (`Lease::Held`):
     /// with it, the commit applies only while that lease is the session's (a store
@@ -283,7 +288,9 @@ impl Store {
     }
 
     /// Stores a new session with its first messages, its lease taken by this process:
-    /// the lease epoch (0 where no other process writes).
+    /// the lease epoch (0 where no other process writes). A fork (`row.forked_from`)
+    /// shares its source's first `up_to` rows rather than copying them: `messages` are
+    /// only those after them (none, for a fork just made).
     pub async fn create(&self, row: &SessionRow, messages: &[Message]) -> Result<u64, StoreError> {
         match self {
             Store::Memory => Ok(0),
@@ -498,6 +505,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             version: 1,
+            forked_from: None,
         };
         memory.create(&row, &[]).await.unwrap();
         assert_eq!(memory.load(row.id).await.unwrap(), None);

@@ -20,10 +20,11 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::rows::{
-    COMMIT_KEY_AT, COMMIT_MESSAGES_AT, COMMIT_TURN_AT, Columns, KEEP_KEY, MOVE_VERSION,
-    PRUNE_TURNS, RECORD_TURN, claim_key_conflict, count, headers_json, integer, json, key_record,
-    message, numbered, owner_column, plain_columns, record_turn_conflict, role_name, session_row,
-    tool_calls, turn_row, unavailable,
+    CLAIM_KEY, COMMIT_KEY_AT, COMMIT_MESSAGES_AT, COMMIT_TURN_AT, Columns, HAND_ROWS_TO_HEIR, HEIR,
+    KEEP_KEY, LOAD_MESSAGES, MOVE_VERSION, PRUNE_TURNS, REBASE_FORKS, REBASE_HEIR, RECORD_TURN,
+    base_of, claim_key_conflict, count, headers_json, integer, json, key_record, message, numbered,
+    owner_column, plain_columns, record_turn_conflict, role_name, session_row, tool_calls,
+    turn_row, unavailable,
 };
 use super::{
     CommitRows, Instance, KeyRecord, Lease, SessionPage, SessionRow, StoreError, StoredSession,
@@ -171,11 +172,13 @@ impl PostgresStore {
     /// (epoch 1, which it returns).
     pub async fn create(&self, row: &SessionRow, messages: &[Message]) -> Result<u64, StoreError> {
         let outcome = async {
+            let (base, own_from) = base_of(row);
             let mut tx = self.pool.begin().await.map_err(unavailable)?;
             sqlx::query(
                 "INSERT INTO sessions (id, owner, provider, model, defaults, tools, metadata,
-                                       created_at, updated_at, version, messages, active_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9)",
+                                       created_at, updated_at, version, messages, active_at,
+                                       base_id, base_len, forked_from)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9, $12, $13, $14)",
             )
             .bind(row.id)
             .bind(&row.owner)
@@ -187,11 +190,14 @@ impl PostgresStore {
             .bind(row.created_at.as_datetime())
             .bind(row.updated_at.as_datetime())
             .bind(integer(row.version)?)
-            .bind(integer(messages.len())?)
+            .bind(integer(own_from + messages.len())?)
+            .bind(base)
+            .bind(base.map(|_| integer(own_from)).transpose()?)
+            .bind(row.forked_from.as_ref().map(json).transpose()?)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-            insert_messages(&mut tx, row.id, 0, messages).await?;
+            insert_messages(&mut tx, row.id, own_from, messages).await?;
             sqlx::query(
                 "INSERT INTO leases (session_id, instance, addr, epoch, expires_at)
                  VALUES ($1, $2, $3, 1, now() + $4 * interval '1 millisecond')",
@@ -210,11 +216,18 @@ impl PostgresStore {
     }
 
     /// Appends a turn's messages if the session is still where the commit started: one
-    /// statement (`COMMIT`), one round trip, its own transaction.
+    /// statement (`COMMIT`), one round trip, its own transaction. A commit with more
+    /// than one key or turn record (a joined turn) writes the rest in the same
+    /// transaction, after it.
     pub async fn commit(&self, commit: CommitRows<'_>) -> Result<(), StoreError> {
         let outcome = async {
-            let claim = commit.key;
-            let turn = commit.turn;
+            let (claim, turn) = (commit.keys.first(), commit.turns.first());
+            let more = commit.keys.len() > 1 || commit.turns.len() > 1;
+            let mut tx = if more {
+                Some(self.pool.begin().await.map_err(unavailable)?)
+            } else {
+                None
+            };
             let query = sqlx::query(&COMMIT)
                 .bind(commit.session)
                 .bind(commit.prune.map(|b| integer(b.records)).transpose()?)
@@ -235,15 +248,27 @@ impl PostgresStore {
                 .bind(turn.map(|t| t.created_at.as_datetime()))
                 .bind(turn.map(|t| t.status.as_str()))
                 .bind(turn.map(|t| t.record.as_str()));
-            let moved: i64 = bind_messages(query, commit.from, commit.messages)?
-                .bind(commit.epoch.map(integer).transpose()?)
-                .fetch_one(&self.pool)
-                .await
-                .and_then(|row| row.try_get(0))
-                .map_err(unavailable)?;
+            let query = bind_messages(query, commit.from, commit.messages)?
+                .bind(commit.epoch.map(integer).transpose()?);
+            let moved: i64 = match tx.as_mut() {
+                Some(tx) => query.fetch_one(&mut **tx).await,
+                None => query.fetch_one(&self.pool).await,
+            }
+            .and_then(|row| row.try_get(0))
+            .map_err(unavailable)?;
             if moved == 1 {
+                if let Some(mut tx) = tx {
+                    for key in commit.keys.iter().skip(1) {
+                        claim_key(&mut tx, key).await?;
+                    }
+                    for turn in commit.turns.iter().skip(1) {
+                        record_turn(&mut tx, turn).await?;
+                    }
+                    tx.commit().await.map_err(unavailable)?;
+                }
                 return Ok(());
             }
+            drop(tx);
             // Refused: by the fence, or by the version.
             let found: Option<(i64, Option<i64>)> = sqlx::query_as(
                 "SELECT s.version, l.epoch FROM sessions s
@@ -366,7 +391,7 @@ impl PostgresStore {
                 return Ok(None);
             };
             let row = session_row(&row)?;
-            let messages = sqlx::query("SELECT * FROM messages WHERE session_id = $1 ORDER BY seq")
+            let messages = sqlx::query(LOAD_MESSAGES)
                 .bind(id)
                 .fetch_all(&self.pool)
                 .await
@@ -395,12 +420,7 @@ impl PostgresStore {
 
     /// Removes a session and its history; whether it was stored.
     pub async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
-        let outcome = sqlx::query("DELETE FROM sessions WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map(|done| done.rows_affected() == 1)
-            .map_err(unavailable);
+        let outcome = delete_session(&self.pool, id, None).await;
         self.noted(outcome)
     }
 
@@ -442,13 +462,7 @@ impl PostgresStore {
     }
 
     pub async fn expire(&self, id: Uuid, before: Timestamp) -> Result<bool, StoreError> {
-        let outcome = sqlx::query("DELETE FROM sessions WHERE id = $1 AND active_at < $2")
-            .bind(id)
-            .bind(before.as_datetime())
-            .execute(&self.pool)
-            .await
-            .map(|done| done.rows_affected() == 1)
-            .map_err(unavailable);
+        let outcome = delete_session(&self.pool, id, Some(before)).await;
         self.noted(outcome)
     }
 
@@ -598,6 +612,70 @@ async fn record_turn(tx: &mut Transaction<'_, Postgres>, turn: &TurnRow) -> Resu
         .bind(turn.created_at.as_datetime())
         .bind(&turn.status)
         .bind(&turn.record)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Deletes a session (idle since before `idle_before`, if given), first handing the rows
+/// its forks share to one of them (`HEIR`); whether it was deleted. The session's row is
+/// locked first, so no fork of it is made meanwhile (a fork's reference waits on it).
+async fn delete_session(
+    pool: &PgPool,
+    id: Uuid,
+    idle_before: Option<Timestamp>,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await.map_err(unavailable)?;
+    let found = sqlx::query(
+        "SELECT 1 FROM sessions WHERE id = $1 AND ($2::timestamptz IS NULL OR active_at < $2)
+         FOR UPDATE",
+    )
+    .bind(id)
+    .bind(idle_before.map(|at| at.as_datetime()))
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(unavailable)?;
+    if found.is_none() {
+        return Ok(false);
+    }
+    let heir: Option<(Uuid, i64)> = sqlx::query_as(HEIR)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    if let Some((heir, shared)) = heir {
+        let handed = [
+            sqlx::query(HAND_ROWS_TO_HEIR)
+                .bind(heir)
+                .bind(id)
+                .bind(shared),
+            sqlx::query(REBASE_FORKS).bind(heir).bind(id),
+            sqlx::query(REBASE_HEIR).bind(id).bind(shared).bind(heir),
+        ];
+        for statement in handed {
+            statement.execute(&mut *tx).await.map_err(unavailable)?;
+        }
+    }
+    sqlx::query("DELETE FROM sessions WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    tx.commit().await.map_err(unavailable)?;
+    Ok(true)
+}
+
+/// Claims a key for a commit (`CLAIM_KEY`).
+async fn claim_key(tx: &mut Transaction<'_, Postgres>, key: &KeyRecord) -> Result<(), StoreError> {
+    static CLAIM_KEY_NUMBERED: LazyLock<String> = LazyLock::new(|| numbered(CLAIM_KEY));
+    sqlx::query(&CLAIM_KEY_NUMBERED)
+        .bind(owner_column(key.owner.as_deref()))
+        .bind(key.key.as_str())
+        .bind(key.route.as_str())
+        .bind(&key.body_digest[..])
+        .bind(key.created_at.as_datetime())
+        .bind(key.turn.as_ref().map(json).transpose()?)
         .execute(&mut **tx)
         .await
         .map_err(unavailable)?;

@@ -64,6 +64,10 @@ pub(super) fn session_row(row: &impl Columns) -> Result<SessionRow, StoreError> 
         created_at: row.time("created_at")?,
         updated_at: row.time("updated_at")?,
         version: count(row.integer("version")?)?,
+        forked_from: row
+            .maybe_text("forked_from")?
+            .map(|text| from_json(&text))
+            .transpose()?,
     })
 }
 
@@ -97,6 +101,54 @@ pub(super) fn turn_row(row: &impl Columns) -> Result<TurnRow, StoreError> {
         status: row.text("status")?,
         record: row.text("record")?,
     })
+}
+
+/// A session's whole history, in order: the rows it shares with the session it was
+/// forked from (and so on down), then its own. Each session in the chain gives the rows
+/// from its own start (`base_len`) up to where the one above it starts. Parameter: the
+/// session.
+pub(super) const LOAD_MESSAGES: &str = "
+    WITH RECURSIVE chain (id, lo, hi, base_id) AS (
+        SELECT id, COALESCE(base_len, 0), messages, base_id FROM sessions WHERE id = $1
+      UNION ALL
+        SELECT s.id, COALESCE(s.base_len, 0), CASE WHEN c.lo < c.hi THEN c.lo ELSE c.hi END,
+               s.base_id
+        FROM sessions s JOIN chain c ON s.id = c.base_id)
+    SELECT m.* FROM chain c
+    JOIN messages m ON m.session_id = c.id AND m.seq >= c.lo AND m.seq < c.hi
+    ORDER BY m.seq";
+
+/// When a session that others were forked from is deleted, the fork sharing the most of
+/// its rows (its heir) takes them over, and the others then read them from the heir.
+/// The heir: id and how many rows it shares. Parameter: the session.
+pub(super) const HEIR: &str =
+    "SELECT id, base_len FROM sessions WHERE base_id = $1 ORDER BY base_len DESC, id LIMIT 1";
+
+/// The rows the heir shares become its own. Parameters: heir, session, rows shared.
+pub(super) const HAND_ROWS_TO_HEIR: &str =
+    "UPDATE messages SET session_id = $1 WHERE session_id = $2 AND seq < $3";
+
+/// The other forks read from the heir. Parameters: heir, session.
+pub(super) const REBASE_FORKS: &str =
+    "UPDATE sessions SET base_id = $1 WHERE base_id = $2 AND id <> $1";
+
+/// The heir starts where the session started (on its base, if it had one). Parameters:
+/// session, rows the heir shares, heir.
+pub(super) const REBASE_HEIR: &str = "
+    UPDATE sessions SET
+        base_id = (SELECT base_id FROM sessions WHERE id = $1),
+        base_len = (SELECT CASE WHEN base_id IS NULL THEN NULL
+                                WHEN base_len < $2 THEN base_len ELSE $2 END
+                    FROM sessions WHERE id = $1)
+    WHERE id = $3";
+
+/// Where a new session's history starts in its own rows, and the session whose rows it
+/// shares before that (a fork: its source's first `up_to`).
+pub(super) fn base_of(row: &SessionRow) -> (Option<Uuid>, usize) {
+    match row.forked_from {
+        Some(fork) => (Some(fork.session_id), fork.up_to),
+        None => (None, 0),
+    }
 }
 
 /// Drops a session's ended turn records past its bounds: all but the last `records`, and

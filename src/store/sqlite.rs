@@ -22,10 +22,10 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::rows::{
-    CLAIM_KEY, COMMIT_KEY_AT, COMMIT_MESSAGES_AT, COMMIT_TURN_AT, Columns, KEEP_KEY, MOVE_VERSION,
-    PRUNE_TURNS, RECORD_TURN, corrupt, count, headers_json, integer, json, key_record, message,
-    numbered_from, owner_column, plain_columns, role_name, session_row, tool_calls, turn_row,
-    unavailable,
+    CLAIM_KEY, COMMIT_KEY_AT, COMMIT_MESSAGES_AT, COMMIT_TURN_AT, Columns, HAND_ROWS_TO_HEIR, HEIR,
+    KEEP_KEY, LOAD_MESSAGES, MOVE_VERSION, PRUNE_TURNS, REBASE_FORKS, REBASE_HEIR, RECORD_TURN,
+    base_of, corrupt, count, headers_json, integer, json, key_record, message, numbered_from,
+    owner_column, plain_columns, role_name, session_row, tool_calls, turn_row, unavailable,
 };
 use super::{
     CommitRows, KeyRecord, SessionPage, SessionRow, StoreError, StoredSession, TurnBounds, TurnRow,
@@ -56,6 +56,7 @@ const MAX_BATCH: usize = 256;
 enum Write {
     Create {
         row: SessionRow,
+        /// Its own messages (a fork's shared ones left out, `Store::create`).
         messages: Vec<Message>,
     },
     Commit {
@@ -65,8 +66,8 @@ enum Write {
         from: usize,
         messages: Vec<Message>,
         updated_at: Timestamp,
-        key: Option<KeyRecord>,
-        turn: Option<TurnRow>,
+        keys: Vec<KeyRecord>,
+        turns: Vec<TurnRow>,
         prune: Option<TurnBounds>,
     },
     RecordTurn(TurnRow, Option<TurnBounds>),
@@ -131,7 +132,7 @@ impl SqliteStore {
         })
     }
 
-    /// Stores a new session with its first messages (in the writer's next batch).
+    /// Stores a new session with its own first messages (in the writer's next batch).
     pub async fn create(&self, row: &SessionRow, messages: &[Message]) -> Result<(), StoreError> {
         self.write(Write::Create {
             row: row.clone(),
@@ -150,8 +151,8 @@ impl SqliteStore {
             from: commit.from,
             messages: commit.messages.to_vec(),
             updated_at: commit.updated_at,
-            key: commit.key.cloned(),
-            turn: commit.turn.cloned(),
+            keys: commit.keys.to_vec(),
+            turns: commit.turns.to_vec(),
             prune: commit.prune,
         })
         .await
@@ -243,7 +244,7 @@ impl SqliteStore {
             return Ok(None);
         };
         let row = session_row(&row)?;
-        let messages = sqlx::query("SELECT * FROM messages WHERE session_id = ? ORDER BY seq")
+        let messages = sqlx::query(LOAD_MESSAGES)
             .bind(&key)
             .fetch_all(&self.pool)
             .await
@@ -502,10 +503,12 @@ async fn apply_one_by_one(
 async fn apply(tx: &mut sqlx::SqliteConnection, write: &Write) -> Result<u64, StoreError> {
     match write {
         Write::Create { row, messages } => {
+            let (base, own_from) = base_of(row);
             sqlx::query(
                 "INSERT INTO sessions (id, owner, provider, model, defaults, tools, metadata,
-                                       created_at, updated_at, version, messages, active_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                       created_at, updated_at, version, messages, active_at,
+                                       base_id, base_len, forked_from)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(row.id.to_string())
             .bind(&row.owner)
@@ -517,12 +520,15 @@ async fn apply(tx: &mut sqlx::SqliteConnection, write: &Write) -> Result<u64, St
             .bind(row.created_at.to_rfc3339())
             .bind(row.updated_at.to_rfc3339())
             .bind(integer(row.version)?)
-            .bind(integer(messages.len())?)
+            .bind(integer(own_from + messages.len())?)
             .bind(row.updated_at.to_rfc3339())
+            .bind(base.map(|id| id.to_string()))
+            .bind(base.map(|_| integer(own_from)).transpose()?)
+            .bind(row.forked_from.as_ref().map(json).transpose()?)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-            insert_messages(tx, row.id, 0, messages).await?;
+            insert_messages(tx, row.id, own_from, messages).await?;
             Ok(1)
         }
         Write::Commit {
@@ -532,15 +538,15 @@ async fn apply(tx: &mut sqlx::SqliteConnection, write: &Write) -> Result<u64, St
             from,
             messages,
             updated_at,
-            key,
-            turn,
+            keys,
+            turns,
             prune,
         } => {
-            // One round trip for the whole commit (up to `MESSAGES_PER_INSERT` messages;
-            // more, rarely, follow in their own statements).
+            // One round trip for the whole commit (up to `MESSAGES_PER_INSERT` messages,
+            // one key and one turn record; more, rarely, follow in their own statements).
             let first = messages.len().min(MESSAGES_PER_INSERT);
-            let sql = commit_sql(first, key.is_some(), turn.is_some(), prune.is_some());
-            let claim = key.as_ref();
+            let (claim, turn) = (keys.first(), turns.first());
+            let sql = commit_sql(first, claim.is_some(), turn.is_some(), prune.is_some());
             let mut query = sqlx::query(&sql)
                 .bind(session.to_string())
                 .bind(prune.map(|b| integer(b.records)).transpose()?)
@@ -556,11 +562,11 @@ async fn apply(tx: &mut sqlx::SqliteConnection, write: &Write) -> Result<u64, St
                 .bind(claim.map(|k| &k.body_digest[..]))
                 .bind(claim.map(|k| k.created_at.to_rfc3339()))
                 .bind(claim.and_then(|k| k.turn.as_ref()).map(json).transpose()?)
-                .bind(turn.as_ref().map(|t| t.session.to_string()))
-                .bind(turn.as_ref().map(|t| t.id.to_string()))
-                .bind(turn.as_ref().map(|t| t.created_at.to_rfc3339()))
-                .bind(turn.as_ref().map(|t| t.status.as_str()))
-                .bind(turn.as_ref().map(|t| t.record.as_str()));
+                .bind(turn.map(|t| t.session.to_string()))
+                .bind(turn.map(|t| t.id.to_string()))
+                .bind(turn.map(|t| t.created_at.to_rfc3339()))
+                .bind(turn.map(|t| t.status.as_str()))
+                .bind(turn.map(|t| t.record.as_str()));
             for (seq, message) in (*from..).zip(&messages[..first]) {
                 query = bind_message(query, seq, message)?;
             }
@@ -581,6 +587,12 @@ async fn apply(tx: &mut sqlx::SqliteConnection, write: &Write) -> Result<u64, St
                 Err(error) => return Err(unavailable(error)),
             }
             insert_messages(tx, *session, from + first, &messages[first..]).await?;
+            for key in keys.iter().skip(1) {
+                claim_key(tx, key).await?;
+            }
+            for turn in turns.iter().skip(1) {
+                record_turn(tx, turn).await?;
+            }
             Ok(1)
         }
         Write::RecordTurn(turn, bounds) => {
@@ -590,14 +602,7 @@ async fn apply(tx: &mut sqlx::SqliteConnection, write: &Write) -> Result<u64, St
             }
             Ok(1)
         }
-        Write::Delete { id } => {
-            let deleted = sqlx::query("DELETE FROM sessions WHERE id = ?")
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            Ok(deleted.rows_affected())
-        }
+        Write::Delete { id } => delete_session(tx, *id).await,
         Write::KeepKey(key) => {
             #[cfg(feature = "fault-injection")]
             if key.key == fault_injection::ANSWER_NOT_KEPT {
@@ -637,13 +642,16 @@ async fn apply(tx: &mut sqlx::SqliteConnection, write: &Write) -> Result<u64, St
             Ok(1)
         }
         Write::Expire { id, before } => {
-            let deleted = sqlx::query("DELETE FROM sessions WHERE id = ? AND active_at < ?")
+            let idle = sqlx::query("SELECT 1 FROM sessions WHERE id = ? AND active_at < ?")
                 .bind(id.to_string())
                 .bind(before.to_rfc3339())
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-            Ok(deleted.rows_affected())
+            match idle {
+                Some(_) => delete_session(tx, *id).await,
+                None => Ok(0),
+            }
         }
         Write::ForgetKeys { before } => {
             let forgotten = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
@@ -656,6 +664,36 @@ async fn apply(tx: &mut sqlx::SqliteConnection, write: &Write) -> Result<u64, St
     }
 }
 
+/// Deletes a session (and its rows, records and keys' turns), first handing the rows its
+/// forks share to one of them (`HEIR`); how many sessions were deleted.
+async fn delete_session(tx: &mut sqlx::SqliteConnection, id: Uuid) -> Result<u64, StoreError> {
+    let key = id.to_string();
+    let heir: Option<(String, i64)> = sqlx::query_as(HEIR)
+        .bind(&key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    if let Some((heir, shared)) = heir {
+        let handed = [
+            sqlx::query(HAND_ROWS_TO_HEIR)
+                .bind(&heir)
+                .bind(&key)
+                .bind(shared),
+            sqlx::query(REBASE_FORKS).bind(&heir).bind(&key),
+            sqlx::query(REBASE_HEIR).bind(&key).bind(shared).bind(&heir),
+        ];
+        for statement in handed {
+            statement.execute(&mut *tx).await.map_err(unavailable)?;
+        }
+    }
+    let deleted = sqlx::query("DELETE FROM sessions WHERE id = ?")
+        .bind(&key)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    Ok(deleted.rows_affected())
+}
+
 async fn record_turn(tx: &mut sqlx::SqliteConnection, turn: &TurnRow) -> Result<(), StoreError> {
     sqlx::query(RECORD_TURN)
         .bind(turn.session.to_string())
@@ -663,6 +701,21 @@ async fn record_turn(tx: &mut sqlx::SqliteConnection, turn: &TurnRow) -> Result<
         .bind(turn.created_at.to_rfc3339())
         .bind(&turn.status)
         .bind(&turn.record)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Claims a key for a commit (`CLAIM_KEY`).
+async fn claim_key(tx: &mut sqlx::SqliteConnection, key: &KeyRecord) -> Result<(), StoreError> {
+    sqlx::query(CLAIM_KEY)
+        .bind(owner_column(key.owner.as_deref()))
+        .bind(key.key.as_str())
+        .bind(key.route.as_str())
+        .bind(&key.body_digest[..])
+        .bind(key.created_at.to_rfc3339())
+        .bind(key.turn.as_ref().map(json).transpose()?)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
@@ -920,6 +973,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             version: 1,
+            forked_from: None,
         }
     }
 
@@ -952,8 +1006,8 @@ mod tests {
                 from: 1,
                 messages: hello.clone(),
                 updated_at: Timestamp::now(),
-                key: None,
-                turn: None,
+                keys: Vec::new(),
+                turns: Vec::new(),
                 prune: None,
             },
             Write::Create {

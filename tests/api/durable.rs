@@ -14,14 +14,14 @@ use text_session_api::store::sqlite::fault_injection::ANSWER_NOT_KEPT;
 
 /// A store file of its own in a folder of its own (created by the service), removed
 /// when dropped.
-struct StoreDir(std::path::PathBuf);
+pub(crate) struct StoreDir(pub(crate) std::path::PathBuf);
 
 impl StoreDir {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(std::env::temp_dir().join(format!("text-session-durable-{}", uuid::Uuid::new_v4())))
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("sqlite://{}/sessions.db", self.0.display())
     }
 }
@@ -32,7 +32,7 @@ impl Drop for StoreDir {
     }
 }
 
-async fn kill(mut service: Service) {
+pub(crate) async fn kill(mut service: Service) {
     service.child.start_kill().unwrap();
     tokio::time::timeout(Duration::from_secs(10), service.child.wait())
         .await

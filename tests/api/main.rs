@@ -11,6 +11,7 @@ mod bounds;
 mod cancel;
 mod concurrency;
 mod context;
+mod conversation;
 mod durable;
 mod guard;
 mod instances;

@@ -100,6 +100,7 @@ fn session(start: i64, id: Uuid, n: usize) -> (SessionRow, Vec<Message>) {
         created_at: time(created_millis(start, n)),
         updated_at: messages.last().unwrap().created_at,
         version: 1 + TURNS as u64,
+        forked_from: None,
     };
     (row, messages)
 }
@@ -170,7 +171,8 @@ async fn seed_the_rest_by_sql(url: &str, start: i64, ids: &[Uuid]) {
              SELECT n, id, NULL AS owner, provider, model, defaults, tools, metadata,
                     second || '.000Z' AS created_at, second || format('.%03dZ', {count}) AS updated_at,
                     version, {count} AS messages,
-                    second || format('.%03dZ', {count}) AS active_at
+                    second || format('.%03dZ', {count}) AS active_at,
+                    NULL AS base_id, NULL AS base_len, NULL AS forked_from
              FROM temp.seed, temp.template"
         ),
         "CREATE TEMP VIEW seed_messages AS
@@ -206,7 +208,8 @@ async fn seed_the_rest_by_sql(url: &str, start: i64, ids: &[Uuid]) {
 
     // The views give what the store wrote, both ways.
     let session_columns = "id, owner, provider, model, defaults, tools, metadata, created_at, \
-                           updated_at, version, messages, active_at";
+                           updated_at, version, messages, active_at, base_id, base_len, \
+                           forked_from";
     let message_columns =
         "session_id, seq, role, content, tool_calls, tool_call_id, interrupted, created_at";
     for (table, key, columns) in [

@@ -1,0 +1,83 @@
+//! The writers one turn runs for: the one that took the lock, or every writer that
+//! joined the turn (`onBusy: join`). What happens in the turn happens to each of them:
+//! every event goes to each writer's record (so each streams, replays and ends under
+//! its own turn id), every provider call counts on each. The session's feed gets each
+//! event once, under the first writer's id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::OnBusy;
+use super::events::TurnEvent;
+use super::feed::Feed;
+use super::records::TurnRecord;
+use super::turn::TurnKind;
+use crate::message::Message;
+
+/// One or more writers, in arrival order; the first leads.
+#[derive(Debug)]
+pub struct Writers {
+    records: Vec<Arc<TurnRecord>>,
+    feed: Arc<Feed>,
+}
+
+impl Writers {
+    /// The writers of `records`, whose events the session's `feed` follows; `None` if
+    /// there are none.
+    pub fn new(records: Vec<Arc<TurnRecord>>, feed: &Arc<Feed>) -> Option<Self> {
+        (!records.is_empty()).then(|| Self {
+            records,
+            feed: feed.clone(),
+        })
+    }
+
+    /// The writer whose record the turn's own state (streamed text, tries) is read from.
+    pub fn lead(&self) -> &TurnRecord {
+        &self.records[0]
+    }
+
+    pub fn records(&self) -> &[Arc<TurnRecord>] {
+        &self.records
+    }
+
+    /// Appends an event to every writer's record, and to the session's feed.
+    pub fn push(&self, event: TurnEvent) {
+        self.feed.turn_event(self.lead().id, &event);
+        if let Some((last, others)) = self.records.split_last() {
+            for record in others {
+                record.push(event.clone());
+            }
+            last.push(event);
+        }
+    }
+
+    /// Counts one provider call, and the time it took, on every writer.
+    pub fn provider_call(&self, took: Duration) {
+        for record in &self.records {
+            record.provider_call(took);
+        }
+    }
+
+    /// What the turn does: a tool output only ever runs alone.
+    pub fn kind(&self) -> TurnKind {
+        self.lead().input.kind
+    }
+
+    /// Whether the provider is called in its streaming mode: if any writer streams.
+    pub fn stream(&self) -> bool {
+        self.records.iter().any(|record| record.input.stream)
+    }
+
+    /// The turn ids that ran together, when the writers asked to join; `None` otherwise.
+    pub fn joined(&self) -> Option<Vec<Uuid>> {
+        (self.lead().input.on_busy == OnBusy::Join)
+            .then(|| self.records.iter().map(|record| record.id).collect())
+    }
+
+    /// What the writers append before any reply, each writer's messages in turn.
+    pub fn staged(&self) -> impl Iterator<Item = &Message> {
+        self.records.iter().flat_map(|record| &record.input.staged)
+    }
+}
