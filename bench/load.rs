@@ -24,7 +24,10 @@
 //! messages (a user message and its reply) through `Store::commit`, each commit timed
 //! exactly: commits/s and p50/p99/max; then the same with one task, for the latency of
 //! a commit that shares its fsync with nobody. (5) Postgres only: what forwarding adds
-//! to a write's latency, p50 and p99, two processes on the database (in this one). The SQLite store of (4) is a file of its
+//! to a write's latency, p50 and p99, two processes on the database (in this one).
+//! (6) forking the long session of (3) through the API, p50 and p99; (7) durable stores
+//! only: forks at the store alone, sharing the source's rows against copying them, time
+//! and bytes per fork. The SQLite store of (4) is a file of its
 //! own (`<file>-commits`), since the service holds its file exclusively.
 //!
 //! The load average (`/proc/loadavg`) is printed at the start and the end: figures
@@ -146,6 +149,26 @@ async fn main() {
         );
     }
 
+    println!("(6) forks of that {history}-message session through the API, one at a time");
+    let mut forks = Vec::with_capacity(50);
+    for _ in 0..50 {
+        let started = Instant::now();
+        let response = client
+            .post(format!("{base}/text/session/{id}/fork"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(response.status(), 201);
+        let _ = response.bytes().await;
+        forks.push(started.elapsed());
+    }
+    forks.sort();
+    println!(
+        "  fork: p50 {:?} p99 {:?} (the answer carries the fork's whole history)",
+        percentile(&forks, 0.5),
+        percentile(&forks, 0.99)
+    );
+
     // The service is done: let it go (and its store with it) before the store alone runs.
     let _ = stop.send(());
     let _ = serving.await;
@@ -157,6 +180,9 @@ async fn main() {
             );
             store_commits(&url, tasks, messages).await;
         }
+    }
+    if let Some(url) = target.commits_url() {
+        fork_cost(&url, history).await;
     }
     if let Target::Postgres { url, .. } = &target {
         forwarding_cost(url, messages.max(200)).await;
@@ -484,6 +510,104 @@ async fn forwarding_cost(url: &str, writes: usize) {
         let _ = stop.send(());
         let _ = serving.await;
     }
+}
+
+/// Scenario (7): what a fork of a `len`-message session costs the store: 100 forks
+/// sharing the source's rows, against 100 sessions copying them (what a fork would be
+/// without sharing); each timed, and what the store grew by.
+async fn fork_cost(url: &str, len: usize) {
+    println!("(7) the store alone: 100 forks of a {len}-message session, shared and copied");
+    let mut store = Store::open(url).await.unwrap_or_else(|e| panic!("{e}"));
+    let now = Timestamp::now();
+    let source = SessionRow {
+        id: Uuid::new_v4(),
+        owner: None,
+        provider: "echo".into(),
+        model: "echo-1".into(),
+        defaults: Defaults::default(),
+        tools: Vec::new(),
+        metadata: Map::new(),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+        forked_from: None,
+    };
+    let history: Vec<Message> = (0..len)
+        .map(|i| {
+            let role = if i % 2 == 0 {
+                Role::User
+            } else {
+                Role::Assistant
+            };
+            Message::text(
+                role,
+                format!("message number {i} of a long conversation"),
+                now,
+            )
+        })
+        .collect();
+    store
+        .create(&source, &history)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for shared in [true, false] {
+        let before;
+        (store, before) = store_bytes(url, store).await;
+        let mut took = Vec::with_capacity(100);
+        for _ in 0..100 {
+            let row = SessionRow {
+                id: Uuid::new_v4(),
+                forked_from: shared.then_some(text_session_api::message::ForkedFrom {
+                    session_id: source.id,
+                    version: 1,
+                    up_to: len,
+                }),
+                ..source.clone()
+            };
+            let own: &[Message] = if shared { &[] } else { &history };
+            let started = Instant::now();
+            store
+                .create(&row, own)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            took.push(started.elapsed());
+        }
+        let after;
+        (store, after) = store_bytes(url, store).await;
+        took.sort();
+        println!(
+            "  {}: p50 {:?} p99 {:?}; the store grew {} bytes per fork",
+            if shared { "shared" } else { "copied" },
+            percentile(&took, 0.5),
+            percentile(&took, 0.99),
+            after.saturating_sub(before) / 100
+        );
+    }
+    store.close().await;
+}
+
+/// The bytes the store at `url` takes: a SQLite file once closed (its log written back;
+/// the store is opened again), Postgres' sessions and messages tables with their indexes.
+async fn store_bytes(url: &str, store: Store) -> (Store, u64) {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        store.close().await;
+        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        return (
+            Store::open(url).await.unwrap_or_else(|e| panic!("{e}")),
+            bytes,
+        );
+    }
+    let mut db = sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT pg_total_relation_size('messages') + pg_total_relation_size('sessions')",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _ = db.close().await;
+    (store, u64::try_from(bytes).unwrap_or(0))
 }
 
 /// Scenario (4): `tasks` sessions created, then each committed to `commits` times by a
