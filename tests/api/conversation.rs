@@ -771,3 +771,41 @@ async fn a_fork_of_a_thousand_message_session_starts_with_its_first_n_and_both_g
     assert_eq!(messages_of(&after), messages_of(&fork_now));
     assert_eq!(after["forkedFrom"], fork_now["forkedFrom"]);
 }
+
+#[tokio::test]
+async fn after_a_restart_a_follower_at_the_current_version_goes_on_and_one_from_before_resyncs() {
+    use futures::StreamExt;
+    let openai = mock().await;
+    let dir = StoreDir::new();
+    let env = [("STORE", dir.url())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let service = spawn_service(&openai, &env).await;
+    let id = service.create_session(json!({})).await;
+    let (status, _, _) = spawn_write(&service, &id, "message", json!({"content": "one"}))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    kill(service).await;
+
+    let service = spawn_service(&openai, &env).await;
+    // Seen up to some event after version 2 in the feed of the process that died.
+    let mut going_on = follow(&service, &id, "", Some("2:5")).await;
+    let (status, _, _) = spawn_write(&service, &id, "message", json!({"content": "two"}))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let events = read_commits(&mut going_on, 1).await;
+    assert_eq!(
+        events[0].name, "turn.started",
+        "nothing of the new turn missed"
+    );
+    let committed = &events[events.len() - 2];
+    assert_eq!(feed_id(committed), (3, 0));
+    assert_eq!(committed.data["newMessages"][0]["content"], "two");
+    // From before what this process loaded: resync, with the version to read.
+    let mut behind = follow(&service, &id, "", Some("1:3")).await;
+    let resync = behind.next().await.unwrap();
+    assert_eq!(resync.name, "session.resync");
+    assert_eq!(resync.data, json!({"version": 3}));
+    assert!(behind.next().await.is_none());
+}

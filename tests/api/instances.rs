@@ -766,3 +766,98 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
         .map(|dir| std::path::Path::new(dir).join(program))
         .find(|path| path.exists())
 }
+
+/// The live feed follows its session across processes: opened through another process
+/// it is forwarded to the one serving the session; when that one dies the stream ends,
+/// and a follower reconnecting with its `Last-Event-ID` goes on where the session is
+/// served now.
+#[tokio::test]
+async fn the_live_feed_is_forwarded_to_the_serving_process_and_resumes_after_it_dies() {
+    use futures::StreamExt;
+    let Some(Cluster {
+        mut services,
+        _database,
+        ..
+    }) = cluster("instances::feed", 2).await
+    else {
+        return;
+    };
+    let id = services[0].create_session(json!({})).await;
+    // Served by the first process (its first request), followed through the second.
+    assert_eq!(services[0].session_as(None, &id).await["version"], 1);
+    let b = &services[1];
+    let feed = b
+        .client
+        .get(b.url(&format!("/text/session/{id}/events?version=1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), StatusCode::OK);
+    let mut feed = crate::sse::events_until_broken(feed);
+    let sent = message(&services[0], &id, json!({"content": "one"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), StatusCode::OK);
+    let mut last = String::new();
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(10), feed.next())
+        .await
+        .unwrap()
+    {
+        last = event.id.clone();
+        if event.name == "turn.completed" {
+            break;
+        }
+    }
+    assert_eq!(last, "2:1");
+    assert_eq!(b.metric("text_session_requests_forwarded_total").await, 1.0);
+
+    // The serving process dies: the forwarded stream ends (broken off, as a dropped
+    // connection: EventSource reconnects).
+    let a = services.remove(0);
+    let mut a = a;
+    a.child.start_kill().unwrap();
+    a.child.wait().await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), feed.next())
+        .await
+        .expect("the stream ends when the process serving it dies");
+    assert!(ended.is_none());
+
+    // Reconnecting as EventSource does: once the lease lapses, the survivor serves the
+    // session and the follower goes on from what it saw.
+    let b = &services[0];
+    let deadline = Instant::now() + LEASE * 5;
+    let resumed = loop {
+        let response = b
+            .client
+            .get(b.url(&format!("/text/session/{id}/events")))
+            .header("last-event-id", &last)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::OK {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "{}", response.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut resumed = crate::sse::events(resumed);
+    let sent = message(b, &id, json!({"content": "two"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), StatusCode::OK);
+    let mut names = Vec::new();
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(10), resumed.next())
+        .await
+        .unwrap()
+    {
+        names.push(event.name.clone());
+        if event.name == "session.committed" {
+            assert_eq!(event.id, "3:0");
+            assert_eq!(event.data["newMessages"][0]["content"], "two");
+            break;
+        }
+    }
+    assert_eq!(names.first().map(String::as_str), Some("turn.started"));
+}

@@ -37,6 +37,25 @@ pub fn events(response: reqwest::Response) -> impl Stream<Item = SseEvent> + Unp
     }))
 }
 
+/// The events of a response, as they arrive, until it ends or breaks (a relayed stream
+/// whose source died ends mid-chunk, as a client sees a dropped connection).
+pub fn events_until_broken(response: reqwest::Response) -> impl Stream<Item = SseEvent> + Unpin {
+    Box::pin(
+        response
+            .bytes_stream()
+            .eventsource()
+            .take_while(|event| futures::future::ready(event.is_ok()))
+            .map(|event| {
+                let event = event.unwrap();
+                SseEvent {
+                    id: event.id,
+                    name: event.event,
+                    data: serde_json::from_str(&event.data).unwrap(),
+                }
+            }),
+    )
+}
+
 /// Every event of a response, to its end.
 pub async fn all_events(response: reqwest::Response) -> Vec<SseEvent> {
     assert_eq!(response.status(), 200);
