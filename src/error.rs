@@ -231,6 +231,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Fenced { .. } => ApiError::SessionMoved(String::new()),
+            StoreError::Gone(id) => ApiError::session_not_found(&id.to_string()),
             other => ApiError::StoreUnavailable(other.to_string()),
         }
     }

@@ -75,7 +75,9 @@ const TOKEN_FORMAT: &str = "et1";
 
 impl ApiKeys {
     pub fn new<'a>(keys: impl IntoIterator<Item = &'a Secret>) -> Self {
-        let keys: Vec<&Secret> = keys.into_iter().collect();
+        let mut keys: Vec<&Secret> = keys.into_iter().collect();
+        // In one order, so that processes given the keys in another agree.
+        keys.sort_by(|a, b| a.expose().cmp(b.expose()));
         let mut token_key = Sha256::new();
         token_key.update(b"text-session-api events token\0");
         for key in &keys {

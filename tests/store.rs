@@ -127,6 +127,40 @@ fn turn(text: &str) -> Vec<Message> {
     vec![Message::text(Role::User, text, now), reply]
 }
 
+/// Deletes in one tree of forks at once (a session, its fork, and a commit to the fork's
+/// fork) never deadlock, and lose nothing.
+#[tokio::test]
+async fn postgres_deletes_in_one_tree_of_forks_at_once_neither_deadlock_nor_lose_rows() {
+    let Some(database) = TestDatabase::create("postgres::fork_deletes").await else {
+        return;
+    };
+    let store = Arc::new(Store::open(&database.url()).await.unwrap());
+    for round in 0..15 {
+        let source = row(None);
+        let history: Vec<Message> = (0..10)
+            .flat_map(|n| turn(&format!("r{round}m{n}")))
+            .collect();
+        store.create(&source, &history).await.unwrap();
+        let a = fork_of(&source, 1, 16);
+        store.create(&a, &[]).await.unwrap();
+        let b = fork_of(&a, 1, 8);
+        store.create(&b, &[]).await.unwrap();
+        let b_turn = turn("on b");
+        let (deleted_source, deleted_a, committed) = tokio::join!(
+            store.delete(source.id),
+            store.delete(a.id),
+            store.commit(commit(&b, 8, 1, &b_turn)),
+        );
+        assert_eq!(deleted_source, Ok(true), "round {round}");
+        assert_eq!(deleted_a, Ok(true), "round {round}");
+        committed.unwrap();
+        let mut expected = history[..8].to_vec();
+        expected.extend(b_turn);
+        assert_eq!(store.load(b.id).await.unwrap().unwrap().messages, expected);
+        assert!(store.is_healthy());
+    }
+}
+
 #[tokio::test]
 async fn postgres_leases_give_a_session_one_owner_and_fence_the_commits_of_one_that_lost_it() {
     let Some(database) = TestDatabase::create("postgres::leases").await else {
@@ -735,6 +769,14 @@ async fn a_fork_shares_its_sources_rows_and_outlives_the_source(backend: Backend
 
     // The source goes: the fork sharing most of it (a) takes its rows; b reads on.
     assert!(store.delete(source.id).await.unwrap());
+    // A fork of a session deleted meanwhile: refused, nothing written, the store well.
+    let late = fork_of(&source, 1, 10);
+    assert_eq!(
+        store.create(&late, &[]).await,
+        Err(StoreError::Gone(source.id))
+    );
+    assert_eq!(store.load(late.id).await.unwrap(), None);
+    assert!(store.is_healthy());
     assert_eq!(own_rows(&backend, &mut store, a.id).await, 152);
     assert_eq!(load(&store, a.id).await.messages, a_whole);
     assert_eq!(load(&store, b.id).await.messages, history[..60].to_vec());

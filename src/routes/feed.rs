@@ -61,7 +61,9 @@ pub struct FeedQuery {
 /// second device): `turn.waiting`, `turn.started`, `text.delta`, `tool_call`, the turn's
 /// end (`turn.completed`, `turn.failed`, `turn.cancelled`), and `session.committed`
 /// `{version, newMessages}` after each commit (before the `turn.completed` of the turn
-/// that made it). Every event's data carries the `turnId` it belongs to. Event ids are
+/// that made it). Every event's data carries the `turnId` it belongs to; a turn writers
+/// joined runs under its first writer's id, its start and end naming them all in
+/// `joined`. Event ids are
 /// `<version>:<seq>`: the committed version, and the place since that commit (a commit is
 /// `<version>:0`). With `Last-Event-ID` (or `?lastEventId=`, or `?version=`) the feed
 /// resumes after that event: every commit missed since is sent first. A follower that
@@ -167,7 +169,7 @@ fn sse_event(session: &Session, item: &FeedItem, metrics: &Metrics) -> Event {
 
 fn event_data(session: &Session, event: &FeedEvent) -> (&'static str, serde_json::Result<String>) {
     use serde_json::to_string;
-    let (turn_id, event) = match event {
+    let (turn_id, event, joined) = match event {
         FeedEvent::Committed { turn_id, commit } => {
             return (
                 "session.committed",
@@ -182,9 +184,19 @@ fn event_data(session: &Session, event: &FeedEvent) -> (&'static str, serde_json
                 }),
             );
         }
-        FeedEvent::Turn { turn_id, event } => (*turn_id, event.as_ref()),
+        FeedEvent::Turn {
+            turn_id,
+            event,
+            joined,
+        } => (*turn_id, event.as_ref(), joined.as_deref()),
     };
-    let turn = |data: TurnData<'_>| to_string(&FeedTurnData { turn_id, data });
+    let turn = |data: TurnData<'_>| {
+        to_string(&FeedTurnData {
+            turn_id,
+            joined,
+            data,
+        })
+    };
     match event {
         TurnEvent::Waiting { position } => (
             "turn.waiting",
@@ -219,6 +231,9 @@ fn event_data(session: &Session, event: &FeedEvent) -> (&'static str, serde_json
 #[serde(rename_all = "camelCase")]
 struct FeedTurnData<'a> {
     turn_id: Uuid,
+    /// On the start and end of a turn writers joined: their turn ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    joined: Option<&'a [Uuid]>,
     #[serde(flatten)]
     data: TurnData<'a>,
 }
@@ -277,7 +292,7 @@ impl PartialSchema for FeedSseEvent {
         let string = || ObjectBuilder::new().schema_type(Type::String);
         ObjectBuilder::new()
             .description(Some(
-                "One event: `id: <version>:<seq>` (none on `session.resync`), its name, and a JSON `data:` line. Turn events have the data of the same event in a turn's own stream (`TurnEventData`) plus `turnId`, except `turn.completed`, whose `session` is left out (the `session.committed` before it has the new messages). `session.committed` is `CommittedData`; `session.resync` is `ResyncData`, and ends the stream.",
+                "One event: `id: <version>:<seq>` (none on `session.resync`), its name, and a JSON `data:` line. Turn events have the data of the same event in a turn's own stream (`TurnEventData`) plus `turnId` (and, on the start and end of a turn writers joined, `joined`: their turn ids), except `turn.completed`, whose `session` is left out (the `session.committed` before it has the new messages). `session.committed` is `CommittedData`; `session.resync` is `ResyncData`, and ends the stream.",
             ))
             .property(
                 "id",

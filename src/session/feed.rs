@@ -39,10 +39,12 @@ const UNFOLLOWED_COMMITS: usize = 32;
 #[derive(Debug, Clone)]
 pub enum FeedEvent {
     /// An event of a turn (for a turn several writers joined, under its first writer's
-    /// id; each writer's `turn.waiting` under its own).
+    /// id; each writer's `turn.waiting` under its own, and the turn's start and end
+    /// naming them all in `joined`).
     Turn {
         turn_id: Uuid,
         event: Arc<TurnEvent>,
+        joined: Option<Arc<[Uuid]>>,
     },
     /// A commit (`turn_id` the turn that made it): the history as of `commit`.
     Committed { turn_id: Uuid, commit: Commit },
@@ -86,8 +88,9 @@ struct State {
     /// The committed version, and the number of the last item since it.
     version: u64,
     seq: u64,
-    /// The oldest version a follower can resume from: every commit after it is held.
-    known_from: u64,
+    /// The oldest place a follower can resume from: every item after it is held (the
+    /// last item let go, or where the feed began).
+    held_after: (u64, u64),
     /// Turn events are kept (someone has followed).
     followed: bool,
     held: Charge,
@@ -113,7 +116,7 @@ impl Feed {
                 first: 0,
                 version,
                 seq: 0,
-                known_from: version,
+                held_after: (version, 0),
                 followed: false,
                 held: account.charge(0),
                 closed: false,
@@ -126,8 +129,9 @@ impl Feed {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds a turn's event (kept only once the feed has been followed).
-    pub fn turn_event(&self, turn_id: Uuid, event: &TurnEvent) {
+    /// Adds a turn's event (kept only once the feed has been followed); `joined`: the
+    /// writers of a joined turn, for its start and end.
+    pub fn turn_event(&self, turn_id: Uuid, event: &TurnEvent, joined: Option<Arc<[Uuid]>>) {
         let mut state = self.state();
         if !state.followed || state.closed {
             return;
@@ -138,6 +142,7 @@ impl Feed {
         let event = FeedEvent::Turn {
             turn_id,
             event: Arc::new(event.clone()),
+            joined,
         };
         self.append(state, version, seq, event, bytes);
     }
@@ -182,9 +187,7 @@ impl Feed {
             };
             state.first += 1;
             state.held.sub(gone.bytes);
-            if let FeedEvent::Committed { commit, .. } = gone.event {
-                state.known_from = commit.version;
-            }
+            state.held_after = (gone.version, gone.seq);
         }
         let next = state.first + state.entries.len() as u64;
         drop(state);
@@ -227,11 +230,11 @@ impl Feed {
 }
 
 /// Where a follower that saw `(version, seq)` last goes on: after that item if the feed
-/// holds it; else after the commit of `version` if every commit since is held (the
-/// item went, or was numbered by an earlier life of the feed: a restart, another
-/// process); else nowhere (`None`: resynchronise).
+/// holds it; else, if nothing after it was let go, after the commit of `version` (the
+/// item was numbered by an earlier life of the feed: a restart, another process); else
+/// nowhere (`None`: resynchronise).
 fn resume_at(state: &State, version: u64, seq: u64) -> Option<u64> {
-    if version < state.known_from || version > state.version {
+    if (version, seq) < state.held_after || version > state.version {
         return None;
     }
     let mut after_commit = None;
@@ -347,10 +350,10 @@ mod tests {
         let feed = feed(100);
         let follower = Box::pin(feed.follow(FeedStart::Now));
         let turn = Uuid::new_v4();
-        feed.turn_event(turn, &TurnEvent::Started);
-        feed.turn_event(turn, &TurnEvent::TextDelta("a".into()));
+        feed.turn_event(turn, &TurnEvent::Started, None);
+        feed.turn_event(turn, &TurnEvent::TextDelta("a".into()), None);
         feed.committed(turn, commit(2));
-        feed.turn_event(turn, &TurnEvent::Started);
+        feed.turn_event(turn, &TurnEvent::Started, None);
         assert_eq!(
             ids(&take(follower, 4).await),
             [(1, 1), (1, 2), (2, 0), (2, 1)]
@@ -362,9 +365,9 @@ mod tests {
         let feed = feed(100);
         let _first = feed.follow(FeedStart::Now);
         let turn = Uuid::new_v4();
-        feed.turn_event(turn, &TurnEvent::Started);
+        feed.turn_event(turn, &TurnEvent::Started, None);
         feed.committed(turn, commit(2));
-        feed.turn_event(turn, &TurnEvent::Started);
+        feed.turn_event(turn, &TurnEvent::Started, None);
         feed.committed(turn, commit(3));
         feed.close();
         let after = |version, seq| feed.follow(FeedStart::After { version, seq });
@@ -392,13 +395,13 @@ mod tests {
         let feed = feed(3);
         let mut slow = Box::pin(feed.follow(FeedStart::Now));
         let turn = Uuid::new_v4();
-        feed.turn_event(turn, &TurnEvent::Started);
+        feed.turn_event(turn, &TurnEvent::Started, None);
         assert!(matches!(
             slow.next().await,
             Some(FeedItem::Event { seq: 1, .. })
         ));
         for _ in 0..5 {
-            feed.turn_event(turn, &TurnEvent::TextDelta("x".into()));
+            feed.turn_event(turn, &TurnEvent::TextDelta("x".into()), None);
         }
         feed.committed(turn, commit(2));
         assert!(matches!(
@@ -418,10 +421,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn resuming_from_before_a_turn_event_that_was_let_go_resyncs() {
+        let feed = feed(3);
+        let _follower = feed.follow(FeedStart::Now);
+        let turn = Uuid::new_v4();
+        feed.committed(turn, commit(2));
+        for _ in 0..4 {
+            feed.turn_event(turn, &TurnEvent::TextDelta("x".into()), None);
+        }
+        // (2, 1) went: resuming before it cannot be whole.
+        for start in [(2, 0), (1, 0)] {
+            let (version, seq) = start;
+            let mut resumed = Box::pin(feed.follow(FeedStart::After { version, seq }));
+            assert!(
+                matches!(resumed.next().await, Some(FeedItem::Resync { .. })),
+                "{start:?}"
+            );
+        }
+        let mut resumed = Box::pin(feed.follow(FeedStart::After { version: 2, seq: 1 }));
+        assert!(matches!(
+            resumed.next().await,
+            Some(FeedItem::Event {
+                version: 2,
+                seq: 2,
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
     async fn before_anyone_follows_only_commits_are_kept() {
         let feed = feed(100);
         let turn = Uuid::new_v4();
-        feed.turn_event(turn, &TurnEvent::Started);
+        feed.turn_event(turn, &TurnEvent::Started, None);
         feed.committed(turn, commit(2));
         feed.close();
         let items: Vec<_> = feed

@@ -205,7 +205,7 @@ pub fn start(
     let entered = runtime.admit().map_err(TurnError::from).and_then(|()| {
         let waits = |position| {
             let waiting = TurnEvent::Waiting { position };
-            session.feed().turn_event(id, &waiting);
+            session.feed().turn_event(id, &waiting, None);
             record.push(waiting);
         };
         Ok(session
@@ -252,6 +252,7 @@ async fn run(
         Err(error) => {
             let outcome = Err(TurnError::from(error));
             if let Some(writers) = Writers::new(vec![record], session.feed()) {
+                writers.push(ending(&session, &writers, &outcome));
                 end(&session, &writers, &outcome, &runtime).await;
             }
             outcome
@@ -260,12 +261,13 @@ async fn run(
 }
 
 /// Runs the turn the lock was handed to `own` for: every writer the guard names that
-/// may still run (its `If-Match` holds, its messages fit), as one turn, ended on every
-/// writer's record whatever way it ends (a panic included). `own`'s outcome.
+/// may still run (its `If-Match` holds, its messages fit), as one turn. `own`'s outcome:
+/// if it was turned away itself, at once, the others' turn running on in a task of its
+/// own.
 async fn lead(
     session: &Arc<Session>,
     own: &Arc<TurnRecord>,
-    guard: TurnGuard,
+    mut guard: TurnGuard,
     runtime: &Arc<Runtime>,
 ) -> Result<TurnOutcome, TurnError> {
     let members = guard
@@ -284,7 +286,7 @@ async fn lead(
     for (record, error) in refused {
         session
             .feed()
-            .turn_event(record.id, &TurnEvent::Failed(error.clone()));
+            .turn_event(record.id, &TurnEvent::Failed(error.clone()), None);
         record.turned_away(error.clone());
         session.keep_record(&record, &runtime.store).await;
         observe(runtime, &record);
@@ -295,7 +297,31 @@ async fn lead(
     let Some(writers) = Writers::new(admitted, session.feed()) else {
         return Err(own_refusal.unwrap_or_else(|| TurnError::Internal("no writer".into())));
     };
-    let outcome = AssertUnwindSafe(execute(session, &writers, guard, runtime))
+    guard.narrow(writers.records().iter().map(|record| record.id).collect());
+    if let Some(refusal) = own_refusal {
+        // Its answer is its refusal, now; the others' turn runs on in a task of its own.
+        let (session, tracked) = (session.clone(), runtime.clone());
+        let others = async move { run_turn(&session, &writers, guard, &tracked).await };
+        runtime.spawn(others.instrument(tracing::Span::current()));
+        return Err(refusal);
+    }
+    run_turn(session, &writers, guard, runtime)
+        .await
+        .map(|outcome| TurnOutcome {
+            turn_id: own.id,
+            ..outcome
+        })
+}
+
+/// The turn itself, holding the lock, ended on every writer's record whatever way it
+/// ends (a panic included) before the lock passes on.
+async fn run_turn(
+    session: &Arc<Session>,
+    writers: &Writers,
+    guard: TurnGuard,
+    runtime: &Arc<Runtime>,
+) -> Result<TurnOutcome, TurnError> {
+    let outcome = AssertUnwindSafe(execute(session, writers, &guard, runtime))
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
@@ -306,17 +332,14 @@ async fn lead(
                 .unwrap_or_else(|| "panic".to_owned());
             Err(TurnError::Internal(format!("the turn panicked: {detail}")))
         });
-    end(session, &writers, &outcome, runtime).await;
+    writers.push(ending(session, writers, &outcome));
+    // Every writer (and the feed) has the turn's end before the next turn starts.
+    drop(guard);
+    end(session, writers, &outcome, runtime).await;
     if writers.records().len() > 1 {
         runtime.metrics.turn_joined(writers.records().len());
     }
-    match own_refusal {
-        Some(error) => Err(error),
-        None => outcome.map(|outcome| TurnOutcome {
-            turn_id: own.id,
-            ..outcome
-        }),
-    }
+    outcome
 }
 
 /// A joined writer's outcome, read from how its turn ended.
@@ -338,19 +361,17 @@ fn outcome_of(turn_id: Uuid, ending: &TurnEvent) -> Result<TurnOutcome, TurnErro
     }
 }
 
-/// Ends the turn on every writer's record: its terminal event, the record stored if no
-/// commit stored it, the metrics and the log line.
-async fn end(
-    session: &Arc<Session>,
+/// The terminal event of a turn that ended with `outcome`.
+fn ending(
+    session: &Session,
     writers: &Writers,
     outcome: &Result<TurnOutcome, TurnError>,
-    runtime: &Arc<Runtime>,
-) {
+) -> TurnEvent {
     let cancelled = |partial: String| TurnResult {
         joined: writers.joined(),
         ..cancelled_result(session, partial)
     };
-    writers.push(match outcome {
+    match outcome {
         Ok(outcome) => TurnEvent::Completed {
             result: outcome.result.clone(),
             commit: outcome.commit,
@@ -364,7 +385,17 @@ async fn end(
             commit: None,
         },
         Err(error) => TurnEvent::Failed(error.clone()),
-    });
+    }
+}
+
+/// Ends the turn on every writer's record once its terminal event is in: the record
+/// stored if no commit stored it, the metrics and the log line.
+async fn end(
+    session: &Arc<Session>,
+    writers: &Writers,
+    outcome: &Result<TurnOutcome, TurnError>,
+    runtime: &Arc<Runtime>,
+) {
     // A turn that committed had its records written with the commit.
     let committed = matches!(
         outcome,
@@ -433,7 +464,7 @@ fn observe(runtime: &Runtime, record: &TurnRecord) {
 async fn execute(
     session: &Session,
     writers: &Writers,
-    guard: TurnGuard,
+    guard: &TurnGuard,
     runtime: &Runtime,
 ) -> Result<TurnOutcome, TurnError> {
     writers.push(TurnEvent::Started);

@@ -290,13 +290,17 @@ impl TurnLock {
                 }
             }
             Err(unsent) => {
-                // The leader is gone: the others wait again, and the lock passes on when
-                // the returned guard drops.
+                // The leader is gone: the others wait again (unless the lock was closed
+                // meanwhile), and the lock passes on when the returned guard drops.
                 let mut state = self.state();
-                for (key, waiter) in party {
-                    state.waiting.insert(key, waiter);
+                let closed = state.closed;
+                if !closed {
+                    for (key, waiter) in party.drain(..) {
+                        state.waiting.insert(key, waiter);
+                    }
                 }
                 drop(state);
+                Self::fail(party.into_iter().collect(), LockError::Closed);
                 drop(unsent);
             }
         }
@@ -468,6 +472,19 @@ impl TurnGuard {
     /// joining writer that was waiting when the lock passed to them.
     pub fn members(&self) -> &[Uuid] {
         &self.members
+    }
+
+    /// Keeps only `members` (not empty, in their order) as the writers the turn runs
+    /// for: those turned away when it started are no longer part of it (nor named as
+    /// running, nor cancelled through).
+    pub fn narrow(&mut self, members: Vec<Uuid>) {
+        if members.is_empty() || members == self.members {
+            return;
+        }
+        if let Some(running) = self.lock.state().running.as_mut() {
+            running.members = members.clone();
+        }
+        self.members = members;
     }
 
     /// Resolves, with the mode asked for, when someone tells this turn to stop.

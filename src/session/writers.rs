@@ -21,15 +21,21 @@ use crate::message::Message;
 pub struct Writers {
     records: Vec<Arc<TurnRecord>>,
     feed: Arc<Feed>,
+    /// The writers' turn ids when they asked to join, for the feed.
+    joined: Option<Arc<[Uuid]>>,
 }
 
 impl Writers {
     /// The writers of `records`, whose events the session's `feed` follows; `None` if
     /// there are none.
     pub fn new(records: Vec<Arc<TurnRecord>>, feed: &Arc<Feed>) -> Option<Self> {
-        (!records.is_empty()).then(|| Self {
+        let first = records.first()?;
+        let joined = (first.input.on_busy == OnBusy::Join)
+            .then(|| records.iter().map(|record| record.id).collect());
+        Some(Self {
             records,
             feed: feed.clone(),
+            joined,
         })
     }
 
@@ -44,7 +50,10 @@ impl Writers {
 
     /// Appends an event to every writer's record, and to the session's feed.
     pub fn push(&self, event: TurnEvent) {
-        self.feed.turn_event(self.lead().id, &event);
+        let joined = (matches!(event, TurnEvent::Started) || event.is_terminal())
+            .then(|| self.joined.clone())
+            .flatten();
+        self.feed.turn_event(self.lead().id, &event, joined);
         if let Some((last, others)) = self.records.split_last() {
             for record in others {
                 record.push(event.clone());
@@ -72,8 +81,7 @@ impl Writers {
 
     /// The turn ids that ran together, when the writers asked to join; `None` otherwise.
     pub fn joined(&self) -> Option<Vec<Uuid>> {
-        (self.lead().input.on_busy == OnBusy::Join)
-            .then(|| self.records.iter().map(|record| record.id).collect())
+        self.joined.as_deref().map(<[Uuid]>::to_vec)
     }
 
     /// What the writers append before any reply, each writer's messages in turn.

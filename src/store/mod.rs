@@ -213,17 +213,22 @@ pub enum StoreError {
     /// another process holds, a URL it does not understand).
     #[error("{0}")]
     Refused(String),
+    /// A session the call needs is no longer stored (deleted meanwhile: a fork of a
+    /// session deleted as it was forked). Nothing was written.
+    #[error("session {0} is no longer stored")]
+    Gone(Uuid),
 }
 
 impl StoreError {
     /// A short name of the kind, for metrics: `unavailable`, `version_moved`, `fenced`,
-    /// `refused`.
+    /// `refused`, `gone`.
     pub fn kind(&self) -> &'static str {
         match self {
             StoreError::Unavailable(_) => "unavailable",
             StoreError::VersionMoved { .. } => "version_moved",
             StoreError::Fenced { .. } => "fenced",
             StoreError::Refused(_) => "refused",
+            StoreError::Gone(_) => "gone",
         }
     }
 }

@@ -21,10 +21,10 @@ use uuid::Uuid;
 
 use super::rows::{
     CLAIM_KEY, COMMIT_KEY_AT, COMMIT_MESSAGES_AT, COMMIT_TURN_AT, Columns, HAND_ROWS_TO_HEIR, HEIR,
-    KEEP_KEY, LOAD_MESSAGES, MOVE_VERSION, PRUNE_TURNS, REBASE_FORKS, REBASE_HEIR, RECORD_TURN,
-    base_of, claim_key_conflict, count, headers_json, integer, json, key_record, message, numbered,
-    owner_column, plain_columns, record_turn_conflict, role_name, session_row, tool_calls,
-    turn_row, unavailable,
+    KEEP_KEY, LOAD_MESSAGES, LOCK_FOR_DELETE, MOVE_VERSION, PRUNE_TURNS, REBASE_FORKS, REBASE_HEIR,
+    RECORD_TURN, base_of, claim_key_conflict, count, creating, headers_json, integer, json,
+    key_record, message, numbered, owner_column, plain_columns, record_turn_conflict, role_name,
+    session_row, tool_calls, turn_row, unavailable,
 };
 use super::{
     CommitRows, Instance, KeyRecord, Lease, SessionPage, SessionRow, StoreError, StoredSession,
@@ -196,7 +196,7 @@ impl PostgresStore {
             .bind(row.forked_from.as_ref().map(json).transpose()?)
             .execute(&mut *tx)
             .await
-            .map_err(unavailable)?;
+            .map_err(creating(row))?;
             insert_messages(&mut tx, row.id, own_from, messages).await?;
             sqlx::query(
                 "INSERT INTO leases (session_id, instance, addr, epoch, expires_at)
@@ -619,31 +619,56 @@ async fn record_turn(tx: &mut Transaction<'_, Postgres>, turn: &TurnRow) -> Resu
 }
 
 /// Deletes a session (idle since before `idle_before`, if given), first handing the rows
-/// its forks share to one of them (`HEIR`); whether it was deleted. The session's row is
-/// locked first, so no fork of it is made meanwhile (a fork's reference waits on it).
+/// its forks share to one of them (`HEIR`); whether it was deleted. Deletes in one tree
+/// of forks lock in one order and should never deadlock; should the database still see
+/// one (a tree rearranged under a delete), the delete is tried again, once.
 async fn delete_session(
     pool: &PgPool,
     id: Uuid,
     idle_before: Option<Timestamp>,
 ) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await.map_err(unavailable)?;
-    let found = sqlx::query(
-        "SELECT 1 FROM sessions WHERE id = $1 AND ($2::timestamptz IS NULL OR active_at < $2)
-         FOR UPDATE",
-    )
-    .bind(id)
-    .bind(idle_before.map(|at| at.as_datetime()))
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(unavailable)?;
-    if found.is_none() {
+    match try_delete_session(pool, id, idle_before).await {
+        Err(error) if is_deadlock(&error) => {
+            tracing::info!(session_id = %id, "a delete met another in a deadlock; trying again");
+            try_delete_session(pool, id, idle_before).await
+        }
+        outcome => outcome,
+    }
+    .map_err(unavailable)
+}
+
+fn is_deadlock(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("40P01"))
+}
+
+async fn try_delete_session(
+    pool: &PgPool,
+    id: Uuid,
+    idle_before: Option<Timestamp>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // The session, its base and its forks, locked in id order: no fork of it is made
+    // meanwhile (a fork's reference waits on it).
+    let locked: Vec<Uuid> = sqlx::query_scalar(LOCK_FOR_DELETE)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+    let idle = match idle_before {
+        None => true,
+        Some(before) => sqlx::query("SELECT 1 FROM sessions WHERE id = $1 AND active_at < $2")
+            .bind(id)
+            .bind(before.as_datetime())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some(),
+    };
+    if !locked.contains(&id) || !idle {
         return Ok(false);
     }
     let heir: Option<(Uuid, i64)> = sqlx::query_as(HEIR)
         .bind(id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?;
+        .await?;
     if let Some((heir, shared)) = heir {
         let handed = [
             sqlx::query(HAND_ROWS_TO_HEIR)
@@ -654,15 +679,14 @@ async fn delete_session(
             sqlx::query(REBASE_HEIR).bind(id).bind(shared).bind(heir),
         ];
         for statement in handed {
-            statement.execute(&mut *tx).await.map_err(unavailable)?;
+            statement.execute(&mut *tx).await?;
         }
     }
     sqlx::query("DELETE FROM sessions WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-    tx.commit().await.map_err(unavailable)?;
+        .await?;
+    tx.commit().await?;
     Ok(true)
 }
 

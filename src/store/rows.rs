@@ -120,6 +120,14 @@ pub(super) const LOAD_MESSAGES: &str = "
 
 /// When a session that others were forked from is deleted, the fork sharing the most of
 /// its rows (its heir) takes them over, and the others then read them from the heir.
+/// Every session a delete changes, locked in one order (by id) so that deletes of
+/// sessions of one tree never wait on each other in a circle: the session, its base and
+/// its forks. Parameter: the session; Postgres only (`FOR UPDATE`).
+pub(super) const LOCK_FOR_DELETE: &str = "
+    SELECT id FROM sessions
+    WHERE id = $1 OR base_id = $1 OR id = (SELECT base_id FROM sessions WHERE id = $1)
+    ORDER BY id FOR UPDATE";
+
 /// The heir: id and how many rows it shares. Parameter: the session.
 pub(super) const HEIR: &str =
     "SELECT id, base_len FROM sessions WHERE base_id = $1 ORDER BY base_len DESC, id LIMIT 1";
@@ -297,6 +305,17 @@ pub(super) fn corrupt(what: String) -> StoreError {
 
 pub(super) fn unavailable(error: sqlx::Error) -> StoreError {
     StoreError::Unavailable(error.to_string())
+}
+
+/// A new session's insert that failed: its source is gone if the reference to it was
+/// refused (a fork made as its source was deleted).
+pub(super) fn creating(row: &SessionRow) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |error| match (&error, row.forked_from) {
+        (sqlx::Error::Database(refused), Some(fork)) if refused.is_foreign_key_violation() => {
+            StoreError::Gone(fork.session_id)
+        }
+        _ => unavailable(error),
+    }
 }
 
 /// Writes a key's record as a commit claims it: the request and the turn, any older

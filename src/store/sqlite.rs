@@ -24,8 +24,9 @@ use uuid::Uuid;
 use super::rows::{
     CLAIM_KEY, COMMIT_KEY_AT, COMMIT_MESSAGES_AT, COMMIT_TURN_AT, Columns, HAND_ROWS_TO_HEIR, HEIR,
     KEEP_KEY, LOAD_MESSAGES, MOVE_VERSION, PRUNE_TURNS, REBASE_FORKS, REBASE_HEIR, RECORD_TURN,
-    base_of, corrupt, count, headers_json, integer, json, key_record, message, numbered_from,
-    owner_column, plain_columns, role_name, session_row, tool_calls, turn_row, unavailable,
+    base_of, corrupt, count, creating, headers_json, integer, json, key_record, message,
+    numbered_from, owner_column, plain_columns, role_name, session_row, tool_calls, turn_row,
+    unavailable,
 };
 use super::{
     CommitRows, KeyRecord, SessionPage, SessionRow, StoreError, StoredSession, TurnBounds, TurnRow,
@@ -407,8 +408,8 @@ async fn probe(pool: &SqlitePool) -> bool {
 
 /// The outcome of each write, and whether the store committed. The writes go in one
 /// transaction, without a savepoint each: a write's first statement decides whether it
-/// applies (a session at another version is refused before anything is written), so a
-/// refused write has changed nothing. Should a write fail after it changed something (a
+/// applies (a session at another version, or a fork of a session deleted meanwhile, is
+/// refused before anything is written), so a refused write has changed nothing. Should a write fail after it changed something (a
 /// broken disk, a bug), the whole transaction is rolled back and each write runs again
 /// alone, so none of them is half kept.
 async fn apply_batch(pool: &SqlitePool, writes: &[&Write]) -> (Vec<Result<u64, StoreError>>, bool) {
@@ -420,7 +421,9 @@ async fn apply_batch(pool: &SqlitePool, writes: &[&Write]) -> (Vec<Result<u64, S
     let mut outcomes = Vec::with_capacity(writes.len());
     for write in writes {
         match apply(&mut tx, write).await {
-            outcome @ (Ok(_) | Err(StoreError::VersionMoved { .. })) => outcomes.push(outcome),
+            outcome @ (Ok(_) | Err(StoreError::VersionMoved { .. } | StoreError::Gone(_))) => {
+                outcomes.push(outcome)
+            }
             Err(_) => {
                 rollback(&mut tx).await;
                 drop(tx);
@@ -527,7 +530,7 @@ async fn apply(tx: &mut sqlx::SqliteConnection, write: &Write) -> Result<u64, St
             .bind(row.forked_from.as_ref().map(json).transpose()?)
             .execute(&mut *tx)
             .await
-            .map_err(unavailable)?;
+            .map_err(creating(row))?;
             insert_messages(tx, row.id, own_from, messages).await?;
             Ok(1)
         }

@@ -286,6 +286,70 @@ async fn join_and_plain_writers_keep_priority_and_arrival_and_a_plain_writer_nev
 }
 
 #[tokio::test]
+async fn a_joined_writer_refused_when_the_turn_starts_is_answered_at_once_and_the_others_run() {
+    use futures::StreamExt;
+    let openai = mock().await;
+    openai.set_delay(Duration::from_millis(800));
+    let service = spawn_service(&openai, &[]).await;
+    let id = service.create_session(json!({"provider": "openai"})).await;
+    let mut feed = follow(&service, &id, "?version=1", None).await;
+    let holder = hold(&service, &openai, &id).await;
+    // The first joiner names the version before the holder's commit: refused then.
+    let stale = service
+        .client
+        .post(service.url(&format!("/text/session/{id}/message")))
+        .header("if-match", "\"1\"")
+        .json(&json!({"content": "stale", "onBusy": "join"}));
+    let stale = tokio::spawn(async move {
+        let response = stale.send().await.unwrap();
+        let turn = response.headers()["x-turn-id"].to_str().unwrap().to_owned();
+        (response.status(), turn, Instant::now())
+    });
+    wait_until_waiting(&service, &id, 1).await;
+    let mut others = Vec::new();
+    for (n, content) in ["a", "b"].into_iter().enumerate() {
+        let body = json!({"content": content, "onBusy": "join"});
+        others.push(spawn_write(&service, &id, "message", body));
+        wait_until_waiting(&service, &id, n as u64 + 2).await;
+    }
+    holder.await.unwrap();
+    let (status, stale_turn, answered) = stale.await.unwrap();
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    // Answered while the others' turn still runs, which it does not belong to.
+    let running = session(&service, &id).await["status"].clone();
+    assert_eq!(running["busy"], true, "{running}");
+    assert_ne!(running["runningTurnId"], stale_turn.as_str());
+    let mut ids = Vec::new();
+    for other in others {
+        let (status, turn, body) = other.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(Instant::now() > answered);
+        ids.push(turn);
+    }
+    let after = session(&service, &id).await;
+    assert_eq!(users(&after), ["holder", "a", "b"]);
+    // The feed: the refused writer ends under its own id; the joined turn's start and
+    // end name its writers.
+    let mut seen = Vec::new();
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(10), feed.next())
+        .await
+        .unwrap()
+    {
+        let done = event.name == "turn.completed" && event.data["turnId"] == ids[0].as_str();
+        seen.push(event);
+        if done {
+            break;
+        }
+    }
+    let failed = seen.iter().find(|e| e.name == "turn.failed").unwrap();
+    assert_eq!(failed.data["turnId"], stale_turn.as_str());
+    assert_eq!(failed.data["error"]["code"], "version_mismatch");
+    let started = seen.iter().rfind(|e| e.name == "turn.started").unwrap();
+    assert_eq!(started.data["joined"], json!(ids));
+    assert_eq!(seen.last().unwrap().data["joined"], json!(ids));
+}
+
+#[tokio::test]
 async fn a_join_writer_on_an_idle_session_runs_as_usual_and_tool_outputs_cannot_join() {
     let openai = mock().await;
     let service = spawn_service(&openai, &[]).await;
