@@ -373,6 +373,12 @@ impl IntoResponse for ApiError {
             error: self.detail(),
         };
         let mut response = (self.status(), axum::Json(body)).into_response();
+        if let ApiError::VersionMismatch { current } = self
+            && let Ok(tag) = HeaderValue::from_str(&format!("\"{current}\""))
+        {
+            // The version it is at, as every answer with a session tags it.
+            response.headers_mut().insert(header::ETAG, tag);
+        }
         if matches!(self, ApiError::Unauthorized) {
             response
                 .headers_mut()

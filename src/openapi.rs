@@ -4,7 +4,7 @@
 use utoipa::OpenApi;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -191,6 +191,33 @@ fn add_write_errors(path: &str, operation: &mut Operation) {
                     .description(Some("Seconds to wait"))
                     .build(),
             );
+        }
+    }
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    if let Some(RefOr::T(response)) = operation.responses.responses.get_mut("412") {
+        response.headers.insert(
+            "ETag".to_owned(),
+            HeaderBuilder::new()
+                .schema(string())
+                .description(Some(
+                    "The version the session is at now (`\"<version>\"`): send it in `If-Match` to write on top of it",
+                ))
+                .build(),
+        );
+    }
+    for response in operation.responses.responses.values_mut() {
+        if let RefOr::T(response) = response {
+            response
+                .headers
+                .entry("x-turn-id".to_owned())
+                .or_insert_with(|| {
+                    HeaderBuilder::new()
+                        .schema(string().format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))))
+                        .description(Some(
+                            "The turn this write ran as, or would have (on every answer of a write, errors included; a write turned away before it became a turn is not listed among the session's turns)",
+                        ))
+                        .build()
+                });
         }
     }
 }

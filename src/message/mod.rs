@@ -145,8 +145,18 @@ pub struct Tool {
     pub description: Option<String>,
     /// A JSON Schema object for the arguments; `{"type":"object","properties":{}}` when left out.
     #[serde(default = "empty_parameters")]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = json_schema_object)]
     pub parameters: Value,
+}
+
+/// An object with any members (a JSON Schema), said so in a way code generators read as
+/// an open map rather than an empty object.
+fn json_schema_object() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+        .build()
 }
 
 fn empty_parameters() -> Value {

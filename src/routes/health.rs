@@ -65,6 +65,9 @@ async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
 /// The content type of the metrics (OpenMetrics text, which Prometheus scrapes).
 const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The same text for a client that asks for plain text only (`Accept: text/plain`).
+const METRICS_PLAIN_TEXT: &str = "text/plain; charset=utf-8";
+
 /// Metrics in Prometheus' text format.
 ///
 /// Sessions live; writers waiting (total and by priority); turns by outcome; turn
@@ -72,8 +75,21 @@ const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0;
 /// and retries by provider; tokens in and out by provider; turns waiting for a
 /// provider slot; bytes held against the memory budget, and the budget.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "The metrics", content_type = "application/openmetrics-text", body = String)))]
-async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    responses((status = 200, description = "The metrics, as OpenMetrics text; as `text/plain` (the same text) for a client whose `Accept` asks for that and not for OpenMetrics",
+        content(
+            (String = "application/openmetrics-text"),
+            (String = "text/plain"),
+        ))))]
+async fn metrics(State(app): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let content_type = if accept.contains("text/plain") && !accept.contains("openmetrics") {
+        METRICS_PLAIN_TEXT
+    } else {
+        METRICS_CONTENT_TYPE
+    };
     let metrics = &app.runtime.metrics;
     let sessions = app.sessions.list();
     let mut by_rank = [0usize; 4];
@@ -102,10 +118,7 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
             .get_or_create(&crate::metrics::PriorityLabel { priority })
             .set(count as i64);
     }
-    (
-        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, content_type)], metrics.encode())
 }
 
 /// This API's OpenAPI 3.1 document, identical to `openapi/openapi.json`.

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::bodies::CancelRequest;
 use super::extract::{OptionalJsonBody, SessionPath};
 use super::middleware::idempotency::PendingKey;
+use super::middleware::turn_id::AssignedTurnId;
 use super::responses::TurnView;
 use super::responses::View;
 use super::stream::{self, TurnSseEvent};
@@ -207,6 +208,7 @@ async fn retry_turn(
     State(app): State<AppState>,
     SessionPath { session, id }: SessionPath,
     Path((_, turn_id)): Path<(String, String)>,
+    new_turn: AssignedTurnId,
     key: Option<Extension<PendingKey>>,
 ) -> Result<Response, ApiError> {
     let record = turn_of(&session, &turn_id)?;
@@ -232,9 +234,15 @@ async fn retry_turn(
         key: key.map(|Extension(PendingKey(record))| record),
         ..TurnInput::clone(&record.input)
     };
-    let answer = super::writes::run(&app, session.clone(), input, &id, View::Full, |new| {
-        record.retried_by(new)
-    })
+    let answer = super::writes::run(
+        &app,
+        new_turn,
+        session.clone(),
+        input,
+        &id,
+        View::Full,
+        |new| record.retried_by(new),
+    )
     .await;
     // The old record now names its retry, after a restart too.
     session.keep_record(&record, &app.runtime.store).await;

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::bodies::{InstructionsBody, MessageRequest, ToolOutputBody};
 use super::extract::{JsonBody, SessionPath};
 use super::middleware::idempotency::PendingKey;
+use super::middleware::turn_id::AssignedTurnId;
 use super::responses::{self, ToolOutputResponse, View, ViewQuery, WriteResponse};
 use super::stream::{self, TurnSseEvent};
 use crate::app::AppState;
@@ -59,6 +60,7 @@ async fn post_message(
     SessionPath { session, id }: SessionPath,
     view: View,
     headers: HeaderMap,
+    turn_id: AssignedTurnId,
     key: Option<Extension<PendingKey>>,
     body: Result<JsonBody<MessageRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
@@ -86,7 +88,7 @@ async fn post_message(
         if_match: if_match(&headers)?,
         key: key.map(|Extension(PendingKey(record))| record),
     };
-    run(&app, session, input, &id, view, |_| {}).await
+    run(&app, turn_id, session, input, &id, view, |_| {}).await
 }
 
 /// Add instructions and get the reply.
@@ -114,6 +116,7 @@ async fn post_instructions(
     SessionPath { session, id }: SessionPath,
     view: View,
     headers: HeaderMap,
+    turn_id: AssignedTurnId,
     key: Option<Extension<PendingKey>>,
     body: Result<JsonBody<InstructionsBody>, ApiError>,
 ) -> Result<Response, ApiError> {
@@ -135,7 +138,7 @@ async fn post_instructions(
         if_match: if_match(&headers)?,
         key: key.map(|Extension(PendingKey(record))| record),
     };
-    run(&app, session, input, &id, view, |_| {}).await
+    run(&app, turn_id, session, input, &id, view, |_| {}).await
 }
 
 /// Add tool outputs.
@@ -159,6 +162,7 @@ async fn post_tool_output(
     SessionPath { session, id }: SessionPath,
     view: View,
     headers: HeaderMap,
+    turn_id: AssignedTurnId,
     key: Option<Extension<PendingKey>>,
     body: Result<JsonBody<ToolOutputBody>, ApiError>,
 ) -> Result<Response, ApiError> {
@@ -205,7 +209,7 @@ async fn post_tool_output(
         if_match: if_match(&headers)?,
         key: key.map(|Extension(PendingKey(record))| record),
     };
-    run(&app, session, input, &id, view, |_| {}).await
+    run(&app, turn_id, session, input, &id, view, |_| {}).await
 }
 
 /// `If-Match: "<version>"` (also `W/"<version>"` or a bare number); `*` or none: any.
@@ -246,6 +250,7 @@ fn system_messages(
 /// `started` learns the new turn's id, whether it runs or was turned away.
 pub(super) async fn run(
     app: &AppState,
+    AssignedTurnId(turn_id): AssignedTurnId,
     session: Arc<Session>,
     input: TurnInput,
     id: &str,
@@ -253,7 +258,7 @@ pub(super) async fn run(
     started: impl FnOnce(Uuid),
 ) -> Result<Response, ApiError> {
     let streaming = input.stream;
-    let turn = turn::start(session.clone(), input, &app.runtime);
+    let turn = turn::start(turn_id, session.clone(), input, &app.runtime);
     started(turn.as_ref().map_or_else(|r| r.turn_id, |t| t.id));
     let turn = match turn {
         Ok(turn) => turn,

@@ -26,7 +26,7 @@ use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
 use crate::openapi;
 use crate::routes::OpenApiJson;
-use crate::routes::middleware::{auth, body, forward, idempotency};
+use crate::routes::middleware::{auth, body, forward, idempotency, turn_id};
 use crate::store::{Instance, Store, StoreError};
 
 pub use connections::ConnectionLimits;
@@ -185,6 +185,7 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
         ]))
+        .layer(axum::middleware::from_fn(turn_id::assign))
         .layer(cors)
         .layer(axum::middleware::from_fn(preflight_no_content))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -250,6 +251,7 @@ fn cors(origins: &[String]) -> Result<CorsLayer, ConfigError> {
             HeaderName::from_static("idempotent-replayed"),
             HeaderName::from_static("x-turn-id"),
             HeaderName::from_static("x-overhead-us"),
+            header::WWW_AUTHENTICATE,
         ])
         .max_age(Duration::from_secs(600)))
 }

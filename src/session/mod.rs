@@ -38,7 +38,7 @@ pub use create::{
 pub use live::{LiveSessions, SessionLimit};
 pub use settings::{Limits, Settings};
 pub use turn_lock::{CancelMode, LockError, LockStatus, OnBusy, Priority, RANK_NAMES, TurnLock};
-pub use view::{SessionDelta, SessionHead, SessionStatus, SessionSummary, SessionView};
+pub use view::{SessionHead, SessionStatus, SessionSummary, SessionView, WrittenSession};
 
 /// One chat session: fixed settings, its committed history and its turn lock.
 #[derive(Debug)]

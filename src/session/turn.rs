@@ -181,16 +181,16 @@ impl Turn {
     }
 }
 
-/// Starts a turn: asks for the turn lock at once (so a busy or overloaded session is
-/// refused before anything runs), records the turn, then runs the rest in a task of its
-/// own.
+/// Starts a turn `id` (new, never used before): asks for the turn lock at once (so a
+/// busy or overloaded session is refused before anything runs), records the turn, then
+/// runs the rest in a task of its own.
 /// A write turned away is still recorded (as `rejected`) and named by `turn_id`.
 pub fn start(
+    id: Uuid,
     session: Arc<Session>,
     input: TurnInput,
     runtime: &Arc<Runtime>,
 ) -> Result<Turn, Rejected> {
-    let id = Uuid::new_v4();
     let incoming = input.size_when_committed();
     if let Err(over) = session.account.admit(incoming) {
         runtime.metrics.turn_ended("rejected");

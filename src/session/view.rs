@@ -65,14 +65,20 @@ pub struct SessionView<'a> {
     pub messages: &'a [Message],
 }
 
-/// A session after a write, without its history but with what the write appended.
+/// The session in a write's answer, as of the write's commit: what this write appended
+/// (`newMessages`), and the whole history (`messages`) unless the write asked for
+/// `?view=delta`. One shape for both views, so that the default needs no narrowing.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct SessionDelta<'a> {
+pub struct WrittenSession<'a> {
     #[serde(flatten)]
     pub head: SessionHead<'a>,
     /// The messages this write appended, in order.
     pub new_messages: &'a [Message],
+    /// The whole history as of this write; left out with `?view=delta`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<Message>, required = false)]
+    pub messages: Option<&'a [Message]>,
 }
 
 /// A session in a list: no messages, their count instead.
@@ -119,15 +125,22 @@ impl Session {
         })
     }
 
-    /// Renders the session as of `commit` with only what that commit appended.
-    pub fn render_delta<R>(&self, commit: Commit, f: impl FnOnce(&SessionDelta<'_>) -> R) -> R {
+    /// Renders the session as of `commit` with what that commit appended, and its whole
+    /// history as of then if `with_history`.
+    pub fn render_written<R>(
+        &self,
+        commit: Commit,
+        with_history: bool,
+        f: impl FnOnce(&WrittenSession<'_>) -> R,
+    ) -> R {
         self.read(|history| {
             let end = commit.len.min(history.messages.len());
-            let delta = SessionDelta {
+            let written = WrittenSession {
                 head: self.head(history, Some(commit)),
                 new_messages: &history.messages[commit.from.min(end)..end],
+                messages: with_history.then(|| &history.messages[..end]),
             };
-            f(&delta)
+            f(&written)
         })
     }
 

@@ -258,6 +258,11 @@ async fn a_stale_if_match_gets_412_and_appends_nothing_and_a_current_one_commits
         .await
         .unwrap();
     assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        stale.headers()["etag"],
+        "\"2\"",
+        "the version it is at, so the client need not read it again"
+    );
     let body: Value = stale.json().await.unwrap();
     assert_eq!(body["error"]["code"], "version_mismatch");
     assert_eq!(app.messages(&id).await.len(), 2);
@@ -482,7 +487,14 @@ async fn cors_preflight_echoes_an_allowed_origin_and_gives_others_no_allow_heade
         .to_str()
         .unwrap()
         .to_lowercase();
-    for header in ["x-request-id", "etag", "idempotent-replayed", "retry-after"] {
+    for header in [
+        "x-request-id",
+        "etag",
+        "idempotent-replayed",
+        "retry-after",
+        "x-turn-id",
+        "www-authenticate",
+    ] {
         assert!(exposed.contains(header), "{header} is exposed: {exposed}");
     }
 

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{roles_and_contents, spawn_app};
+use crate::helpers::{roles_and_contents, spawn_app, spawn_app_with};
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
@@ -71,6 +71,38 @@ async fn the_response_carries_the_turn_id_in_the_body_and_the_header() {
     let header = response.headers()["x-turn-id"].to_str().unwrap().to_owned();
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["turnId"], header.as_str());
+}
+
+#[tokio::test]
+async fn every_answer_of_a_write_names_a_turn_refusals_before_it_ran_included() {
+    let app = spawn_app_with(|c| c.max_body_bytes = 1024).await;
+    let id = app.create_session(json!({})).await;
+    let url = app.url(&format!("/text/session/{id}/message"));
+    let answers = [
+        // Validation, content type, body limit, malformed JSON.
+        app.client.post(&url).json(&json!({"content": " "})).send(),
+        app.client.post(&url).body("{\"content\":\"hi\"}").send(),
+        app.client
+            .post(&url)
+            .json(&json!({"content": "x".repeat(4096)}))
+            .send(),
+        app.client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body("{")
+            .send(),
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for answer in answers {
+        let answer = answer.await.unwrap();
+        assert!(answer.status().is_client_error(), "{}", answer.status());
+        let turn = answer.headers()["x-turn-id"].to_str().unwrap().to_owned();
+        assert!(uuid::Uuid::parse_str(&turn).is_ok());
+        assert!(seen.insert(turn), "a new id for each write");
+    }
+    // Not a write: no turn id.
+    let read = app.get(&format!("/text/session/{id}")).await;
+    assert!(read.headers().get("x-turn-id").is_none());
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use uuid::Uuid;
 pub use turn::TurnView;
 
 use crate::session::turn::{TurnOutcome, TurnResult};
-use crate::session::{Session, SessionDelta, SessionSummary, SessionView};
+use crate::session::{Session, SessionSummary, SessionView, WrittenSession};
 
 /// Header naming the turn a write ran as.
 pub const TURN_ID_HEADER: &str = "x-turn-id";
@@ -51,10 +51,10 @@ pub struct SuccessResponse {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum View {
-    /// The whole session (the default).
+    /// The whole session, `messages` included (the default).
     #[default]
     Full,
-    /// Everything but `messages`, plus `newMessages`: what this write appended.
+    /// Everything but `messages`: `newMessages` (what this write appended) is enough.
     Delta,
 }
 
@@ -62,8 +62,8 @@ pub enum View {
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ViewQuery {
-    /// `full` (default): the whole session; `delta`: everything but `messages`, plus
-    /// `newMessages`.
+    /// `full` (default): the whole session, `messages` included; `delta`: everything but
+    /// `messages`. Both have `newMessages`, what this write appended.
     pub view: Option<View>,
 }
 
@@ -83,14 +83,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for View {
     }
 }
 
-/// The session in a write's answer, whole or as a delta.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum WrittenSession<'a> {
-    Full(&'a SessionView<'a>),
-    Delta(&'a SessionDelta<'a>),
-}
-
 /// `{success: true, turnId, result, session}`: a write that generated a reply.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -102,7 +94,7 @@ pub struct WriteResponse<'a> {
     pub turn_id: Uuid,
     pub result: &'a TurnResult,
     /// The session as of this write's commit.
-    pub session: WrittenSession<'a>,
+    pub session: &'a WrittenSession<'a>,
 }
 
 /// `{success: true, turnId, session}`: a write without generation (tool outputs).
@@ -115,7 +107,7 @@ pub struct ToolOutputResponse<'a> {
     #[schema(value_type = String, format = Uuid)]
     pub turn_id: Uuid,
     /// The session as of this write's commit.
-    pub session: WrittenSession<'a>,
+    pub session: &'a WrittenSession<'a>,
 }
 
 /// Marks an answer that carries `messages[..len]` of `session` as JSON (`len` known
@@ -169,7 +161,7 @@ pub fn with_etag(response: &mut Response, version: u64) {
 
 /// The answer to a committed write: the session as of its commit, whole or as a delta.
 pub fn write(session: &Arc<Session>, outcome: &TurnOutcome, view: View) -> Response {
-    let answer = |written: WrittenSession<'_>| match &outcome.result {
+    let answer = |written: &WrittenSession<'_>| match &outcome.result {
         Some(result) => axum::Json(WriteResponse {
             success: true,
             turn_id: outcome.turn_id,
@@ -184,17 +176,13 @@ pub fn write(session: &Arc<Session>, outcome: &TurnOutcome, view: View) -> Respo
         })
         .into_response(),
     };
-    let mut response = match view {
-        View::Full => {
-            let mut response =
-                session.render(Some(outcome.commit), |v| answer(WrittenSession::Full(v)));
-            response
-                .extensions_mut()
-                .insert(HistoryInAnswer::of(session, outcome.commit.len));
-            response
-        }
-        View::Delta => session.render_delta(outcome.commit, |d| answer(WrittenSession::Delta(d))),
-    };
+    let full = view == View::Full;
+    let mut response = session.render_written(outcome.commit, full, answer);
+    if full {
+        response
+            .extensions_mut()
+            .insert(HistoryInAnswer::of(session, outcome.commit.len));
+    }
     with_turn_id(&mut response, outcome.turn_id);
     with_etag(&mut response, outcome.commit.version);
     response
