@@ -12,10 +12,12 @@ whose path has `{id}`:
   generated the path parameters as negative data, in the stateful phase (where ids
   come from earlier responses), and in every 10th case anyway, so that the 404
   answers are still exercised;
-* in positive cases, `Last-Event-ID` is made `<turnId>:<seq>` of that turn, `If-Match`
-  the session's current ETag, a body's `provider` `echo`, and tools with a name
-  already used are dropped: the schema cannot say "a configured provider", "an event
-  of this turn", "the current version" or "unique names";
+* in positive cases, `Last-Event-ID` is made `<turnId>:<seq>` of that turn (on the
+  session's feed, and its `lastEventId`, `<version>:<seq>` of a version it has),
+  `If-Match` the session's current ETag, a body's `provider` `echo`, a fork's `upTo`
+  at most the session's messages, and tools with a name already used are dropped: the
+  schema cannot say "a configured provider", "an event of this turn", "the current
+  version", "no more than it holds" or "unique names";
 * a valid `Idempotency-Key` gets a suffix unique to the request: schemathesis reuses
   small keys like "0" with other bodies, which is rightly `422 idempotency_key_reused`,
   or with the same body, which replays an old answer whatever the other headers say.
@@ -118,9 +120,22 @@ def map_case(context, case):
         params["id"] = session_id
         if "turnId" in params:
             params["turnId"] = turn_id
+    feed = case.path == "/text/session/{id}/events"
     if headers and "Last-Event-ID" in headers and not _is_negative(case, ParameterLocation.HEADER):
         seq = len(str(headers["Last-Event-ID"])) % 4
-        headers["Last-Event-ID"] = f"{params.get('turnId')}:{seq}"
+        # A turn's events are `<turnId>:<seq>`; the session's feed's `<version>:<seq>`.
+        headers["Last-Event-ID"] = f"2:{seq}" if feed else f"{params.get('turnId')}:{seq}"
+    query = case.query
+    if feed and query and "lastEventId" in query and not _is_negative(case, ParameterLocation.QUERY):
+        query["lastEventId"] = f"2:{len(str(query['lastEventId'])) % 4}"
+    if (
+        case.path == "/text/session/{id}/fork"
+        and isinstance(body, dict)
+        and isinstance(body.get("upTo"), int)
+        and not _is_negative(case, ParameterLocation.BODY)
+    ):
+        # At most the messages the source holds (two, in the sessions made here).
+        body["upTo"] = body["upTo"] % 3
     return case
 
 

@@ -519,19 +519,7 @@ async fn fork_cost(url: &str, len: usize) {
     println!("(7) the store alone: 100 forks of a {len}-message session, shared and copied");
     let mut store = Store::open(url).await.unwrap_or_else(|e| panic!("{e}"));
     let now = Timestamp::now();
-    let source = SessionRow {
-        id: Uuid::new_v4(),
-        owner: None,
-        provider: "echo".into(),
-        model: "echo-1".into(),
-        defaults: Defaults::default(),
-        tools: Vec::new(),
-        metadata: Map::new(),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        forked_from: None,
-    };
+    let source = echo_session();
     let history: Vec<Message> = (0..len)
         .map(|i| {
             let role = if i % 2 == 0 {
@@ -616,20 +604,7 @@ async fn store_commits(url: &str, tasks: usize, commits: usize) {
     let store = Arc::new(Store::open(url).await.unwrap_or_else(|e| panic!("{e}")));
     let mut rows = Vec::with_capacity(tasks);
     for _ in 0..tasks {
-        let now = Timestamp::now();
-        let row = SessionRow {
-            id: Uuid::new_v4(),
-            owner: None,
-            provider: "echo".into(),
-            model: "echo-1".into(),
-            defaults: Defaults::default(),
-            tools: Vec::new(),
-            metadata: Map::new(),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-            forked_from: None,
-        };
+        let row = echo_session();
         store
             .create(&row, &[])
             .await
@@ -718,6 +693,24 @@ async fn store_commits(url: &str, tasks: usize, commits: usize) {
     }
     if let Ok(store) = Arc::try_unwrap(store) {
         store.close().await;
+    }
+}
+
+/// A new session on the echo provider, as the store keeps it.
+fn echo_session() -> SessionRow {
+    let now = Timestamp::now();
+    SessionRow {
+        id: Uuid::new_v4(),
+        owner: None,
+        provider: "echo".into(),
+        model: "echo-1".into(),
+        defaults: Defaults::default(),
+        tools: Vec::new(),
+        metadata: Map::new(),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+        forked_from: None,
     }
 }
 

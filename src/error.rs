@@ -12,7 +12,7 @@ use crate::memory::OverBudget;
 use crate::provider::ProviderError;
 use crate::session::runtime::NotAdmitted;
 use crate::session::turn::TurnError;
-use crate::session::{Invalid, LockError};
+use crate::session::{HistoryTooShort, Invalid, LockError};
 use crate::store::StoreError;
 
 /// Seconds a client is asked to wait before trying an overloaded session again.
@@ -48,6 +48,9 @@ pub enum ApiError {
     /// 409: only failed or cancelled turns can be retried, once.
     #[error("{0}")]
     TurnNotRetryable(String),
+    /// 409: a fork asked for more messages than the session holds.
+    #[error(transparent)]
+    HistoryTooShort(#[from] HistoryTooShort),
     /// 408: the request body did not arrive within `BODY_READ_TIMEOUT_SECS`.
     #[error("the request body did not arrive within {0:?}")]
     RequestTimeout(std::time::Duration),
@@ -121,9 +124,10 @@ impl ApiError {
             | ApiError::TurnNotFound(_)
             | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::SessionBusy | ApiError::TurnCancelled(_) | ApiError::TurnNotRetryable(_) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::SessionBusy
+            | ApiError::TurnCancelled(_)
+            | ApiError::TurnNotRetryable(_)
+            | ApiError::HistoryTooShort(_) => StatusCode::CONFLICT,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -158,6 +162,7 @@ impl ApiError {
             ApiError::SessionBusy => "session_busy",
             ApiError::TurnCancelled(_) => "turn_cancelled",
             ApiError::TurnNotRetryable(_) => "turn_not_retryable",
+            ApiError::HistoryTooShort(_) => "history_too_short",
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -324,6 +329,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable code: `invalid_request`, `unauthorized`, `session_not_found`, `turn_not_found`, `not_found`,
     /// `method_not_allowed`, `session_busy`, `turn_cancelled`, `turn_not_retryable`,
+    /// `history_too_short`,
     /// `payload_too_large`,
     /// `unsupported_media_type`, `session_overloaded`, `provider_error`,
     /// `provider_timeout`, `overloaded`, `shutting_down`, `session_limit`,

@@ -66,15 +66,20 @@ fn non_blank_string() -> ObjectBuilder {
 }
 
 /// Any JSON value but `null`.
-/// Any JSON value, written as a schema with no type (what code generators read as "any
-/// value"; a list of types is not understood by all of them). `null` is refused by the
-/// service, as the description says.
+/// Any JSON value but null: a schema with no type (what code generators read as "any
+/// value"; a list of types is not understood by all of them) and `not: {type: null}`.
+/// utoipa has no `not`, so it goes in the schema's extension map, which is written out
+/// as it is.
 fn any_but_null() -> ObjectBuilder {
+    let not_null = serde_json::json!({"type": "null"});
     ObjectBuilder::new()
         .schema_type(SchemaType::AnyValue)
         .description(Some(
             "A string, or any other JSON value but null (stored as its compact JSON text).",
         ))
+        .extensions(Some(utoipa::openapi::extensions::Extensions::from_iter([
+            ("not", not_null),
+        ])))
 }
 
 /// The pattern of a string that is not blank.
@@ -194,6 +199,30 @@ pub struct ToolOutputInput {
     pub output: Value,
 }
 
+/// What a tool-output writer does when the lock is held: as for the other writes, but
+/// without `join` (a tool output gets no reply of its own to share).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolOutputOnBusy {
+    /// Wait for the lock.
+    #[default]
+    Wait,
+    /// Answer at once that the session is busy.
+    Reject,
+    /// Cancel the running turn (keeping what it had) and go before every waiter.
+    Interrupt,
+}
+
+impl From<ToolOutputOnBusy> for OnBusy {
+    fn from(on_busy: ToolOutputOnBusy) -> Self {
+        match on_busy {
+            ToolOutputOnBusy::Wait => OnBusy::Wait,
+            ToolOutputOnBusy::Reject => OnBusy::Reject,
+            ToolOutputOnBusy::Interrupt => OnBusy::Interrupt,
+        }
+    }
+}
+
 /// The object form of `POST /text/session/{id}/tool-output`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -204,7 +233,7 @@ pub struct ToolOutputRequest {
     #[serde(default)]
     pub priority: Priority,
     #[serde(default)]
-    pub on_busy: OnBusy,
+    pub on_busy: ToolOutputOnBusy,
 }
 
 /// `POST /text/session/{id}/tool-output`: the object form, a bare array, or one output.
@@ -217,7 +246,7 @@ impl<'de> Deserialize<'de> for ToolOutputBody {
         let bare = |outputs| ToolOutputRequest {
             tool_outputs: outputs,
             priority: Priority::default(),
-            on_busy: OnBusy::default(),
+            on_busy: ToolOutputOnBusy::default(),
         };
         let list = match &value {
             Value::Array(items) => Some(items),

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Extension;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -12,12 +13,13 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::Schema;
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::extract::SessionPath;
+use super::stream::{SseEventSchema, sse_event_schema};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::keys::Caller;
@@ -48,10 +50,12 @@ pub struct FeedQuery {
     version: Option<u64>,
     /// Resume after this event (`<version>:<seq>`), for a client that cannot send the
     /// `Last-Event-ID` header (a new `EventSource`); the header wins.
+    #[param(pattern = "^[0-9]+:[0-9]+$")]
     last_event_id: Option<String>,
     /// An events token of this session (`POST …/events/token`): stands for the API key
-    /// that asked for it, for a browser's `EventSource`.
+    /// that asked for it, for a browser's `EventSource` (read by the API-key layer).
     #[allow(dead_code)]
+    #[serde(rename = "access_token")]
     access_token: Option<String>,
 }
 
@@ -88,9 +92,10 @@ pub struct FeedQuery {
 async fn session_events(
     State(app): State<AppState>,
     SessionPath { session, .. }: SessionPath,
-    Query(query): Query<FeedQuery>,
+    query: Result<Query<FeedQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let start = feed_start(&headers, &query)?;
     app.runtime.metrics.feed_followers.inc();
     let following = Following(app.runtime.clone());
@@ -289,27 +294,14 @@ const FEED_EVENT_NAMES: [&str; 9] = [
 
 impl PartialSchema for FeedSseEvent {
     fn schema() -> RefOr<Schema> {
-        let string = || ObjectBuilder::new().schema_type(Type::String);
-        ObjectBuilder::new()
-            .description(Some(
-                "One event: `id: <version>:<seq>` (none on `session.resync`), its name, and a JSON `data:` line. Turn events have the data of the same event in a turn's own stream (`TurnEventData`) plus `turnId` (and, on the start and end of a turn writers joined, `joined`: their turn ids), except `turn.completed`, whose `session` is left out (the `session.committed` before it has the new messages). `session.committed` is `CommittedData`; `session.resync` is `ResyncData`, and ends the stream.",
-            ))
-            .property(
-                "id",
-                string()
-                    .pattern(Some("^[0-9]+:[0-9]+$"))
-                    .description(Some("`<version>:<seq>`")),
-            )
-            .property("event", string().enum_values(Some(FEED_EVENT_NAMES)))
-            .property(
-                "data",
-                string()
-                    .content_media_type("application/json")
-                    .description(Some("JSON, by the event's name")),
-            )
-            .required("event")
-            .required("data")
-            .into()
+        sse_event_schema(SseEventSchema {
+            description: "One event: `id: <version>:<seq>` (none on `session.resync`), its name, and a JSON `data:` line. Turn events have the data of the same event in a turn's own stream (`TurnEventData`) plus `turnId` (and, on the start and end of a turn writers joined, `joined`: their turn ids), except `turn.completed`, whose `session` is left out (the `session.committed` before it has the new messages). `session.committed` is `CommittedData`; `session.resync` is `ResyncData`, and ends the stream.",
+            id_pattern: "^[0-9]+:[0-9]+$",
+            id_form: "`<version>:<seq>`",
+            id_required: false,
+            names: &FEED_EVENT_NAMES,
+            data: "JSON, by the event's name",
+        })
     }
 }
 

@@ -96,16 +96,17 @@ async fn keep_new(app: &AppState, session: &Arc<Session>) -> Result<(), ApiError
 /// has `forkedFrom: {sessionId, version, upTo}`. This is how a client edits a message
 /// and gets a new answer: fork before the message, then send the edited text to the
 /// fork. It never waits for a running turn of the source: it forks the last committed
-/// history. A durable store shares the source's rows with the fork instead of copying
-/// them.
+/// history; an `upTo` past its messages is `409 history_too_short`. A durable store
+/// shares the source's rows with the fork instead of copying them.
 #[utoipa::path(
     post, path = "/text/session/{id}/fork", tag = "sessions",
     params(("id" = String, Path, description = "Session id (UUID) of the source")),
     request_body(content = Option<ForkRequest>, content_type = "application/json"),
     responses(
         (status = 201, description = "The new session", body = SessionResponse),
-        (status = 400, description = "`upTo` is past the source's messages, or the body is not `{upTo?}` (`invalid_request`)", body = ErrorBody),
+        (status = 400, description = "The body is not `{upTo?}` (`invalid_request`)", body = ErrorBody),
         (status = 404, description = "No such session (`session_not_found`)", body = ErrorBody),
+        (status = 409, description = "`upTo` is past the messages the session holds (`history_too_short`)", body = ErrorBody),
         (status = 429, description = "Too many sessions, in all or for this API key (`session_limit`), or this API key holds its memory quota (`memory_quota_exceeded`)", body = ErrorBody),
         (status = 503, description = "The service holds its memory budget (`memory_budget_exceeded`), or the store did not commit (`store_unavailable`); see `Retry-After`", body = ErrorBody),
     )

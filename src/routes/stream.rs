@@ -117,32 +117,55 @@ const EVENT_NAMES: [&str; 7] = [
 
 impl PartialSchema for TurnSseEvent {
     fn schema() -> RefOr<Schema> {
-        let string = || ObjectBuilder::new().schema_type(Type::String);
-        ObjectBuilder::new()
-            .description(Some(
-                "One event: `id: <turnId>:<seq>` (seq from 1, no gaps), its name, and a JSON `data:` line whose shape the name gives (see `TurnEventData`). The stream ends after `turn.completed`, `turn.failed` or `turn.cancelled`.",
-            ))
-            .property(
-                "id",
-                string()
-                    .pattern(Some("^[0-9a-fA-F-]{36}:[1-9][0-9]*$"))
-                    .description(Some("`<turnId>:<seq>`")),
-            )
-            .property(
-                "event",
-                string().enum_values(Some(EVENT_NAMES)),
-            )
-            .property(
-                "data",
-                string()
-                    .content_media_type("application/json")
-                    .description(Some("JSON: one of `TurnEventData`, by the event's name")),
-            )
-            .required("id")
-            .required("event")
-            .required("data")
-            .into()
+        sse_event_schema(SseEventSchema {
+            description: "One event: `id: <turnId>:<seq>` (seq from 1, no gaps), its name, and a JSON `data:` line whose shape the name gives (see `TurnEventData`). The stream ends after `turn.completed`, `turn.failed` or `turn.cancelled`.",
+            id_pattern: "^[0-9a-fA-F-]{36}:[1-9][0-9]*$",
+            id_form: "`<turnId>:<seq>`",
+            id_required: true,
+            names: &EVENT_NAMES,
+            data: "JSON: one of `TurnEventData`, by the event's name",
+        })
     }
+}
+
+/// What tells one stream's events from another's in the OpenAPI document.
+pub struct SseEventSchema {
+    pub description: &'static str,
+    pub id_pattern: &'static str,
+    pub id_form: &'static str,
+    pub id_required: bool,
+    pub names: &'static [&'static str],
+    pub data: &'static str,
+}
+
+/// One Server-Sent Event as a client's parser sees it: an `id`, an `event` name, a JSON
+/// `data` line.
+pub fn sse_event_schema(event: SseEventSchema) -> RefOr<Schema> {
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    let schema = ObjectBuilder::new()
+        .description(Some(event.description))
+        .property(
+            "id",
+            string()
+                .pattern(Some(event.id_pattern))
+                .description(Some(event.id_form)),
+        )
+        .property(
+            "event",
+            string().enum_values(Some(event.names.iter().copied())),
+        )
+        .property(
+            "data",
+            string()
+                .content_media_type("application/json")
+                .description(Some(event.data)),
+        );
+    let schema = if event.id_required {
+        schema.required("id")
+    } else {
+        schema
+    };
+    schema.required("event").required("data").into()
 }
 
 impl ToSchema for TurnSseEvent {

@@ -21,7 +21,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::message::{Message, Role, Timestamp};
 use crate::session::turn::{self, TurnInput, TurnKind};
-use crate::session::{Invalid, OnBusy, Session, check_id, check_length, validate_instructions};
+use crate::session::{Invalid, Session, check_id, check_length, validate_instructions};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -173,13 +173,6 @@ async fn post_tool_output(
     if body.tool_outputs.is_empty() {
         return Err(Invalid::new("toolOutputs", "must not be an empty list").into());
     }
-    if body.on_busy == OnBusy::Join {
-        return Err(Invalid::new(
-            "onBusy",
-            "`join` is for /message and /instructions (a tool output gets no reply of its own); use `wait`",
-        )
-        .into());
-    }
     let now = Timestamp::now();
     let mut staged = Vec::with_capacity(body.tool_outputs.len());
     for (i, item) in body.tool_outputs.iter().enumerate() {
@@ -203,7 +196,7 @@ async fn post_tool_output(
         kind: TurnKind::ToolOutput,
         staged,
         priority: body.priority,
-        on_busy: body.on_busy,
+        on_busy: body.on_busy.into(),
         stream: false,
         body: raw,
         if_match: if_match(&headers)?,

@@ -19,6 +19,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::app::AppState;
 use crate::clock::Clock;
@@ -26,6 +27,7 @@ use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
 use crate::openapi;
 use crate::routes::OpenApiJson;
+use crate::routes::middleware::auth::DOCS_PATH;
 use crate::routes::middleware::{auth, body, forward, idempotency, turn_id};
 use crate::store::{Instance, Store, StoreError};
 
@@ -163,6 +165,7 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
         )
     });
     routes
+        .merge(api_reference())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -194,6 +197,14 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
         .layer(axum::middleware::map_request(drop_unfit_request_id))
         .layer(Extension(OpenApiJson(openapi::document_json().into())))
         .with_state(state)
+}
+
+/// The interactive API reference at `/docs`: Swagger UI, served from the binary (no
+/// network needed), reading the document at `/openapi.json`.
+fn api_reference() -> Router<AppState> {
+    SwaggerUi::new(DOCS_PATH)
+        .config(utoipa_swagger_ui::Config::from("/openapi.json"))
+        .into()
 }
 
 /// `MAX_CONNECTIONS`, or where it is 0, half the file-descriptor limit, which is first

@@ -211,6 +211,14 @@ impl Session {
     }
 }
 
+/// A fork asked for more messages than the session holds (yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("upTo: the session holds {len} messages; got {up_to}")]
+pub struct HistoryTooShort {
+    pub len: usize,
+    pub up_to: usize,
+}
+
 impl Session {
     /// A new session with this one's settings, owner and provider, whose history is the
     /// first `up_to` committed messages of this one (all when `None`). This one is left
@@ -220,15 +228,12 @@ impl Session {
         up_to: Option<usize>,
         settings: Settings,
         account: Account,
-    ) -> Result<Session, Invalid> {
+    ) -> Result<Session, HistoryTooShort> {
         let (messages, version) = self.read(|history| {
             let len = history.messages.len();
             let n = up_to.unwrap_or(len);
             if n > len {
-                return Err(Invalid::new(
-                    "upTo",
-                    format!("at most the number of messages the session holds ({len}); got {n}"),
-                ));
+                return Err(HistoryTooShort { len, up_to: n });
             }
             Ok((history.messages[..n].to_vec(), history.version))
         })?;

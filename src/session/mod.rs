@@ -33,7 +33,8 @@ use crate::provider::Provider;
 use crate::store::{CommitRows, KeyRecord, KeyTurn, SessionRow, Store, StoreError};
 
 pub use create::{
-    Invalid, MAX_ID_CHARS, NewSession, check_id, check_length, validate_instructions,
+    HistoryTooShort, Invalid, MAX_ID_CHARS, NewSession, check_id, check_length,
+    validate_instructions,
 };
 pub use live::{LiveSessions, SessionLimit};
 pub use settings::{Limits, Settings};

@@ -811,8 +811,9 @@ async fn a_fork_of_a_thousand_message_session_starts_with_its_first_n_and_both_g
     )
     .await
     .unwrap();
-    assert_eq!(past.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(past.status(), StatusCode::CONFLICT);
     let past: Value = past.json().await.unwrap();
+    assert_eq!(past["error"]["code"], "history_too_short");
     assert!(past["error"]["message"].as_str().unwrap().contains("upTo"));
 
     // After a restart, and after the source is deleted, the fork is whole.

@@ -465,3 +465,45 @@ async fn readyz_answers_ok_while_serving() {
         json!({"status": "ok"})
     );
 }
+
+#[tokio::test]
+async fn the_api_reference_is_served_from_the_binary_and_open_like_the_document() {
+    let app =
+        spawn_app_with(|c| c.api_keys = vec![text_session_api::secret::Secret::new("key-a")]).await;
+    let page = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK, "no key needed");
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    // Everything it loads comes from here (no CDN), and it reads our document.
+    assert!(!html.contains("https://"), "{html}");
+    let init = app
+        .client
+        .get(app.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(init.contains("/openapi.json"), "{init}");
+    for asset in ["/docs/swagger-ui.css", "/docs/swagger-ui-bundle.js"] {
+        let response = app.client.get(app.url(asset)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+    }
+    let bare = app.client.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(bare.status(), StatusCode::OK, "/docs leads to /docs/");
+    // The API itself still wants the key.
+    let sessions = app
+        .client
+        .get(app.url("/text/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sessions.status(), StatusCode::UNAUTHORIZED);
+}

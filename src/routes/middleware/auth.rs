@@ -19,6 +19,16 @@ use crate::keys::Caller;
 /// Routes anyone may call.
 const OPEN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/openapi.json"];
 
+/// Where the interactive API reference is served (open, like the document it shows).
+pub const DOCS_PATH: &str = "/docs";
+
+fn is_open(path: &str) -> bool {
+    OPEN_PATHS.contains(&path)
+        || path
+            .strip_prefix(DOCS_PATH)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// Identifies the caller, or answers `401 unauthorized`.
 pub async fn require_key(
     State(app): State<AppState>,
@@ -27,7 +37,7 @@ pub async fn require_key(
 ) -> Response {
     let open = !app.api_keys.enabled()
         || request.method() == Method::OPTIONS
-        || OPEN_PATHS.contains(&request.uri().path());
+        || is_open(request.uri().path());
     let caller = if open {
         Caller(None)
     } else {
