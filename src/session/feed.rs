@@ -11,6 +11,7 @@
 //! messages: they are read from the history, which only ever grows.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::Stream;
@@ -104,6 +105,9 @@ pub struct Feed {
     state: Mutex<State>,
     /// The absolute number of the next item; followers wait on it.
     appended: watch::Sender<u64>,
+    /// Someone has followed (as `State::followed`, read without the lock): until then
+    /// a turn's events, one per piece of every reply, cost no lock.
+    followed: AtomicBool,
 }
 
 impl Feed {
@@ -122,6 +126,7 @@ impl Feed {
                 closed: false,
             }),
             appended: watch::Sender::new(0),
+            followed: AtomicBool::new(false),
         }
     }
 
@@ -132,6 +137,9 @@ impl Feed {
     /// Adds a turn's event (kept only once the feed has been followed); `joined`: the
     /// writers of a joined turn, for its start and end.
     pub fn turn_event(&self, turn_id: Uuid, event: &TurnEvent, joined: Option<Arc<[Uuid]>>) {
+        if !self.followed.load(Ordering::Acquire) {
+            return;
+        }
         let mut state = self.state();
         if !state.followed || state.closed {
             return;
@@ -210,6 +218,7 @@ impl Feed {
         let next = {
             let mut state = self.state();
             state.followed = true;
+            self.followed.store(true, Ordering::Release);
             let end = state.first + state.entries.len() as u64;
             match start {
                 FeedStart::Now => Some(end),
