@@ -282,6 +282,7 @@ async fn lead(
         })
         .collect();
     let (admitted, refused) = check_preconditions(session, members);
+    let any_refused = !refused.is_empty();
     let mut own_refusal = None;
     for (record, error) in refused {
         session
@@ -297,7 +298,11 @@ async fn lead(
     let Some(writers) = Writers::new(admitted, session.feed()) else {
         return Err(own_refusal.unwrap_or_else(|| TurnError::Internal("no writer".into())));
     };
-    guard.narrow(writers.records().iter().map(|record| record.id).collect());
+    if any_refused {
+        // Only then do the writers differ from those the lock was handed to: a plain
+        // turn makes no list here.
+        guard.narrow(writers.records().iter().map(|record| record.id).collect());
+    }
     if let Some(refusal) = own_refusal {
         // Its answer is its refusal, now; the others' turn runs on in a task of its own.
         let (session, tracked) = (session.clone(), runtime.clone());
