@@ -164,7 +164,8 @@ pub struct Config {
     pub log_content: bool,
 
     /// API keys, comma-separated; when set (here or in API_KEYS_FILE) every route but
-    /// /healthz, /readyz and /openapi.json needs `Authorization: Bearer <key>`.
+    /// /healthz, /readyz, /openapi.json, /docs and the playground needs
+    /// `Authorization: Bearer <key>`.
     #[arg(long, env = "API_KEYS", hide_env_values = true, value_delimiter = ',')]
     pub api_keys: Vec<Secret>,
 

@@ -1,10 +1,12 @@
-//! The HTTP server: the router with its fallbacks and layers (request ids, tracing,
+//! The HTTP server: the router (the API, the reference at `/docs`, the playground at
+//! `/`) with its fallbacks and layers (request ids, tracing,
 //! CORS, body limit, API keys, `Idempotency-Key`), and `Server::serve`, which runs on a
 //! listener the caller bound (port 0 in tests) until shutdown, then drains running
 //! turns. Connections and their bounds are `connections.rs`. The state the handlers
 //! share is `app::AppState`; nothing here is a handler.
 
 mod connections;
+mod playground;
 mod timed_io;
 
 use std::future::Future;
@@ -166,6 +168,7 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
     });
     routes
         .merge(api_reference())
+        .merge(playground::routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -507,3 +507,74 @@ async fn the_api_reference_is_served_from_the_binary_and_open_like_the_document(
         .unwrap();
     assert_eq!(sessions.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_playground_is_one_page_from_the_binary_under_a_strict_csp_and_open() {
+    let app =
+        spawn_app_with(|c| c.api_keys = vec![text_session_api::secret::Secret::new("key-a")]).await;
+    let page = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(
+        page.status(),
+        StatusCode::OK,
+        "no key needed: the page holds no data"
+    );
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    let html = page.text().await.unwrap();
+    // No CDN, and no inline script or style for the CSP to refuse.
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "{html}"
+    );
+    assert!(html.contains(r#"<script type="module" src="/playground/app.js"></script>"#));
+    assert!(
+        !html.contains("style=") && !html.contains("onclick"),
+        "{html}"
+    );
+    for (asset, kind) in [
+        ("/playground/app.js", "text/javascript"),
+        ("/playground/style.css", "text/css"),
+    ] {
+        let response = app.client.get(app.url(asset)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with(kind), "{asset}: {content_type}");
+        let body = response.text().await.unwrap();
+        assert!(
+            !body.contains("https://"),
+            "{asset} loads nothing from elsewhere"
+        );
+    }
+    // The script never stores the key it is given.
+    let script = app
+        .client
+        .get(app.url("/playground/app.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!script.contains("localStorage") && !script.contains("sessionStorage"));
+    let missing = app.get("/playground/nothing.js").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
+    // The API itself still wants the key.
+    let sessions = app.get("/text/sessions").await;
+    assert_eq!(sessions.status(), StatusCode::UNAUTHORIZED);
+}

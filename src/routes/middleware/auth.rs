@@ -1,5 +1,6 @@
 //! Who may call: with API keys configured, every route but `/healthz`, `/readyz`,
-//! `/openapi.json` (and CORS preflights) needs `Authorization: Bearer <key>`; the caller
+//! `/openapi.json`, the API reference (`/docs`), the playground (`/` and its files;
+//! they hold no data) and CORS preflights needs `Authorization: Bearer <key>`; the caller
 //! found is put in the request's extensions for the routes to scope sessions by.
 //!
 //! A browser's `EventSource` cannot send that header: a `GET` of a session's events
@@ -22,11 +23,15 @@ const OPEN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/openapi.json"];
 /// Where the interactive API reference is served (open, like the document it shows).
 pub const DOCS_PATH: &str = "/docs";
 
+/// Where the playground's script and style sheet are served (open, like its page at `/`).
+pub const PLAYGROUND_PATH: &str = "/playground";
+
 fn is_open(path: &str) -> bool {
-    OPEN_PATHS.contains(&path)
-        || path
-            .strip_prefix(DOCS_PATH)
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    path == "/" || OPEN_PATHS.contains(&path) || under(DOCS_PATH) || under(PLAYGROUND_PATH)
 }
 
 /// Identifies the caller, or answers `401 unauthorized`.
