@@ -1,22 +1,26 @@
 // The playground and the API reference in a real browser: Debian's Chromium driven by
 // playwright-core (no browser download). Starts the service itself, with API keys on
 // and two providers: echo (streamed word by word, slowly enough to press stop) and
-// "mock", an OpenAI-compatible endpoint served here that calls a tool.
+// "mock", an OpenAI-compatible endpoint served here that calls a tool (or fails).
+// Every request outside the service is cut off. Checks: /docs renders; the playground's
+// errors, a streamed conversation, instructions, stop during a slow reply, an EventSource
+// replay with keys on, a waiting write taken back, a failed turn, a tool call and its
+// output; then the README's fetch example runs in the browser (its EventSource part).
 //
-//     node playground.mjs <path to text-session-api> <directory for screenshots>
+//     node playground.mjs <path to text-session-api> <directory for screenshots> <docs/examples/fetch.mjs>
 //
 // Exits non-zero on the first check that fails; the page's screenshot at that moment
 // is kept in the screenshot directory as failure.png.
 
 import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import http from "node:http";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
-const [binary, shots] = process.argv.slice(2);
-if (!binary || !shots) {
-  console.error("usage: node playground.mjs <text-session-api binary> <screenshot dir>");
+const [binary, shots, fetchExample] = process.argv.slice(2);
+if (!binary || !shots || !fetchExample) {
+  console.error("usage: node playground.mjs <text-session-api binary> <screenshot dir> <docs/examples/fetch.mjs>");
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
@@ -34,10 +38,12 @@ function check(condition, what) {
 // ------------------------------------------------------------ the mock provider
 
 // Chat Completions, streamed or not: with tools and a user asking about the weather it
-// calls get_weather; after a tool output it answers from it; otherwise it echoes.
+// calls get_weather; after a tool output it answers from it; asked to fail, it answers
+// 500; otherwise it echoes.
 function mockReply(body) {
   const messages = body.messages ?? [];
   const last = messages[messages.length - 1] ?? {};
+  if (/please fail/.test(String(last.content))) return { fail: true };
   const toolOutput = [...messages].reverse().find((m) => m.role === "tool");
   if (toolOutput && last.role !== "tool" && /again|now/i.test(String(last.content))) {
     return { text: `Still ${toolOutput.content} in Paris.` };
@@ -61,6 +67,11 @@ function startMock() {
       }
       const body = JSON.parse(raw);
       const reply = mockReply(body);
+      if (reply.fail) {
+        res.writeHead(500, { "content-type": "application/json" });
+        res.end(JSON.stringify({ error: { message: "the mock was asked to fail", type: "server_error" } }));
+        return;
+      }
       const usage = { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 };
       const finish = reply.toolCall ? "tool_calls" : "stop";
       const toolCalls = reply.toolCall
@@ -105,7 +116,8 @@ function startService(mockPort) {
       ECHO_STREAM_DELAY_MS: String(WORD_DELAY_MS),
       OPENAI_COMPATIBLE: `mock=http://127.0.0.1:${mockPort}/v1`,
       MOCK_DEFAULT_MODEL: "mock-1",
-      RUST_LOG: "warn",
+      PROVIDER_MAX_RETRIES: "0",
+      RUST_LOG: "error",
     },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -122,6 +134,18 @@ async function apiGet(base, path) {
   const response = await fetch(base + path, { headers: { authorization: `Bearer ${API_KEY}` } });
   return response.json();
 }
+
+function apiPost(base, path, body, accept = "application/json") {
+  return fetch(base + path, {
+    method: "POST",
+    headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json", accept },
+    body: JSON.stringify(body),
+  });
+}
+
+const turnStateIs = (page, pattern) =>
+  page.waitForFunction((source) => new RegExp(source).test(document.getElementById("turn-state").textContent),
+    pattern.source, { timeout: 15000 });
 
 // ------------------------------------------------------------ the checks
 
@@ -174,6 +198,19 @@ async function streamedConversation(page, base) {
     null, { timeout: 15000 });
   const last = await page.locator(".history .role-assistant .content").last().innerText();
   check(last === final, `the streamed reply is whole in the history: "${last}"`);
+
+  // Instructions, sent with Ctrl+Enter: the page stays (no form is posted by the browser).
+  const navigations = [];
+  page.on("framenavigated", (frame) => frame === page.mainFrame() && navigations.push(frame.url()));
+  await page.check("#as-instructions");
+  await page.fill("#message", "Answer in French.");
+  await page.press("#message", "Control+Enter");
+  await turnStateIs(page, /^done/);
+  await page.uncheck("#as-instructions");
+  const roles = await page.locator(".history .role").allTextContents();
+  check(roles.join(",") === "system,user,assistant,system,assistant",
+    `instructions are a system message and run a turn (${roles.join(",")})`);
+  check(navigations.length === 0, "Ctrl+Enter sent the message without the page going anywhere");
   return sessionId;
 }
 
@@ -200,6 +237,32 @@ async function stopSlowReply(page, base, sessionId) {
   const stored = session.messages[session.messages.length - 1];
   check(stored.interrupted === true && stored.content === kept,
     "the service holds the same partial reply, interrupted");
+}
+
+async function takeBackAWaitingWrite(page, base, sessionId) {
+  // Another client holds the turn lock with a slow reply; the page's message waits.
+  const holder = await apiPost(base, `/text/session/${sessionId}/message`,
+    { content: LONG, stream: true }, "text/event-stream");
+  const holderTurn = holder.headers.get("x-turn-id");
+  await page.fill("#message", "I will be taken back");
+  await page.click("#send");
+  await turnStateIs(page, /^waiting for the turn lock \(position 1\)/);
+  check(true, "the page shows its message waiting for the turn lock");
+  await page.waitForFunction(() => document.getElementById("status-waiting").textContent === "1",
+    null, { timeout: 5000 });
+  check(true, "the session shows one writer waiting");
+  await page.click("#stop");
+  await turnStateIs(page, /^taken back before it ran/);
+  check(await page.inputValue("#message") === "I will be taken back",
+    "a message taken back before it ran goes back into the box");
+  const cancel = await fetch(`${base}/text/session/${sessionId}/turns/${holderTurn}`,
+    { method: "DELETE", headers: { authorization: `Bearer ${API_KEY}` } });
+  check(cancel.ok, "the other client's turn is cancelled");
+  await holder.text();
+  await page.fill("#message", "");
+  const { session } = await apiGet(base, `/text/session/${sessionId}`);
+  check(!session.messages.some((m) => m.content === "I will be taken back"),
+    "the service never wrote the message taken back");
 }
 
 async function replayWithEventSource(page) {
@@ -229,6 +292,17 @@ async function toolCall(page, base) {
   await page.click("#create");
   await page.waitForFunction(() => /mock/.test(document.getElementById("session-model").textContent));
   const sessionId = await page.locator("#session-id").innerText();
+
+  // A provider that fails: the error is shown, nothing is written, the message is kept.
+  await page.fill("#message", "please fail");
+  await page.click("#send");
+  await turnStateIs(page, /^failed: nothing was written/);
+  const error = await page.locator("#error-text").innerText();
+  check(/turn failed · provider_error/.test(error), `a failed turn is shown plainly: "${error}"`);
+  check(await page.inputValue("#message") === "please fail", "the failed message is back in the box");
+  check(await page.locator(".history .message").count() === 0, "and the history is as it was");
+  await page.click("#error-close");
+
   await page.fill("#message", "What is the weather in Paris?");
   await page.click("#send");
   await page.locator("#tool-calls").waitFor({ state: "visible", timeout: 10000 });
@@ -248,6 +322,32 @@ async function toolCall(page, base) {
   const { session } = await apiGet(base, `/text/session/${sessionId}`);
   check(session.messages.map((m) => m.role).join(",") === "user,assistant,system,user,assistant",
     "the history holds the call, its output and the answer");
+}
+
+// The README's fetch example, run in the browser with keys on: its EventSource part
+// (skipped in Node) replays the streamed turn with an events token.
+async function fetchExampleInTheBrowser(browser, base) {
+  const context = await browser.newContext({ bypassCSP: true });
+  const page = await context.newPage();
+  const logged = [];
+  const failures = [];
+  page.on("console", (message) => logged.push(message.text()));
+  page.on("pageerror", (error) => failures.push(error.message));
+  await page.goto(`${base}/healthz`);
+  await page.evaluate(([url, key]) => {
+    globalThis.process = { env: { BASE_URL: url, API_KEY: key } };
+  }, [base, API_KEY]);
+  const source = readFileSync(fetchExample, "utf8");
+  await page.addScriptTag({ type: "module", content: `${source}\nconsole.log("example finished");` });
+  await page.waitForFunction(() => true);
+  for (let i = 0; i < 100 && !logged.includes("example finished") && !failures.length; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  await context.close();
+  check(failures.length === 0, `the fetch example ran in the browser (${failures.join("; ") || "no error"})`);
+  check(logged.includes("example finished"), "the fetch example finished");
+  check(logged.some((line) => line.startsWith("replayed:")),
+    `its EventSource replayed the streamed turn with an events token (${logged.filter((l) => l.startsWith("replayed:")).length} deltas)`);
 }
 
 // ------------------------------------------------------------ run
@@ -275,8 +375,19 @@ try {
   page = await context.newPage();
   const problems = [];
   page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  // The failed requests the checks make on purpose, by status and path; any other is a
+  // problem.
+  // (the page lists sessions when it loads, before a key is typed in: the first 401).
+  const expected = ["401 /text/sessions", "401 /text/sessions", "400 /text/session"];
+  page.on("response", (response) => {
+    if (response.status() < 400) return;
+    const seen = `${response.status()} ${new URL(response.url()).pathname}`;
+    const at = expected.indexOf(seen);
+    if (at >= 0) expected.splice(at, 1);
+    else problems.push(`unexpected answer: ${seen}`);
+  });
   page.on("console", (message) => {
-    if (message.type() === "error" && !/status of 40[01]/.test(message.text())) {
+    if (message.type() === "error" && !/^Failed to load resource/.test(message.text())) {
       problems.push(`console: ${message.text()}`);
     }
   });
@@ -293,9 +404,12 @@ try {
   await replayWithEventSource(page);
   await page.screenshot({ path: `${shots}/playground.png`, fullPage: true });
   console.log(`screenshot: ${shots}/playground.png (a streamed reply and a stopped one)`);
+  await takeBackAWaitingWrite(page, service.base, sessionId);
   await toolCall(page, service.base);
   await page.screenshot({ path: `${shots}/playground-tools.png`, fullPage: true });
   console.log(`screenshot: ${shots}/playground-tools.png (a tool call and its output)`);
+
+  await fetchExampleInTheBrowser(browser, service.base);
 
   check(blocked.length === 0, `nothing outside the service was asked for (${blocked.join(", ") || "none"})`);
   check(problems.length === 0, `no script error and no CSP violation (${problems.join("; ") || "none"})`);

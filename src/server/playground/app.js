@@ -6,7 +6,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   key: "",            // the API key, in memory only
   session: null,      // the session as last read
-  turn: null,         // { id, abort } of this page's running write
+  turn: null,         // { id, sessionId, started, stopping } of this page's running write
   lastTurnId: null,   // the last turn this page started
   streaming: null,    // the <li> the streamed reply goes into
   poll: null,         // the status poll's timer
@@ -14,6 +14,9 @@ const state = {
 };
 
 // ---------------------------------------------------------------- errors
+
+// fetch itself failed: no answer came.
+class NetworkError extends Error {}
 
 class ApiError extends Error {
   constructor(status, code, message, requestId) {
@@ -29,7 +32,7 @@ function describe(error) {
     const id = error.requestId ? ` (request ${error.requestId})` : "";
     return `${error.status} ${error.code}: ${error.message}${id}`;
   }
-  if (error instanceof TypeError) {
+  if (error instanceof NetworkError) {
     return `The service could not be reached: ${error.message}`;
   }
   return String(error && error.message ? error.message : error);
@@ -68,13 +71,21 @@ async function errorFrom(response) {
   return new ApiError(response.status, code, message, response.headers.get("x-request-id"));
 }
 
+async function request(path, init) {
+  try {
+    return await fetch(path, init);
+  } catch (error) {
+    throw new NetworkError(error.message);
+  }
+}
+
 async function api(method, path, body) {
   const init = { method, headers: headers() };
   if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const response = await fetch(path, init);
+  const response = await request(path, init);
   if (!response.ok) throw await errorFrom(response);
   return response.status === 204 ? null : response.json();
 }
@@ -86,10 +97,13 @@ const sessionPath = (suffix = "") =>
 async function readEvents(response, onEvent) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
+  let carriageReturn = false; // a chunk ended on "\r": its "\n" may start the next
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
-    buffer += value.replace(/\r\n?/g, "\n");
+    const chunk = carriageReturn && value.startsWith("\n") ? value.slice(1) : value;
+    carriageReturn = chunk.endsWith("\r");
+    buffer += chunk.replace(/\r\n?/g, "\n");
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const frame = buffer.slice(0, end);
@@ -106,7 +120,15 @@ async function readEvents(response, onEvent) {
         else if (field === "data") data.push(text);
         else if (field === "id") id = text;
       }
-      if (data.length) onEvent(name, JSON.parse(data.join("\n")), id);
+      if (!data.length) continue;
+      let parsed;
+      try {
+        parsed = JSON.parse(data.join("\n"));
+      } catch {
+        await reader.cancel();
+        throw new Error(`The service sent an event that is not JSON (${name}): ${data.join(" ")}`);
+      }
+      onEvent(name, parsed, id);
     }
   }
 }
@@ -193,15 +215,21 @@ async function refreshSessions() {
   );
 }
 
+// One session at a time: the page's running write belongs to the one shown.
+function notWhileATurnRuns() {
+  if (state.turn) throw new Error("A reply is on its way: stop it or let it finish first");
+}
+
 async function openSession(id) {
+  notWhileATurnRuns();
   const { session } = await api("GET", `/text/session/${encodeURIComponent(id)}`);
   showToolCalls([]);
   renderSession(session);
   startPolling();
 }
 
-async function createSession(event) {
-  event.preventDefault();
+async function createSession() {
+  notWhileATurnRuns();
   const body = {};
   const provider = $("provider").value.trim();
   const model = $("model").value.trim();
@@ -225,6 +253,7 @@ async function createSession(event) {
 }
 
 async function deleteSession() {
+  notWhileATurnRuns();
   await api("DELETE", sessionPath());
   stopPolling();
   forgetTurns();
@@ -234,44 +263,46 @@ async function deleteSession() {
 }
 
 // Sends a message (or instructions) and streams the reply into the history.
-async function send(event) {
-  event.preventDefault();
+async function send() {
   const content = $("message").value;
   if (!content.trim() || state.turn) return;
-  const route = $("as-instructions").checked ? "/instructions" : "/message";
-  const abort = new AbortController();
-  state.turn = { id: null, abort };
+  const asInstructions = $("as-instructions").checked;
+  const turn = { id: null, sessionId: state.session.id, started: false, stopping: false };
+  state.turn = turn;
   $("send").disabled = true;
-  $("stop").disabled = false;
+  $("message").value = "";
   showToolCalls([]);
   turnState("sending…");
   const history = $("history");
-  const mine = { role: $("as-instructions").checked ? "system" : "user", content };
-  history.append(messageItem(mine));
+  history.setAttribute("aria-busy", "true");
+  history.append(messageItem({ role: asInstructions ? "system" : "user", content }));
   const reply = messageItem({ role: "assistant", content: "" });
   reply.classList.add("streaming");
   history.append(reply);
   state.streaming = reply;
+  let outcome = null;
   try {
-    const response = await fetch(sessionPath(route), {
+    const body = asInstructions ? { instructions: content, stream: true } : { content, stream: true };
+    const response = await request(sessionPath(asInstructions ? "/instructions" : "/message"), {
       method: "POST",
       headers: headers({ "content-type": "application/json", accept: "text/event-stream" }),
-      body: JSON.stringify({ content, stream: true }),
-      signal: abort.signal,
+      body: JSON.stringify(body),
     });
-    state.turn.id = response.headers.get("x-turn-id");
-    state.lastTurnId = state.turn.id;
     if (!response.ok) throw await errorFrom(response);
-    $("message").value = "";
+    // The turn is known before it runs: from here on, Stop takes it back or cancels it.
+    turn.id = response.headers.get("x-turn-id");
+    state.lastTurnId = turn.id;
+    $("stop").disabled = false;
+    $("stop").focus();
     const text = reply.querySelector(".content");
     const calls = [];
-    let outcome = null;
     await readEvents(response, (name, data) => {
       switch (name) {
         case "turn.waiting":
-          turnState(`waiting for the turn lock (position ${data.position ?? "?"})`);
+          turnState(`waiting for the turn lock (position ${data.position})`);
           break;
         case "turn.started":
+          turn.started = true;
           turnState("the provider is answering…");
           break;
         case "text.delta":
@@ -279,57 +310,58 @@ async function send(event) {
           history.scrollTop = history.scrollHeight;
           break;
         case "tool_call":
-          calls.push(data.toolCall ?? data);
+          calls.push(data);
           break;
         case "turn.completed":
         case "turn.cancelled":
         case "turn.failed":
-          outcome = { name, data };
+          outcome = { name, data, calls };
           break;
         default:
           break;
       }
     });
-    await finishTurn(outcome, calls);
-    refreshSessions().catch(() => {});
   } catch (error) {
-    state.streaming = null;
-    await reload().catch(() => {});
-    if (error.name === "AbortError") turnState("stopped");
-    else {
-      turnState("");
-      showError(error);
-    }
+    showError(error);
   } finally {
     state.streaming = null;
     state.turn = null;
+    history.removeAttribute("aria-busy");
     $("send").disabled = false;
     $("stop").disabled = true;
   }
+  // Nothing of the message was kept: it goes back into the box, to be sent again.
+  const kept = outcome !== null && (outcome.name === "turn.completed"
+    || (outcome.name === "turn.cancelled" && turn.started));
+  if (!kept && !$("message").value) $("message").value = content;
+  $("message").focus();
+  await finishTurn(outcome, turn).catch(showError);
+  refreshSessions().catch(() => {});
 }
 
 // Shows how the turn ended; the history shown is the service's once this returns.
-async function finishTurn(outcome, streamedCalls) {
-  state.streaming = null;
+async function finishTurn(outcome, turn) {
   if (!outcome) {
     await reload();
-    turnState("the stream ended without the turn's end: replay it below");
+    turnState(turn.id ? "the stream ended before the turn did: replay it below" : "");
     return;
   }
-  const { name, data } = outcome;
+  const { name, data, calls } = outcome;
   if (name === "turn.completed") {
     if (data.session) renderSession(data.session);
     else await reload();
-    showToolCalls(data.result.toolCalls.length ? data.result.toolCalls : streamedCalls);
+    showToolCalls(data.result.toolCalls.length ? data.result.toolCalls : calls);
     turnState(`done · ${data.result.usage.inputTokens} tokens in, ${data.result.usage.outputTokens} out`);
   } else if (name === "turn.cancelled") {
     await reload();
-    turnState("stopped: the partial reply is kept, marked stopped");
+    turnState(turn.started
+      ? "stopped: the partial reply is kept, marked stopped"
+      : "taken back before it ran: nothing was written");
   } else {
-    const error = data.error || {};
     await reload();
-    showError(new ApiError("turn failed ·", error.code || "provider_error", error.message || "the turn failed"));
-    turnState("failed: the history is as it was");
+    const error = data.error;
+    showError(new ApiError("turn failed ·", error.code, error.message));
+    turnState("failed: nothing was written");
   }
 }
 
@@ -337,18 +369,24 @@ async function finishTurn(outcome, streamedCalls) {
 // partial reply) if it runs.
 async function stop() {
   const turn = state.turn;
-  if (!turn) return;
+  if (!turn || !turn.id || turn.stopping) return;
+  turn.stopping = true;
   $("stop").disabled = true;
-  if (!turn.id) {
-    turn.abort.abort();
-    return;
-  }
   turnState("stopping…");
-  await api("DELETE", sessionPath(`/turns/${encodeURIComponent(turn.id)}`));
+  try {
+    const path = `/text/session/${encodeURIComponent(turn.sessionId)}/turns/${encodeURIComponent(turn.id)}`;
+    await api("DELETE", path);
+  } catch (error) {
+    turn.stopping = false;
+    if (state.turn === turn) {
+      $("stop").disabled = false;
+      turnState("");
+    }
+    throw error;
+  }
 }
 
-async function sendToolOutputs(event) {
-  event.preventDefault();
+async function sendToolOutputs() {
   const toolOutputs = [...$("tool-call-list").querySelectorAll("textarea")].map((field) => {
     let output = field.value;
     try {
@@ -426,11 +464,13 @@ function startPolling() {
   stopPolling();
   state.poll = setInterval(() => {
     if (!state.session || document.hidden) return;
+    const shown = state.session.id;
     api("GET", sessionPath())
       .then(({ session }) => {
-        const changed = session.version !== state.session.version;
-        if (changed && !state.streaming) renderSession(session);
-        else renderStatus(session.status);
+        // An answer about a session no longer shown, or older than what is, is dropped.
+        if (!state.session || state.session.id !== shown) return;
+        if (session.version > state.session.version && !state.streaming) renderSession(session);
+        else if (session.version >= state.session.version) renderStatus(session.status);
       })
       .catch(() => {
         // the next poll tries again; errors of the user's own actions are shown
@@ -454,14 +494,15 @@ function run(action) {
 }
 
 function on(id, type, action) {
-  $(id).addEventListener(type, (event) => run(() => action(event)));
+  $(id).addEventListener(type, (event) => {
+    // At once: a form submitted from a script must not be sent by the browser too.
+    if (type === "submit") event.preventDefault();
+    run(() => action(event));
+  });
 }
 
 on("create-form", "submit", createSession);
-on("open-form", "submit", (event) => {
-  event.preventDefault();
-  return openSession($("open-id").value.trim());
-});
+on("open-form", "submit", () => openSession($("open-id").value.trim()));
 on("refresh-sessions", "click", refreshSessions);
 on("delete-session", "click", deleteSession);
 on("message-form", "submit", send);
