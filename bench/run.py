@@ -360,6 +360,11 @@ def run():
             for history in (0, 10, 100, 1000, 5000):
                 count = min(SESSIONS, max(100, 1_000_000 // max(history, 1)))
                 service_case(f"history {history}", sessions=count, history=history)
+            # The same with answers that carry only what the write appended: what is
+            # left grows with the history only on the provider's side.
+            for history in (10, 1000):
+                service_case(f"history {history}, delta", sessions=SESSIONS, history=history,
+                             query="?view=delta")
         if "latency" in CASES:
             log("== service: concurrency 1")
             runs = []
@@ -438,6 +443,12 @@ def print_table(r, started_load):
             if "full_bytes" in r[name]:
                 lines.append((f"  one answer, full view / ?view=delta",
                               f"{r[name]['full_bytes']:,} B / {r[name]['delta_bytes']:,} B", "", ""))
+    for history in (10, 1000):
+        name = f"history {history}, delta"
+        if name in r:
+            lines.append((f"/message?view=delta, {history} messages of 500 B",
+                          f"{rate(name):,.0f} turns/s", "history 10, delta",
+                          ratio(rate(name), rate("history 10, delta"))))
     for name in ("relay c1", "service c1"):
         if name in r:
             x = r[name]
