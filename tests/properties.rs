@@ -43,7 +43,7 @@ fn config(name: &str) -> HttpProviderConfig {
     }
 }
 
-static OPENAI: LazyLock<OpenAi> = LazyLock::new(|| OpenAi::new(config("openai")));
+static OPENAI: LazyLock<OpenAi> = LazyLock::new(|| OpenAi::new(config("openai")).unwrap());
 static ANTHROPIC: LazyLock<Anthropic> = LazyLock::new(|| Anthropic::new(config("anthropic")));
 
 // ---------------------------------------------------------------------------------------

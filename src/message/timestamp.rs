@@ -1,7 +1,7 @@
 //! Wall-clock timestamps as the API shows them: RFC 3339, UTC, millisecond precision.
 //! Only formatting lives here; durations and deadlines use `std::time::Instant`.
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, SubsecRound, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A point in time, serialized as `2026-11-23T08:00:00.123Z`.
@@ -44,13 +44,48 @@ impl Timestamp {
 
     /// The RFC 3339 text of this time, as it appears in JSON.
     pub fn to_rfc3339(&self) -> String {
-        self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
+        match self.fixed_width() {
+            Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            None => self.0.to_rfc3339_opts(SecondsFormat::Millis, true),
+        }
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ` written digit by digit, for years 0 to 9999 (every
+    /// timestamp of a history is rendered on every full answer: no formatter, no
+    /// allocation). Other years, and leap seconds, go through chrono.
+    fn fixed_width(&self) -> Option<[u8; 24]> {
+        let time = &self.0;
+        let year = u32::try_from(time.year())
+            .ok()
+            .filter(|year| *year <= 9999)?;
+        // A leap second (nanoseconds past 10^9) is chrono's to write (as :60).
+        let millis = Some(time.nanosecond()).filter(|nanos| *nanos < 1_000_000_000)? / 1_000_000;
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut value: u32| {
+            for slot in out[at..at + width].iter_mut().rev() {
+                *slot = b'0' + u8::try_from(value % 10).unwrap_or(0);
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, time.month());
+        put(8, 2, time.day());
+        put(11, 2, time.hour());
+        put(14, 2, time.minute());
+        put(17, 2, time.second());
+        put(20, 3, millis);
+        Some(out)
     }
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_rfc3339())
+        match self.fixed_width() {
+            Some(bytes) => {
+                serializer.serialize_str(std::str::from_utf8(&bytes).unwrap_or_default())
+            }
+            None => serializer.serialize_str(&self.to_rfc3339()),
+        }
     }
 }
 
@@ -65,6 +100,34 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fixed_width_text_is_chronos_for_every_kind_of_time() {
+        let mut millis: i64 = -62_167_219_200_001; // the last millisecond of year -1
+        let end: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999
+        let mut step: i64 = 1;
+        while millis <= end {
+            let time = Timestamp::from_unix_millis(millis).unwrap();
+            let chrono = time.0.to_rfc3339_opts(SecondsFormat::Millis, true);
+            assert_eq!(time.to_rfc3339(), chrono, "{millis}");
+            assert_eq!(
+                serde_json::to_string(&time).unwrap(),
+                format!("\"{chrono}\"")
+            );
+            millis += step;
+            step = step * 3 + 7; // every field's carries, ever wider
+            if step > 1_000_000_000_000 {
+                step = 999_983;
+            }
+        }
+        // A leap second (chrono keeps it in the nanoseconds) is written as chrono does.
+        let leap = DateTime::from_timestamp(1_483_228_799, 1_500_000_000).unwrap();
+        let time = Timestamp(leap);
+        assert_eq!(
+            time.to_rfc3339(),
+            leap.to_rfc3339_opts(SecondsFormat::Millis, true)
+        );
+    }
 
     #[test]
     fn serializes_as_rfc3339_with_milliseconds_and_z() {

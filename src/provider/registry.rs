@@ -62,7 +62,7 @@ impl ProviderRegistry {
                 &openai_key,
                 Some(config.openai_default_model.clone()),
             )?;
-            providers.push(("openai".to_owned(), Provider::OpenAi(OpenAi::new(config))));
+            providers.push(("openai".to_owned(), Provider::OpenAi(openai(config)?)));
         }
         if anthropic_key.is_some() || config.anthropic_base_url != ANTHROPIC_DEFAULT_BASE_URL {
             let config = http(
@@ -92,7 +92,7 @@ impl ProviderRegistry {
                 .ok()
                 .filter(|m| !m.is_empty());
             let config = http(&endpoint.name, &endpoint.base_url, &key, model)?;
-            providers.push((endpoint.name.clone(), Provider::OpenAi(OpenAi::new(config))));
+            providers.push((endpoint.name.clone(), Provider::OpenAi(openai(config)?)));
         }
         let default_model = config
             .default_model
@@ -148,6 +148,13 @@ impl ProviderRegistry {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.providers.keys().map(String::as_str)
     }
+}
+
+/// A Chat Completions provider on a checked base URL.
+fn openai(config: HttpProviderConfig) -> Result<OpenAi, ConfigError> {
+    let name = config.name.clone();
+    OpenAi::new(config)
+        .map_err(|error| ConfigError::new(format!("{name}: the base URL is not a URL: {error}")))
 }
 
 /// Only http and https; the trailing slash is dropped.

@@ -105,12 +105,23 @@ const FUNCTION: &str = "function";
 pub struct OpenAi {
     config: HttpProviderConfig,
     client: reqwest::Client,
+    /// `{base}/chat/completions`, parsed once (not on every request).
+    endpoint: reqwest::Url,
 }
 
 impl OpenAi {
-    pub fn new(config: HttpProviderConfig) -> Self {
+    /// Fails when the base URL is not a URL (the configuration checks it first).
+    pub fn new(config: HttpProviderConfig) -> Result<Self, url::ParseError> {
         let client = http::client(config.timeout);
-        Self { config, client }
+        let endpoint = reqwest::Url::parse(&format!(
+            "{}{CHAT_COMPLETIONS_PATH}",
+            config.base_url.trim_end_matches('/')
+        ))?;
+        Ok(Self {
+            config,
+            client,
+            endpoint,
+        })
     }
 
     /// The model used when a session names none.
@@ -151,13 +162,9 @@ impl OpenAi {
     }
 
     fn post(&self, body: Bytes) -> reqwest::RequestBuilder {
-        let url = format!(
-            "{}{CHAT_COMPLETIONS_PATH}",
-            self.config.base_url.trim_end_matches('/')
-        );
         let request = self
             .client
-            .post(url)
+            .post(self.endpoint.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(body);
         match &self.config.api_key {

@@ -151,9 +151,9 @@ fn a_plain_system_message_ends_the_run_of_tool_outputs() {
 fn staged_messages_follow_the_committed_history() {
     let history = [calling("", &["call_1"])];
     let staged = [output("call_1", "sunny")];
-    let mut config = config(String::new(), None);
+    let mut config = config("http://127.0.0.1:9".to_owned(), None);
     config.default_model = Some("gpt-test".to_owned());
-    let provider = OpenAi::new(config);
+    let provider = OpenAi::new(config).unwrap();
     let request = ChatRequest {
         model: "gpt-test",
         history: &history,

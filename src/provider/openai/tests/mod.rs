@@ -51,7 +51,7 @@ fn config(base_url: String, key: Option<&str>) -> HttpProviderConfig {
 }
 
 fn provider_at(base_url: String, key: Option<&str>) -> OpenAi {
-    OpenAi::new(config(base_url, key))
+    OpenAi::new(config(base_url, key)).unwrap()
 }
 
 /// The body `encode` makes of this history, tools and settings.
