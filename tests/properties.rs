@@ -300,12 +300,12 @@ proptest! {
             .filter(|m| m["role"] == "user")
             .map(|m| &m["content"])
             .collect();
-        let written: Vec<Value> = users().map(|m| Value::from(m.content.as_str())).collect();
+        let written: Vec<Value> = users().map(|m| Value::from(&*m.content)).collect();
         prop_assert_eq!(sent, written.iter().collect::<Vec<_>>(), "body: {:#}", openai);
 
         let anthropic = anthropic_body(&request);
         let non_blank: Vec<&str> = users()
-            .map(|m| m.content.as_str())
+            .map(|m| &*m.content)
             .filter(|t| !t.trim().is_empty())
             .collect();
         let texts = anthropic_user_texts(&anthropic);
@@ -422,24 +422,26 @@ proptest! {
     fn request_body_parsing_never_panics_and_accepts_only_the_documented_top_level_forms(
         value in any_json(),
     ) {
-        // Each call returns Ok or Err; a panic fails the property.
-        let instructions = serde_json::from_value::<InstructionsBody>(value.clone());
-        let tool_outputs = serde_json::from_value::<ToolOutputBody>(value.clone());
-        let message = serde_json::from_value::<MessageRequest>(value.clone());
-        let create = serde_json::from_value::<CreateSessionRequest>(value.clone());
+        // Each call returns Ok or Err; a panic fails the property. Bodies are read from
+        // their text, as the service reads them.
+        let text = value.to_string();
+        let instructions = serde_json::from_str::<InstructionsBody>(&text);
+        let tool_outputs = serde_json::from_str::<ToolOutputBody>(&text);
+        let message = serde_json::from_str::<MessageRequest>(&text);
+        let create = serde_json::from_str::<CreateSessionRequest>(&text);
 
         // `/instructions`: a string, an array of strings, or an object with instructions.
         match (&value, &instructions) {
             (Value::Object(fields), Ok(body)) => {
                 let given = fields.get("instructions");
                 prop_assert!(given.is_some_and(is_string_list), "{value}");
-                prop_assert_eq!(&body.0.instructions.0, &as_list(given.unwrap()));
+                prop_assert_eq!(body.0.instructions.clone().into_strings(), as_list(given.unwrap()));
             }
             (Value::Object(_), Err(_)) => {}
             (bare, parsed) => {
                 prop_assert_eq!(parsed.is_ok(), is_string_list(bare), "{}", value);
                 if let Ok(body) = parsed {
-                    prop_assert_eq!(&body.0.instructions.0, &as_list(bare));
+                    prop_assert_eq!(body.0.instructions.clone().into_strings(), as_list(bare));
                 }
             }
         }
@@ -476,10 +478,11 @@ proptest! {
             extra.insert("stream".into(), json!(stream));
         }
         let value = instructions_form(&list, form, &extra);
-        let parsed = serde_json::from_value::<InstructionsBody>(value.clone());
+        let text = value.to_string();
+        let parsed = serde_json::from_str::<InstructionsBody>(&text);
         prop_assert!(parsed.is_ok(), "{value}: {parsed:?}");
         let body = parsed.unwrap();
-        prop_assert_eq!(&body.0.instructions.0, &list, "{}", value);
+        prop_assert_eq!(body.0.instructions.clone().into_strings(), list.clone(), "{}", value);
         prop_assert_eq!(body.0.stream, form >= 2 && stream == Some(true));
     }
 

@@ -6,8 +6,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+mod raw_json;
 mod timestamp;
 
+/// A message's text: immutable, cheap to clone, and able to share the buffer of the
+/// request body it arrived in (see `routes::extract::WriteBody`), so a stored message
+/// and the turn record that keeps its request hold the text once.
+pub use bytestring::ByteString as Text;
+pub use raw_json::{NotJson, RawJson};
 pub use timestamp::Timestamp;
 
 /// Who wrote a message.
@@ -28,7 +34,8 @@ pub enum Role {
 #[schema(example = json!({"role": "user", "content": "What is the weather in Oslo?", "createdAt": "2026-11-23T08:00:00.123Z"}))]
 pub struct Message {
     pub role: Role,
-    pub content: String,
+    #[schema(value_type = String)]
+    pub content: Text,
     /// Only on assistant messages that called tools.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
@@ -61,7 +68,7 @@ impl Message {
     }
 
     /// A message with no tool calls and no tool call id.
-    pub fn text(role: Role, content: impl Into<String>, created_at: Timestamp) -> Self {
+    pub fn text(role: Role, content: impl Into<Text>, created_at: Timestamp) -> Self {
         Self {
             role,
             content: content.into(),
@@ -76,7 +83,7 @@ impl Message {
     pub fn tool_output(call_id: &str, output: &str, created_at: Timestamp) -> Self {
         Self {
             role: Role::System,
-            content: format!("{TOOL_OUTPUT_PREFIX}{call_id}): {output}"),
+            content: format!("{TOOL_OUTPUT_PREFIX}{call_id}): {output}").into(),
             tool_calls: Vec::new(),
             tool_call_id: Some(call_id.to_owned()),
             interrupted: false,

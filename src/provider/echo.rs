@@ -56,7 +56,7 @@ impl Echo {
         let last_of = |role: Role| request.messages().rev().find(|m| m.role == role);
         let source = last_of(Role::User)
             .or_else(|| last_of(Role::System))
-            .map_or("", |m| m.content.as_str());
+            .map_or("", |m| &*m.content);
         let text = format!("echo: {source}");
         let input_tokens = request.messages().map(|m| words(&m.content)).sum();
         let output_tokens = words(&text);

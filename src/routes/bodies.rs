@@ -2,7 +2,12 @@
 //! accept (a bare string or array for `/instructions`, a bare array or one output for
 //! `/tool-output`). Turning them into domain input is `writes.rs`'s job.
 
-use serde::de::{self, Deserializer};
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 use utoipa::openapi::RefOr;
@@ -15,31 +20,70 @@ use crate::error::at_path;
 use crate::message::{Defaults, Tool};
 use crate::session::{CancelMode, OnBusy, Priority};
 
-/// One instruction, or several in order.
+/// One instruction, or several in order. The texts borrow from the body where the
+/// JSON has them verbatim.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Instructions(pub Vec<String>);
+pub struct Instructions<'a>(pub Vec<Cow<'a, str>>);
 
-impl<'de> Deserialize<'de> for Instructions {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match Value::deserialize(deserializer)? {
-            Value::String(text) => Ok(Self(vec![text])),
-            Value::Array(items) => items
+impl Instructions<'_> {
+    /// The texts, owned.
+    pub fn into_strings(self) -> Vec<String> {
+        self.0.into_iter().map(Cow::into_owned).collect()
+    }
+
+    /// The same instructions, owning their texts.
+    pub fn into_owned(self) -> Instructions<'static> {
+        Instructions(
+            self.0
                 .into_iter()
-                .enumerate()
-                .map(|(i, item)| match item {
-                    Value::String(text) => Ok(text),
-                    _ => Err(de::Error::custom(format!("[{i}] must be a string"))),
-                })
-                .collect::<Result<_, _>>()
-                .map(Self),
-            _ => Err(de::Error::custom(
-                "expected a string or an array of strings",
-            )),
-        }
+                .map(|t| Cow::Owned(t.into_owned()))
+                .collect(),
+        )
     }
 }
 
-impl PartialSchema for Instructions {
+impl<'de: 'a, 'a> Deserialize<'de> for Instructions<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(InstructionsVisitor(PhantomData))
+    }
+}
+
+/// Reads a string or an array of strings.
+struct InstructionsVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for InstructionsVisitor<'a> {
+    type Value = Instructions<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or an array of strings")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(Instructions(vec![Cow::Borrowed(text)]))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Instructions(vec![Cow::Owned(text.to_owned())]))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+        Ok(Instructions(vec![Cow::Owned(text)]))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut texts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(Borrowed(text)) = seq.next_element()? {
+            texts.push(text);
+        }
+        Ok(Instructions(texts))
+    }
+}
+
+/// A string that borrows from the body when it can.
+#[derive(Deserialize)]
+struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl PartialSchema for Instructions<'_> {
     fn schema() -> RefOr<Schema> {
         OneOfBuilder::new()
             .item(non_blank_string())
@@ -55,7 +99,7 @@ impl PartialSchema for Instructions {
     }
 }
 
-impl ToSchema for Instructions {}
+impl ToSchema for Instructions<'_> {}
 
 /// A string with at least one character that is not white space.
 fn non_blank_string() -> ObjectBuilder {
@@ -107,7 +151,8 @@ pub struct CreateSessionRequest {
     #[schema(max_length = 256, pattern = "\\S")]
     pub model: Option<String>,
     /// Become the first system messages.
-    pub instructions: Option<Instructions>,
+    #[serde(default, deserialize_with = "owned_instructions")]
+    pub instructions: Option<Instructions<'static>>,
     #[serde(default, deserialize_with = "object")]
     pub defaults: Option<Defaults>,
     #[serde(default, deserialize_with = "objects")]
@@ -117,16 +162,25 @@ pub struct CreateSessionRequest {
     pub metadata: Option<Map<String, Value>>,
 }
 
+/// Instructions that outlive the body they came in.
+fn owned_instructions<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Instructions<'static>>, D::Error> {
+    Ok(Option::<Instructions>::deserialize(d)?.map(Instructions::into_owned))
+}
+
 /// `POST /text/session/{id}/message`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({"content": "What is the weather in Oslo?", "priority": "normal", "onBusy": "wait"}))]
-pub struct MessageRequest {
+pub struct MessageRequest<'a> {
     /// The user's message; trimmed, must not be blank.
-    #[schema(min_length = 1, pattern = "\\S")]
-    pub content: String,
+    #[serde(borrow)]
+    #[schema(value_type = String, min_length = 1, pattern = "\\S")]
+    pub content: Cow<'a, str>,
     /// Appended as system messages before the user message.
-    pub instructions: Option<Instructions>,
+    #[serde(borrow)]
+    pub instructions: Option<Instructions<'a>>,
     #[serde(default)]
     pub priority: Priority,
     #[serde(default)]
@@ -140,8 +194,9 @@ pub struct MessageRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({"instructions": ["Answer in French."], "priority": "high"}))]
-pub struct InstructionsRequest {
-    pub instructions: Instructions,
+pub struct InstructionsRequest<'a> {
+    #[serde(borrow)]
+    pub instructions: Instructions<'a>,
     #[serde(default)]
     pub priority: Priority,
     #[serde(default)]
@@ -153,26 +208,59 @@ pub struct InstructionsRequest {
 
 /// `POST /text/session/{id}/instructions`: the object form, or a bare string or array.
 #[derive(Debug)]
-pub struct InstructionsBody(pub InstructionsRequest);
+pub struct InstructionsBody<'a>(pub InstructionsRequest<'a>);
 
-impl<'de> Deserialize<'de> for InstructionsBody {
+impl<'de: 'a, 'a> Deserialize<'de> for InstructionsBody<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(deserializer)?;
-        let request = match value {
-            Value::Object(_) => from_value(value)?,
-            bare => InstructionsRequest {
-                instructions: from_value::<Instructions, D::Error>(bare)
-                    .map_err(|e| de::Error::custom(format!("instructions: {e}")))?,
-                priority: Priority::default(),
-                on_busy: OnBusy::default(),
-                stream: false,
-            },
-        };
-        Ok(Self(request))
+        deserializer.deserialize_any(InstructionsBodyVisitor(PhantomData))
     }
 }
 
-impl PartialSchema for InstructionsBody {
+/// Reads the object form, or the bare instructions.
+struct InstructionsBodyVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'a> InstructionsBodyVisitor<'a> {
+    fn bare(instructions: Instructions<'a>) -> InstructionsBody<'a> {
+        InstructionsBody(InstructionsRequest {
+            instructions,
+            priority: Priority::default(),
+            on_busy: OnBusy::default(),
+            stream: false,
+        })
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for InstructionsBodyVisitor<'a> {
+    type Value = InstructionsBody<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("`{instructions, priority?, onBusy?}`, or instructions as a string or an array of strings")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        InstructionsRequest::deserialize(MapAccessDeserializer::new(map)).map(InstructionsBody)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        InstructionsVisitor(PhantomData)
+            .visit_seq(seq)
+            .map(Self::bare)
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        InstructionsVisitor(PhantomData)
+            .visit_borrowed_str(text)
+            .map(Self::bare)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        InstructionsVisitor(PhantomData)
+            .visit_str(text)
+            .map(Self::bare)
+    }
+}
+
+impl PartialSchema for InstructionsBody<'_> {
     fn schema() -> RefOr<Schema> {
         OneOfBuilder::new()
             .item(InstructionsRequest::schema())
@@ -184,7 +272,7 @@ impl PartialSchema for InstructionsBody {
     }
 }
 
-impl ToSchema for InstructionsBody {}
+impl ToSchema for InstructionsBody<'_> {}
 
 /// One tool output.
 #[derive(Debug, Deserialize, ToSchema)]

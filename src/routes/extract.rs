@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
@@ -14,25 +15,40 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::keys::{Caller, KeyId};
+use crate::message::RawJson;
 use crate::session::Session;
 use crate::store::Lease;
 
-/// A JSON body, typed and as received; bad JSON, a wrong type or a wrong content type
-/// become [`ApiError`]s naming the field at fault.
+/// A JSON body kept as received: a write's turn record shows it, and the messages the
+/// write appends share its texts. Not JSON, or a wrong content type, is an [`ApiError`];
+/// [`typed`](Self::typed) reads it into a request type.
 #[derive(Debug)]
-pub struct JsonBody<T> {
-    pub value: T,
-    /// The body as received (kept in turn records).
-    pub raw: Value,
-}
+pub struct JsonBody(pub RawJson);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(raw) = axum::Json::<Value>::from_request(req, state).await?;
-        let value = typed(&raw)?;
-        Ok(Self { value, raw })
+        if !has_json_content_type(&req) {
+            return Err(not_json_content());
+        }
+        let bytes = read_bytes(req, state).await?;
+        // A body that arrived in one piece is a slice of the connection's read buffer,
+        // which it would keep alive for as long as the history keeps its texts: it
+        // gets a buffer of its own size.
+        RawJson::parse(Bytes::copy_from_slice(&bytes))
+            .map(Self)
+            .map_err(|e| ApiError::InvalidRequest(format!("malformed JSON: {e}")))
+    }
+}
+
+impl JsonBody {
+    /// The body as `T` (whose strings may borrow from it); a mismatch names the field
+    /// at fault.
+    pub fn typed<'a, T: Deserialize<'a>>(&'a self) -> Result<T, ApiError> {
+        self.0
+            .typed()
+            .map_err(|(path, message)| ApiError::invalid_body(&path, &message))
     }
 }
 
@@ -45,25 +61,13 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(is_json_content_type);
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("the request body is too large".into())
-            } else {
-                ApiError::InvalidRequest(e.body_text())
-            }
-        })?;
+        let is_json = has_json_content_type(&req);
+        let bytes = read_bytes(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
         if !is_json {
-            return Err(ApiError::UnsupportedMediaType(
-                "the body must be JSON with `Content-Type: application/json`".into(),
-            ));
+            return Err(not_json_content());
         }
         let raw: Value = axum::Json::<Value>::from_bytes(&bytes)?.0;
         if raw.is_null() {
@@ -76,6 +80,29 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         }
         Ok(Self(typed(&raw)?))
     }
+}
+
+async fn read_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge("the request body is too large".into())
+        } else {
+            ApiError::InvalidRequest(e.body_text())
+        }
+    })
+}
+
+fn has_json_content_type(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_json_content_type)
+}
+
+fn not_json_content() -> ApiError {
+    ApiError::UnsupportedMediaType(
+        "the body must be JSON with `Content-Type: application/json`".into(),
+    )
 }
 
 /// A JSON value as `T`; a mismatch names the field at fault.

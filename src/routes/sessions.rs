@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::bodies::{CreateSessionRequest, ForkRequest};
+use super::bodies::{CreateSessionRequest, ForkRequest, Instructions};
 use super::extract::{OptionalJsonBody, SessionPath};
 use super::responses::{self, SessionListResponse, SessionResponse, SuccessResponse};
 use crate::app::AppState;
@@ -49,7 +49,7 @@ async fn create_session(
     let new = NewSession {
         provider: body.provider,
         model: body.model,
-        instructions: body.instructions.map(|i| i.0),
+        instructions: body.instructions.map(Instructions::into_strings),
         defaults: body.defaults.unwrap_or_default(),
         tools: body.tools.unwrap_or_default(),
         metadata: body.metadata.unwrap_or_default(),

@@ -232,7 +232,7 @@ async fn retry_turn(
     let input = TurnInput {
         if_match: None,
         key: key.map(|Extension(PendingKey(record))| record),
-        ..TurnInput::clone(&record.input)
+        ..TurnInput::clone(&record.input())
     };
     let answer = super::writes::run(
         &app,

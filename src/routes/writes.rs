@@ -2,6 +2,7 @@
 //! turns it into a turn's input and runs the turn; ordering, waiting and atomicity are
 //! the turn's business (`session::turn`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::bodies::{InstructionsBody, MessageRequest, ToolOutputBody};
+use super::bodies::{Instructions, InstructionsBody, MessageRequest, ToolOutputBody};
 use super::extract::{JsonBody, SessionPath};
 use super::middleware::idempotency::PendingKey;
 use super::middleware::turn_id::AssignedTurnId;
@@ -19,7 +20,7 @@ use super::responses::{self, ToolOutputResponse, View, ViewQuery, WriteResponse}
 use super::stream::{self, TurnSseEvent};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::message::{Message, Role, Timestamp};
+use crate::message::{Message, RawJson, Role, Timestamp};
 use crate::session::turn::{self, TurnInput, TurnKind};
 use crate::session::{Invalid, Session, check_id, check_length, validate_instructions};
 
@@ -62,29 +63,30 @@ async fn post_message(
     headers: HeaderMap,
     turn_id: AssignedTurnId,
     key: Option<Extension<PendingKey>>,
-    body: Result<JsonBody<MessageRequest>, ApiError>,
+    body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
-    let JsonBody { value: body, raw } = body?;
-    if !raw.is_object() {
+    let body = body?;
+    if body.0.opening() != Some(b'{') {
         return Err(ApiError::InvalidRequest(
             "body: expected a JSON object with `content`".into(),
         ));
     }
+    let request: MessageRequest = body.typed()?;
     let limit = app.settings.limits.message_chars;
-    let content = body.content.trim();
+    let content = trimmed(request.content);
     if content.is_empty() {
         return Err(Invalid::new("content", "must not be blank").into());
     }
-    check_length("content", content, limit)?;
-    let mut staged = system_messages("instructions", body.instructions.map(|i| i.0), limit)?;
-    staged.push(Message::text(Role::User, content, Timestamp::now()));
+    check_length("content", &content, limit)?;
+    let instructions = checked_instructions(request.instructions, limit)?;
+    let staged = staged(&body.0, instructions, Some(content));
     let input = TurnInput {
         kind: TurnKind::Message,
         staged,
-        priority: body.priority,
-        on_busy: body.on_busy,
-        stream: body.stream || stream::wants_event_stream(&headers),
-        body: raw,
+        priority: request.priority,
+        on_busy: request.on_busy,
+        stream: request.stream || stream::wants_event_stream(&headers),
+        body: body.0,
         if_match: if_match(&headers)?,
         key: key.map(|Extension(PendingKey(record))| record),
     };
@@ -118,23 +120,19 @@ async fn post_instructions(
     headers: HeaderMap,
     turn_id: AssignedTurnId,
     key: Option<Extension<PendingKey>>,
-    body: Result<JsonBody<InstructionsBody>, ApiError>,
+    body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
-    let JsonBody {
-        value: InstructionsBody(body),
-        raw,
-    } = body?;
+    let body = body?;
+    let InstructionsBody(request) = body.typed()?;
+    let limit = app.settings.limits.message_chars;
+    let instructions = checked_instructions(Some(request.instructions), limit)?;
     let input = TurnInput {
         kind: TurnKind::Instructions,
-        staged: system_messages(
-            "instructions",
-            Some(body.instructions.0),
-            app.settings.limits.message_chars,
-        )?,
-        priority: body.priority,
-        on_busy: body.on_busy,
-        stream: body.stream || stream::wants_event_stream(&headers),
-        body: raw,
+        staged: staged(&body.0, instructions, None),
+        priority: request.priority,
+        on_busy: request.on_busy,
+        stream: request.stream || stream::wants_event_stream(&headers),
+        body: body.0,
         if_match: if_match(&headers)?,
         key: key.map(|Extension(PendingKey(record))| record),
     };
@@ -164,12 +162,10 @@ async fn post_tool_output(
     headers: HeaderMap,
     turn_id: AssignedTurnId,
     key: Option<Extension<PendingKey>>,
-    body: Result<JsonBody<ToolOutputBody>, ApiError>,
+    body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
-    let JsonBody {
-        value: ToolOutputBody(body),
-        raw,
-    } = body?;
+    let raw = body?;
+    let ToolOutputBody(body) = raw.typed()?;
     if body.tool_outputs.is_empty() {
         return Err(Invalid::new("toolOutputs", "must not be an empty list").into());
     }
@@ -198,7 +194,7 @@ async fn post_tool_output(
         priority: body.priority,
         on_busy: body.on_busy.into(),
         stream: false,
-        body: raw,
+        body: raw.0,
         if_match: if_match(&headers)?,
         key: key.map(|Extension(PendingKey(record))| record),
     };
@@ -222,20 +218,44 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     })
 }
 
-/// Checks instructions and makes them system messages.
-fn system_messages(
-    field: &str,
-    list: Option<Vec<String>>,
+/// Instructions, checked (none when left out).
+fn checked_instructions(
+    instructions: Option<Instructions<'_>>,
     max_chars: usize,
-) -> Result<Vec<Message>, Invalid> {
-    let Some(list) = list else {
+) -> Result<Vec<Cow<'_, str>>, Invalid> {
+    let Some(Instructions(list)) = instructions else {
         return Ok(Vec::new());
     };
+    validate_instructions("instructions", &list, max_chars)?;
+    Ok(list)
+}
+
+/// A text without its leading and trailing white space, borrowed still where it was.
+fn trimmed(text: Cow<'_, str>) -> Cow<'_, str> {
+    match text {
+        Cow::Borrowed(text) => Cow::Borrowed(text.trim()),
+        Cow::Owned(text) if text.trim().len() == text.len() => Cow::Owned(text),
+        Cow::Owned(text) => Cow::Owned(text.trim().to_owned()),
+    }
+}
+
+/// The messages a write appends: `system` as system messages, then `user` as the user
+/// message. Their texts share the body's buffer where they can.
+fn staged(body: &RawJson, system: Vec<Cow<'_, str>>, user: Option<Cow<'_, str>>) -> Vec<Message> {
     let now = Timestamp::now();
-    Ok(validate_instructions(field, list, max_chars)?
+    let system_count = system.len();
+    body.texts(system.into_iter().chain(user))
         .into_iter()
-        .map(|text| Message::text(Role::System, text, now))
-        .collect())
+        .enumerate()
+        .map(|(i, text)| {
+            let role = if i < system_count {
+                Role::System
+            } else {
+                Role::User
+            };
+            Message::text(role, text, now)
+        })
+        .collect()
 }
 
 /// Runs the turn; answers with its events as they happen (streaming), or with the

@@ -107,10 +107,12 @@ impl NewSession {
         check_metadata(&self.metadata, limits.metadata_bytes)?;
         let now = Timestamp::now();
         let messages = match self.instructions {
-            Some(list) => validate_instructions("instructions", list, limits.message_chars)?
-                .into_iter()
-                .map(|text| Message::text(Role::System, text, now))
-                .collect(),
+            Some(list) => {
+                validate_instructions("instructions", &list, limits.message_chars)?;
+                list.into_iter()
+                    .map(|text| Message::text(Role::System, text, now))
+                    .collect()
+            }
             None => Vec::new(),
         };
         if messages.len() > limits.messages {
@@ -267,21 +269,22 @@ impl Session {
 }
 
 /// Instructions must be a non-empty list of non-blank texts of at most `max_chars`.
-pub fn validate_instructions(
+pub fn validate_instructions<T: AsRef<str>>(
     field: &str,
-    list: Vec<String>,
+    list: &[T],
     max_chars: usize,
-) -> Result<Vec<String>, Invalid> {
+) -> Result<(), Invalid> {
     if list.is_empty() {
         return Err(Invalid::new(field, "must not be an empty list"));
     }
     for (i, text) in list.iter().enumerate() {
+        let text = text.as_ref();
         if text.trim().is_empty() {
             return Err(Invalid::new(format!("{field}[{i}]"), "must not be blank"));
         }
         check_length(&format!("{field}[{i}]"), text, max_chars)?;
     }
-    Ok(list)
+    Ok(())
 }
 
 /// A message's text must have at most `max_chars` characters.

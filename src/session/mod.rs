@@ -159,7 +159,8 @@ impl Session {
                 .result
                 .and_then(|result| serde_json::to_value(result).ok());
             for writer in turn.writers {
-                let Some(request) = &writer.input.key else {
+                let input = writer.input();
+                let Some(request) = &input.key else {
                     continue;
                 };
                 keys.push(KeyRecord {

@@ -91,8 +91,9 @@ fn instant_of(at: Timestamp) -> Option<Instant> {
 pub struct TurnRecord {
     pub id: Uuid,
     /// What the write asked for (shared with the turn's task, not copied); a retry runs
-    /// it again.
-    pub input: Arc<TurnInput>,
+    /// it again. Once the turn has completed, without its messages: they are in the
+    /// history.
+    input: Mutex<Arc<TurnInput>>,
     pub created_at: crate::message::Timestamp,
     created: Instant,
     pub events: Arc<EventLog>,
@@ -131,7 +132,7 @@ impl TurnRecord {
         Self {
             held: Mutex::new(account.charge(input.size_estimate())),
             id,
-            input,
+            input: Mutex::new(input),
             created_at: crate::message::Timestamp::now(),
             created: Instant::now(),
             events: Arc::new(EventLog::new(account)),
@@ -184,7 +185,7 @@ impl TurnRecord {
 
     fn row_of(&self, session: Uuid, state: RecordState) -> Option<TurnRow> {
         let stored = StoredTurn {
-            input: TurnInput::clone(&self.input),
+            input: TurnInput::clone(&self.input()),
             status: state.status,
             result: state.result,
             error: state.error,
@@ -242,7 +243,37 @@ impl TurnRecord {
             state.started = started;
             state.ended = ended.or(Some(created));
         }
+        record.settle();
         Ok(record)
+    }
+
+    /// What the write asked for.
+    pub fn input(&self) -> Arc<TurnInput> {
+        self.input
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Lets go of a completed turn's messages: the history holds them now, and only a
+    /// failed or cancelled turn can run again. What the write asked for (its body) stays.
+    pub fn settle(&self) {
+        if self.snapshot().status != TurnStatus::Completed {
+            return;
+        }
+        let mut input = self.input.lock().unwrap_or_else(PoisonError::into_inner);
+        if input.staged.is_empty() {
+            return;
+        }
+        let before = input.size_estimate();
+        *input = Arc::new(TurnInput {
+            staged: Vec::new(),
+            ..TurnInput::clone(&input)
+        });
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sub(before.saturating_sub(input.size_estimate()));
     }
 
     /// A copy of where the turn stands now.
@@ -496,7 +527,7 @@ mod tests {
             priority: Priority::Normal,
             on_busy: OnBusy::Wait,
             stream: false,
-            body: serde_json::json!({"content": "x"}),
+            body: serde_json::json!({"content": "x"}).into(),
             if_match: None,
             key: None,
         }
@@ -559,6 +590,56 @@ mod tests {
                 recent[2]
             ]
         );
+    }
+
+    #[test]
+    fn a_completed_turn_lets_go_of_its_messages_and_a_failed_one_keeps_them_for_a_retry() {
+        let account = unbounded();
+        let with_message = || {
+            let mut input = input();
+            let now = crate::message::Timestamp::now();
+            input.staged = vec![crate::message::Message::text(
+                crate::message::Role::User,
+                "x".repeat(1000),
+                now,
+            )];
+            Arc::new(input)
+        };
+        let completed = TurnRecord::new(
+            Uuid::new_v4(),
+            with_message(),
+            TurnStatus::Waiting,
+            &account,
+        );
+        completed.push(TurnEvent::Started);
+        completed.push(TurnEvent::Completed {
+            result: None,
+            commit: crate::session::Commit {
+                from: 0,
+                len: 2,
+                version: 1,
+                updated_at: crate::message::Timestamp::now(),
+            },
+        });
+        let held_after_completion = account.held();
+        completed.settle();
+        assert!(completed.input().staged.is_empty());
+        assert_eq!(completed.input().body, input().body, "the body stays");
+        assert!(
+            account.held() + 1000 <= held_after_completion,
+            "its bytes are off the account"
+        );
+
+        let failed = TurnRecord::new(
+            Uuid::new_v4(),
+            with_message(),
+            TurnStatus::Waiting,
+            &account,
+        );
+        failed.push(TurnEvent::Started);
+        failed.push(TurnEvent::Failed(TurnError::Internal("x".into())));
+        failed.settle();
+        assert_eq!(failed.input().staged.len(), 1);
     }
 
     #[test]

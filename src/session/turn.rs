@@ -28,7 +28,7 @@ use super::turn_lock::{CancelMode, Grant, Ticket, TurnGuard};
 use super::writers::Writers;
 use super::{Commit, Committing, LockError, OnBusy, Priority, Session};
 use crate::memory::OverBudget;
-use crate::message::{ITEM_OVERHEAD, Message, Role, Timestamp, ToolCall};
+use crate::message::{ITEM_OVERHEAD, Message, RawJson, Role, Timestamp, ToolCall};
 use crate::provider::{ChatRequest, FinishReason, PreparedCall, ProviderError, StreamEvent, Usage};
 use crate::store::{KeyRecord, StoreError};
 
@@ -56,8 +56,9 @@ pub struct TurnInput {
     pub on_busy: OnBusy,
     /// Call the provider in its streaming mode.
     pub stream: bool,
-    /// The request body as received, for the turn's record.
-    pub body: serde_json::Value,
+    /// The request body as received, for the turn's record (the staged texts share
+    /// its buffer where they can).
+    pub body: RawJson,
     /// `If-Match`: the version the session must be at when the turn takes the lock.
     pub if_match: Option<u64>,
     /// The `Idempotency-Key` record of the request, written with the turn's commit.
@@ -66,9 +67,22 @@ pub struct TurnInput {
 }
 
 impl TurnInput {
-    /// Roughly the bytes the input holds: its messages and the body they came in.
+    /// Roughly the bytes the input holds: the body, and its messages less the texts
+    /// that share the body's buffer.
     pub fn size_estimate(&self) -> usize {
-        2 * self.staged_size() + ITEM_OVERHEAD
+        let own: usize = self
+            .staged
+            .iter()
+            .map(|m| {
+                m.size_estimate()
+                    - if self.body.holds(&m.content) {
+                        m.content.len()
+                    } else {
+                        0
+                    }
+            })
+            .sum();
+        ITEM_OVERHEAD + self.body.len() + own
     }
 
     /// Roughly the bytes the turn will hold once committed: its input in its record,
@@ -420,6 +434,7 @@ async fn end(
             session.keep_record(record, &runtime.store).await;
         }
         observe(runtime, record);
+        record.settle();
     }
 }
 
@@ -444,12 +459,8 @@ fn observe(runtime: &Runtime, record: &TurnRecord) {
         metrics.turn_overhead.observe(overhead.as_secs_f64());
     }
     if runtime.settings.log_content {
-        let content: Vec<&str> = record
-            .input
-            .staged
-            .iter()
-            .map(|m| m.content.as_str())
-            .collect();
+        let input = record.input();
+        let content: Vec<&str> = input.staged.iter().map(|m| &*m.content).collect();
         let reply = state.result.as_ref().map(|r| r.text.as_str());
         tracing::info!(
             turn_id = %record.id,
@@ -589,7 +600,7 @@ fn check_preconditions(
     let mut admitted = Vec::with_capacity(members.len());
     let mut refused = Vec::new();
     for record in members {
-        let input = &record.input;
+        let input = record.input();
         if let Some(expected) = input.if_match
             && expected != version
         {
@@ -610,7 +621,7 @@ fn check_preconditions(
 fn assistant(text: String, tool_calls: Vec<ToolCall>, interrupted: bool) -> Message {
     Message {
         role: Role::Assistant,
-        content: text,
+        content: text.into(),
         tool_calls,
         tool_call_id: None,
         interrupted,

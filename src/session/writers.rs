@@ -13,13 +13,16 @@ use super::OnBusy;
 use super::events::TurnEvent;
 use super::feed::Feed;
 use super::records::TurnRecord;
-use super::turn::TurnKind;
+use super::turn::{TurnInput, TurnKind};
 use crate::message::Message;
 
 /// One or more writers, in arrival order; the first leads.
 #[derive(Debug)]
 pub struct Writers {
     records: Vec<Arc<TurnRecord>>,
+    /// What each writer asked for, held for the turn (a record lets go of its messages
+    /// once the turn completes).
+    inputs: Vec<Arc<TurnInput>>,
     feed: Arc<Feed>,
     /// The writers' turn ids when they asked to join, for the feed.
     joined: Option<Arc<[Uuid]>>,
@@ -29,11 +32,12 @@ impl Writers {
     /// The writers of `records`, whose events the session's `feed` follows; `None` if
     /// there are none.
     pub fn new(records: Vec<Arc<TurnRecord>>, feed: &Arc<Feed>) -> Option<Self> {
-        let first = records.first()?;
-        let joined = (first.input.on_busy == OnBusy::Join)
+        let inputs: Vec<_> = records.iter().map(|record| record.input()).collect();
+        let joined = (inputs.first()?.on_busy == OnBusy::Join)
             .then(|| records.iter().map(|record| record.id).collect());
         Some(Self {
             records,
+            inputs,
             feed: feed.clone(),
             joined,
         })
@@ -71,12 +75,12 @@ impl Writers {
 
     /// What the turn does: a tool output only ever runs alone.
     pub fn kind(&self) -> TurnKind {
-        self.lead().input.kind
+        self.inputs[0].kind
     }
 
     /// Whether the provider is called in its streaming mode: if any writer streams.
     pub fn stream(&self) -> bool {
-        self.records.iter().any(|record| record.input.stream)
+        self.inputs.iter().any(|input| input.stream)
     }
 
     /// The turn ids that ran together, when the writers asked to join; `None` otherwise.
@@ -86,6 +90,6 @@ impl Writers {
 
     /// What the writers append before any reply, each writer's messages in turn.
     pub fn staged(&self) -> impl Iterator<Item = &Message> {
-        self.records.iter().flat_map(|record| &record.input.staged)
+        self.inputs.iter().flat_map(|input| &input.staged)
     }
 }

@@ -771,12 +771,7 @@ fn bind_messages<'q>(
                 .map(|m| role_name(m.role))
                 .collect::<Vec<_>>(),
         )
-        .bind(
-            messages
-                .iter()
-                .map(|m| m.content.as_str())
-                .collect::<Vec<_>>(),
-        )
+        .bind(messages.iter().map(|m| &*m.content).collect::<Vec<_>>())
         .bind(tool_calls)
         .bind(
             messages

@@ -81,7 +81,7 @@ pub(super) fn message(row: &impl Columns) -> Result<Message, StoreError> {
             "assistant" => Role::Assistant,
             other => return Err(corrupt(format!("role `{other}`"))),
         },
-        content: row.text("content")?,
+        content: row.text("content")?.into(),
         tool_calls: match row.maybe_text("tool_calls")? {
             Some(calls) => from_json::<Vec<ToolCall>>(&calls)?,
             None => Vec::new(),

@@ -804,7 +804,7 @@ fn bind_message<'q>(
     Ok(query
         .bind(integer(seq)?)
         .bind(role_name(message.role))
-        .bind(message.content.as_str())
+        .bind(&*message.content)
         .bind(tool_calls(message)?)
         .bind(message.tool_call_id.as_deref())
         .bind(message.interrupted)

@@ -348,3 +348,60 @@ async fn ten_thousand_turns_keep_at_most_the_configured_records() {
     let kept = turns(&app, &id, "").await;
     assert_eq!(kept.len(), 100);
 }
+
+#[tokio::test]
+async fn a_turn_shows_its_body_as_received_and_the_history_its_texts_as_meant() {
+    let app = spawn_app().await;
+    let id = app.create_session(json!({})).await;
+    // Bodies as clients write them: spaced out, escaped, bare.
+    let bodies = [
+        (
+            "message",
+            "{ \"content\" :  \"  plain words \",\n  \"priority\": \"high\" }",
+        ),
+        (
+            "message",
+            r#"{"content":"two\nlines, a \"quote\" and \u00e9t\u00e9"}"#,
+        ),
+        ("instructions", r#"  ["be brief", "answer in French"]  "#),
+        ("instructions", r#""one bare instruction""#),
+    ];
+    for (route, body) in bodies {
+        let response = app
+            .client
+            .post(app.url(&format!("/text/session/{id}/{route}")))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{body}");
+    }
+    let inputs: Vec<Value> = turns(&app, &id, "")
+        .await
+        .iter()
+        .map(|t| t["input"].clone())
+        .collect();
+    let sent: Vec<Value> = bodies
+        .iter()
+        .map(|(_, body)| serde_json::from_str(body).unwrap())
+        .collect();
+    assert_eq!(inputs, sent);
+    let texts: Vec<String> = app
+        .messages(&id)
+        .await
+        .iter()
+        .filter(|m| m["role"] != "assistant")
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "plain words",
+            "two\nlines, a \"quote\" and été",
+            "be brief",
+            "answer in French",
+            "one bare instruction"
+        ]
+    );
+}

@@ -79,7 +79,7 @@ pub(super) fn map_history<'a>(
     let mut leading = Vec::new();
     while let Some(message) = history.next_if(|m| m.role == Role::System) {
         if !is_blank(&message.content) {
-            leading.push(message.content.as_str());
+            leading.push(&*message.content);
         }
     }
     let system = match leading.as_slice() {

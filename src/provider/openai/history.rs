@@ -68,7 +68,7 @@ impl<'a> WireMessage<'a> {
     /// An assistant message with the calls to send (see [`CallIds::calls`]).
     fn calling(message: &'a Message, calls: &[SentCall<'a>]) -> Self {
         Self::Assistant {
-            content: (!message.content.is_empty()).then_some(message.content.as_str()),
+            content: (!message.content.is_empty()).then_some(&*message.content),
             tool_calls: calls
                 .iter()
                 .map(|(call, id)| WireToolCall {

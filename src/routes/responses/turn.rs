@@ -3,12 +3,11 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorDetail};
-use crate::message::Timestamp;
+use crate::message::{RawJson, Timestamp};
 use crate::session::Priority;
 use crate::session::records::{TurnRecord, TurnStatus};
 use crate::session::turn::{TurnKind, TurnResult};
@@ -31,7 +30,7 @@ pub struct TurnView {
     /// The request body as received (an object, or the bare string or array a
     /// write accepts).
     #[schema(value_type = serde_json::Value)]
-    pub input: Value,
+    pub input: RawJson,
     pub result: Option<TurnResult>,
     pub error: Option<ErrorDetail>,
     /// Provider calls made within the turn (retries included).
@@ -58,15 +57,16 @@ impl TurnView {
     /// The record as it stands now; `position` comes from the turn lock.
     pub fn new(session_id: Uuid, record: &TurnRecord, position: Option<usize>) -> Self {
         let state = record.snapshot();
+        let input = record.input();
         let ms = |d: Option<Duration>| d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Self {
             id: record.id,
             session_id,
-            kind: record.input.kind,
+            kind: input.kind,
             status: state.status,
-            priority: record.input.priority,
+            priority: input.priority,
             position: position.filter(|_| state.status == TurnStatus::Waiting),
-            input: record.input.body.clone(),
+            input: input.body.clone(),
             result: state.result,
             error: state
                 .error
