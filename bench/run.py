@@ -13,8 +13,9 @@ Needs: python3 (stdlib only), nginx, wrk (Debian packages: installed when missin
 oha (`cargo install oha` into target/bench-tools when missing), taskset.
 
 Settings (environment): DURATION seconds per case (10), CONNECTIONS (64), SESSIONS (1000),
-RUNS of the concurrency-1 latency cases, whose median is shown (5), CASES (comma list of
-case names to run; all by default: mock, relay, many, hot, growth, latency, rate, memory).
+RUNS of the concurrency-1 latency cases, whose median is shown (5), SOAK seconds of the
+soak (120), CASES (comma list of case names to run; all by default: mock, relay, many,
+hot, growth, latency, rate, memory, soak).
 """
 
 import http.client
@@ -38,8 +39,9 @@ DURATION = int(os.environ.get("DURATION", "10"))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "64"))
 SESSIONS = int(os.environ.get("SESSIONS", "1000"))
 RUNS = int(os.environ.get("RUNS", "5"))
+SOAK = int(os.environ.get("SOAK", "120"))
 CASES = set(filter(None, os.environ.get("CASES", "").split(","))) or {
-    "mock", "relay", "many", "hot", "growth", "latency", "rate", "memory"}
+    "mock", "relay", "many", "hot", "growth", "latency", "rate", "memory", "soak"}
 LOAD_CPU, SERVICE_CPU = "0", "1"
 MESSAGE_500 = "x" * 490 + " 500 bytes"  # one stored message of the growth cases
 MOCK_REPLY = json.dumps({
@@ -79,10 +81,11 @@ def tools():
     if not oha.exists():
         log("== oha from crates.io (once)")
         sh("cargo", "install", "--locked", "--quiet", "--root", str(TOOLS), "oha")
-    log("== cargo build --release (the relay, then the service)")
+    log("== cargo build --release (the relay and the soak's client, then the service)")
     # Two builds: the examples turn on the crate's test-only features, the service's
     # binary must be built without them.
-    sh("cargo", "build", "--release", "--locked", "--quiet", "--example", "relay", cwd=ROOT)
+    sh("cargo", "build", "--release", "--locked", "--quiet", "--example", "relay",
+       "--example", "soak", cwd=ROOT)
     sh("cargo", "build", "--release", "--locked", "--quiet", "--bin", "text-session-api", cwd=ROOT)
     return shutil.which("nginx") or "/usr/sbin/nginx", str(oha)
 
@@ -410,9 +413,40 @@ def run():
                 }
             finally:
                 service.stop()
+        if "soak" in CASES:
+            log(f"== soak, {SOAK} s")
+            results["soak"] = soak(mock)
     finally:
         mock.stop()
     print_table(results, started_load)
+
+
+def soak(mock, messages=20):
+    """The default store, sessions created, written to and deleted for SOAK seconds by
+    bench/soak.rs (on the load core); the service's RSS read every 5 s."""
+    service = start_service(mock, store=f"sqlite://{WORK}/soak.db")
+    try:
+        client = subprocess.Popen(
+            ["taskset", "-c", LOAD_CPU, str(ROOT / "target/release/examples/soak"),
+             service.url, str(SOAK), str(CONNECTIONS), str(messages)],
+            stdout=subprocess.PIPE, text=True)
+        samples = []  # (seconds, KiB)
+        started = time.time()
+        while client.poll() is None:
+            samples.append((time.time() - started, service.rss_kib()))
+            time.sleep(5)
+        counts = json.loads(client.stdout.read())
+        if counts["errors"]:
+            raise SystemExit(f"the soak saw errors: {counts}")
+
+        def at(fraction):
+            return min(samples, key=lambda s: abs(s[0] - SOAK * fraction))[1]
+
+        return counts | {"messages": messages, "rss_mib": [kib / 1024 for _, kib in samples],
+                         "half_mib": at(0.5) / 1024, "end_mib": samples[-1][1] / 1024,
+                         "max_mib": max(kib for _, kib in samples) / 1024}
+    finally:
+        service.stop()
 
 
 def median_of(runs):
@@ -473,6 +507,13 @@ def print_table(r, started_load):
         lines.append(("memory per stored 500-byte message", f"{m['per_message']:,.0f} B",
                       "the text", f"{m['per_message'] / 500:.2f}×"))
         lines.append(("memory idle (RSS)", f"{m['idle_mib']:.1f} MiB", "", ""))
+    if "soak" in r:
+        x = r["soak"]
+        lines.append((f"soak, {SOAK} s: sessions of {x['messages']} messages come and go",
+                      f"{x['turns'] / x['seconds']:,.0f} turns/s, {x['sessions']:,} sessions", "", ""))
+        lines.append(("  RSS at half time / at the end (highest)",
+                      f"{x['half_mib']:.1f} / {x['end_mib']:.1f} MiB ({x['max_mib']:.1f})",
+                      "half time", f"{x['end_mib'] / x['half_mib'] - 1:+.1%}"))
     widths = [max(len(line[i]) for line in lines) for i in range(4)]
     print()
     print(f"load generator and mock on core {LOAD_CPU}, service on core {SERVICE_CPU}; "
