@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["provider", "metrics", "keys"],
     &["config", "clock"],
     &["message", "secret"],
+    &["json_text"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

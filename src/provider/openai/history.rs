@@ -5,14 +5,13 @@
 
 use std::borrow::Cow;
 
-use serde::Serialize;
-
 use super::{FUNCTION, NO_OUTPUT};
+use crate::json_text;
 use crate::message::{Message, Role};
 use crate::provider::call_ids::{CallIds, SentCall};
 
-#[derive(Debug, PartialEq, Serialize)]
-#[serde(tag = "role", rename_all = "lowercase")]
+/// A Chat Completions message, written out by [`WireMessage::write_json`].
+#[derive(Debug, PartialEq)]
 pub(super) enum WireMessage<'a> {
     System {
         content: &'a str,
@@ -23,7 +22,7 @@ pub(super) enum WireMessage<'a> {
     Assistant {
         /// `None` (sent as `null`) only when the message has tool calls and no text.
         content: Option<&'a str>,
-        #[serde(skip_serializing_if = "Vec::is_empty")]
+        /// Left out when empty.
         tool_calls: Vec<WireToolCall<'a>>,
     },
     Tool {
@@ -32,16 +31,16 @@ pub(super) enum WireMessage<'a> {
     },
 }
 
-#[derive(Debug, PartialEq, Serialize)]
+#[derive(Debug, PartialEq)]
 pub(super) struct WireToolCall<'a> {
     /// The call's id, or the new one it is sent under.
     id: Cow<'a, str>,
-    #[serde(rename = "type")]
+    /// `type`.
     kind: &'static str,
     function: WireFunctionCall<'a>,
 }
 
-#[derive(Debug, PartialEq, Serialize)]
+#[derive(Debug, PartialEq)]
 struct WireFunctionCall<'a> {
     name: &'a str,
     arguments: &'a str,
@@ -82,6 +81,103 @@ impl<'a> WireMessage<'a> {
                 .collect(),
         }
     }
+}
+
+impl WireMessage<'_> {
+    /// Appends the message as JSON: what serde would write, with the texts written by
+    /// [`json_text`] (they are nearly all of a request, and written on every turn).
+    pub(super) fn write_json(&self, out: &mut Vec<u8>) {
+        let text = |out: &mut Vec<u8>, name: &str, value: &str| {
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            json_text::write_str(out, value);
+        };
+        match self {
+            Self::System { content } => {
+                out.extend_from_slice(br#"{"role":"system","#);
+                text(out, "content", content);
+            }
+            Self::User { content } => {
+                out.extend_from_slice(br#"{"role":"user","#);
+                text(out, "content", content);
+            }
+            Self::Assistant {
+                content,
+                tool_calls,
+            } => {
+                out.extend_from_slice(br#"{"role":"assistant","#);
+                match content {
+                    Some(content) => text(out, "content", content),
+                    None => out.extend_from_slice(br#""content":null"#),
+                }
+                if !tool_calls.is_empty() {
+                    out.extend_from_slice(br#","tool_calls":["#);
+                    for (i, call) in tool_calls.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.push(b'{');
+                        text(out, "id", &call.id);
+                        out.push(b',');
+                        text(out, "type", call.kind);
+                        out.extend_from_slice(br#","function":{"#);
+                        text(out, "name", call.function.name);
+                        out.push(b',');
+                        text(out, "arguments", call.function.arguments);
+                        out.extend_from_slice(b"}}");
+                    }
+                    out.push(b']');
+                }
+            }
+            Self::Tool {
+                tool_call_id,
+                content,
+            } => {
+                out.extend_from_slice(br#"{"role":"tool","#);
+                text(out, "tool_call_id", tool_call_id);
+                out.push(b',');
+                text(out, "content", content);
+            }
+        }
+        out.push(b'}');
+    }
+
+    /// Roughly the bytes [`write_json`](Self::write_json) writes (its texts, plus room
+    /// for the rest).
+    pub(super) fn size_hint(&self) -> usize {
+        const FRAME: usize = 48;
+        FRAME
+            + match self {
+                Self::System { content } | Self::User { content } => content.len(),
+                Self::Assistant {
+                    content,
+                    tool_calls,
+                } => {
+                    content.map_or(0, str::len)
+                        + tool_calls
+                            .iter()
+                            .map(|call| FRAME + call.id.len() + call.function.arguments.len())
+                            .sum::<usize>()
+                }
+                Self::Tool {
+                    tool_call_id,
+                    content,
+                } => tool_call_id.len() + content.len(),
+            }
+    }
+}
+
+/// Appends the messages as a JSON array.
+pub(super) fn write_json(messages: &[WireMessage<'_>], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, message) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        message.write_json(out);
+    }
+    out.push(b']');
 }
 
 fn is_tool_output(message: &&Message) -> bool {

@@ -137,7 +137,7 @@ impl OpenAi {
     /// Encodes the request body; borrows the history and copies none of it.
     pub fn encode(&self, request: &ChatRequest<'_>) -> Result<Bytes, ProviderError> {
         let body = WireRequest::from_request(request);
-        serde_json::to_vec(&body).map(Bytes::from).map_err(|e| {
+        body.to_json().map(Bytes::from).map_err(|e| {
             ProviderError::InvalidReply(format!("the request could not be encoded: {e}"))
         })
     }

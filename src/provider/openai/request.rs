@@ -6,13 +6,15 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::FUNCTION;
-use super::history::{WireMessage, wire_messages};
+use super::history::{self, WireMessage, wire_messages};
 use crate::message::Tool;
 use crate::provider::ChatRequest;
 
 #[derive(Debug, Serialize)]
 pub(super) struct WireRequest<'a> {
     model: &'a str,
+    /// Written by hand, first (see [`WireRequest::to_json`]).
+    #[serde(skip)]
     messages: Vec<WireMessage<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tools: Vec<WireTool<'a>>,
@@ -51,6 +53,27 @@ struct WireFunction<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
     parameters: &'a Value,
+}
+
+impl WireRequest<'_> {
+    /// The body as JSON: the messages (nearly all of it) written by
+    /// [`WireMessage::write_json`], then the other fields as serde writes them.
+    pub(super) fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        let rest = serde_json::to_vec(self)?;
+        let hint: usize = self.messages.iter().map(WireMessage::size_hint).sum();
+        let mut out = Vec::with_capacity(hint + rest.len() + 16);
+        out.extend_from_slice(br#"{"messages":"#);
+        history::write_json(&self.messages, &mut out);
+        // `rest` is `{"model":…}`: never an empty object, the model is always there.
+        match rest.strip_prefix(b"{") {
+            Some(fields) if fields != b"}" => {
+                out.push(b',');
+                out.extend_from_slice(fields);
+            }
+            _ => out.push(b'}'),
+        }
+        Ok(out)
+    }
 }
 
 impl<'a> WireRequest<'a> {
