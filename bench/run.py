@@ -395,6 +395,8 @@ def run():
                 ids = make_sessions(service, SESSIONS)
                 results["service at rate"] = oha(oha_bin, service.url, message_paths(ids),
                                                  short, fixed)
+                # Where the time went, as the service itself saw it during the run.
+                results["inside at rate"] = inside(service)
             finally:
                 service.stop()
         if "memory" in CASES:
@@ -447,6 +449,36 @@ def soak(mock, messages=20):
                          "max_mib": max(kib for _, kib in samples) / 1024}
     finally:
         service.stop()
+
+
+HISTOGRAMS = {
+    "turn": "text_session_turn_duration_seconds",
+    "overhead": "text_session_turn_overhead_seconds",
+    "provider": "text_session_provider_request_duration_seconds",
+}
+
+
+def inside(service):
+    """p50 and p99 (upper bucket bounds, ms) of the service's own histograms: the time a
+    turn held its lock, the part of it that was not the provider call, the provider
+    call."""
+    host, port = service.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    out = {}
+    for key, name in HISTOGRAMS.items():
+        buckets = {}
+        for labels, count in re.findall(rf'^{name}_bucket{{([^}}]*)}} (\S+)$', text, re.M):
+            le = re.search(r'le="([^"]+)"', labels).group(1)
+            bound = float("inf") if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0) + float(count)
+        bounds = sorted(buckets)
+        total = buckets[bounds[-1]] if bounds else 0
+        for q in (50, 99):
+            out[f"{key} p{q}"] = next((b * 1000 for b in bounds if total and buckets[b] >= total * q / 100),
+                                      float("nan"))
+    return out
 
 
 def median_of(runs):
@@ -507,6 +539,12 @@ def print_table(r, started_load):
         lines.append(("memory per stored 500-byte message", f"{m['per_message']:,.0f} B",
                       "the text", f"{m['per_message'] / 500:.2f}×"))
         lines.append(("memory idle (RSS)", f"{m['idle_mib']:.1f} MiB", "", ""))
+    if "inside at rate" in r:
+        x = r["inside at rate"]
+        for key, label in (("turn", "turn lock held"), ("overhead", "  of which the service's own work"),
+                           ("provider", "  of which the provider call")):
+            lines.append((f"  inside, {label}, p50 / p99 (≤ bucket)",
+                          f"{x[key + ' p50']:.2f} / {x[key + ' p99']:.2f} ms", "", ""))
     if "soak" in r:
         x = r["soak"]
         lines.append((f"soak, {SOAK} s: sessions of {x['messages']} messages come and go",
