@@ -133,6 +133,11 @@ class Process:
                 return int(line.split()[1])
         return 0
 
+    def cpu_seconds(self):
+        """User and system CPU time the process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -325,7 +330,9 @@ def run():
             log("== the bare relay")
             relay = start_relay(mock)
             try:
+                cpu = relay.cpu_seconds()
                 results["relay"] = wrk(relay.url, ["/relay"], short)
+                results["relay"]["cpu_us"] = per_request(relay.cpu_seconds() - cpu, results["relay"])
                 relay_max = results["relay"]["rate"]
                 if "latency" in CASES:
                     runs = [wrk(relay.url, ["/relay"], short, connections=1)
@@ -345,8 +352,10 @@ def run():
                     client = Client(service.url)
                     sizes = {view: client.post(f"/text/session/{ids[0]}/message?view={view}",
                                                short)[1] for view in ("full", "delta")}
+                cpu = service.cpu_seconds()
                 result = wrk(service.url, message_paths(ids, query), short,
                              connections=connections)
+                result["cpu_us"] = per_request(service.cpu_seconds() - cpu, result)
                 if history:
                     result |= {"full_bytes": sizes["full"], "delta_bytes": sizes["delta"]}
                 results[name] = result
@@ -451,6 +460,12 @@ def soak(mock, messages=20):
         service.stop()
 
 
+def per_request(cpu_seconds, result):
+    """CPU microseconds per request of a wrk run (a steadier figure than the rate on a
+    shared machine: it does not count the time the process waited for its core)."""
+    return cpu_seconds * 1e6 / (result["rate"] * DURATION)
+
+
 HISTOGRAMS = {
     "turn": "text_session_turn_duration_seconds",
     "overhead": "text_session_turn_overhead_seconds",
@@ -501,6 +516,12 @@ def print_table(r, started_load):
         if name in r:
             base = "many, memory" if name == "many, sqlite" else "relay"
             lines.append((f"/message, {name}", f"{rate(name):,.0f} turns/s", base, ratio(rate(name), rate(base))))
+    for name in ("relay", "many, memory", "many, sqlite"):
+        if "cpu_us" in r.get(name, {}):
+            cpu = r[name]["cpu_us"]
+            base = r.get("relay", {}).get("cpu_us") if name != "relay" else None
+            lines.append((f"  CPU per request, {name}", f"{cpu:,.0f} µs", "relay" if base else "",
+                          f"{cpu / base:.1f}×" if base else ""))
     for history in (0, 10, 100, 1000, 5000):
         name = f"history {history}"
         if name in r:
@@ -534,17 +555,17 @@ def print_table(r, started_load):
             lines.append((f"{name.split()[0]} at {x['rate']:,.0f}/s, p50/p90/p99/p99.9",
                           " / ".join(f"{x[k]:.2f}" for k in ("p50", "p90", "p99", "p99.9")) + " ms",
                           "relay" if added else "", added))
-    if "memory" in r:
-        m = r["memory"]
-        lines.append(("memory per stored 500-byte message", f"{m['per_message']:,.0f} B",
-                      "the text", f"{m['per_message'] / 500:.2f}×"))
-        lines.append(("memory idle (RSS)", f"{m['idle_mib']:.1f} MiB", "", ""))
     if "inside at rate" in r:
         x = r["inside at rate"]
         for key, label in (("turn", "turn lock held"), ("overhead", "  of which the service's own work"),
                            ("provider", "  of which the provider call")):
             lines.append((f"  inside, {label}, p50 / p99 (≤ bucket)",
                           f"{x[key + ' p50']:.2f} / {x[key + ' p99']:.2f} ms", "", ""))
+    if "memory" in r:
+        m = r["memory"]
+        lines.append(("memory per stored 500-byte message", f"{m['per_message']:,.0f} B",
+                      "the text", f"{m['per_message'] / 500:.2f}×"))
+        lines.append(("memory idle (RSS)", f"{m['idle_mib']:.1f} MiB", "", ""))
     if "soak" in r:
         x = r["soak"]
         lines.append((f"soak, {SOAK} s: sessions of {x['messages']} messages come and go",
