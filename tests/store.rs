@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
+use sqlx::Connection;
 use test_support::postgres::TestDatabase;
 use text_session_api::message::{Defaults, Message, Role, Timestamp, Tool, ToolCall};
 use text_session_api::store::{
@@ -125,6 +126,66 @@ fn turn(text: &str) -> Vec<Message> {
         arguments: "{\"city\":\"Oslo\"}".into(),
     }];
     vec![Message::text(Role::User, text, now), reply]
+}
+
+/// A commit whose lease changes hands while it runs: the process that took the lease
+/// over (its transaction still open) holds the commit back until it is done, and then
+/// the commit, fenced, lands not at all. (A process killed with its last commit in
+/// flight cannot then have that commit land after its successor took the session up.)
+#[tokio::test]
+async fn postgres_a_commit_racing_a_lease_taken_over_waits_for_it_and_is_fenced() {
+    let Some(database) = TestDatabase::create("postgres::lease_race").await else {
+        return;
+    };
+    let store = Arc::new(
+        Store::open_as(
+            &database.url(),
+            Instance::new("10.0.0.1:8080", std::time::Duration::from_secs(30)),
+        )
+        .await
+        .unwrap(),
+    );
+    let session = row(None);
+    store.create(&session, &[]).await.unwrap();
+    assert!(matches!(
+        store.take_lease(session.id).await.unwrap(),
+        Some(Lease::Held { epoch: 1, .. })
+    ));
+    // Another process takes the lease over, in a transaction it has not committed yet.
+    let mut other = sqlx::PgConnection::connect(&database.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("UPDATE leases SET epoch = epoch + 1 WHERE session_id = $1")
+        .bind(session.id)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let messages = turn("in flight");
+    let committing = {
+        let (store, session, messages) = (store.clone(), session.clone(), messages.clone());
+        tokio::spawn(async move {
+            store
+                .commit(CommitRows {
+                    epoch: Some(1),
+                    ..commit(&session, 0, 1, &messages)
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !committing.is_finished(),
+        "the commit waits for the lease's row"
+    );
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    assert_eq!(
+        committing.await.unwrap(),
+        Err(StoreError::Fenced {
+            held: 1,
+            found: Some(2)
+        })
+    );
+    let stored = store.load(session.id).await.unwrap().unwrap();
+    assert!(stored.messages.is_empty(), "nothing of the fenced commit");
 }
 
 /// Deletes in one tree of forks at once (a session, its fork, and a commit to the fork's

@@ -39,7 +39,9 @@ static RECORD_TURN_NUMBERED: LazyLock<String> = LazyLock::new(|| numbered(RECORD
 
 /// A turn's commit, as one statement (parameters as `COMMIT_KEY_AT` says, then the lease
 /// epoch it is fenced by): the session moves to its new version only from the one it
-/// started from, and only while the committing process holds its lease; the rest (its
+/// started from, and only while the committing process holds its lease (the lease's row
+/// is locked for the check: a lease taken meanwhile makes the check see the new epoch,
+/// and a lease being taken waits for the commit to end); the rest (its
 /// messages, the key it claims, its turn's record, the pruning of older records) is
 /// written only if it moved. The pruning sees the records as they were before this
 /// commit, so a session keeps at most one record past its bounds until the next one.
@@ -50,7 +52,8 @@ static COMMIT: LazyLock<String> = LazyLock::new(|| {
         "WITH moved AS (
              {move_version}
                AND (${epoch}::bigint IS NULL
-                    OR EXISTS (SELECT 1 FROM leases WHERE session_id = $1 AND epoch = ${epoch}))
+                    OR EXISTS (SELECT 1 FROM leases WHERE session_id = $1 AND epoch = ${epoch}
+                               FOR SHARE))
              RETURNING id),
          added AS (
              INSERT INTO messages (session_id, seq, role, content, tool_calls, tool_call_id,

@@ -113,7 +113,7 @@ pub async fn idempotency(State(app): State<AppState>, request: Request, next: Ne
                 key: &key,
                 handed_on: false,
             };
-            match stored(&app, &record).await {
+            match stored(&app, &record, parts.uri.path()).await {
                 Ok(None) => {
                     reserved.hand_on();
                     let mut request = Request::from_parts(parts, Body::from(bytes));
@@ -158,10 +158,23 @@ impl Drop for Reservation<'_> {
 pub struct PendingKey(pub KeyRecord);
 
 /// The store's record of a key memory does not know (a restart, an evicted record).
-async fn stored(app: &AppState, record: &KeyRecord) -> Result<Option<KeyRecord>, ApiError> {
+async fn stored(
+    app: &AppState,
+    record: &KeyRecord,
+    path: &str,
+) -> Result<Option<KeyRecord>, ApiError> {
     let store = &app.runtime.store;
     if !store.is_durable() {
         return Ok(None);
+    }
+    // The session the request writes to is taken up first (its lease taken) if this
+    // process does not serve it yet. A commit of the process that served it before (one
+    // that died with that commit in flight) then lands before the lease changes hands
+    // or not at all (the lease fences it): the lookup below sees every turn that will
+    // ever have committed under this key. Whether the session exists, and may be served
+    // here, is the route's to answer.
+    if let Some(session) = session_in(path) {
+        let _ = live_or_stored(app, session).await;
     }
     let ttl = i64::try_from(app.idempotency.ttl().as_millis()).unwrap_or(i64::MAX);
     let since = Timestamp::from_unix_millis(record.created_at.unix_millis().saturating_sub(ttl))
@@ -171,6 +184,12 @@ async fn stored(app: &AppState, record: &KeyRecord) -> Result<Option<KeyRecord>,
         .await?;
     // A record with neither answer nor turn holds nothing to answer with.
     Ok(known.filter(|known| known.answer.is_some() || known.turn.is_some()))
+}
+
+/// The session a path under `/text/session/{id}/…` names.
+fn session_in(path: &str) -> Option<uuid::Uuid> {
+    let id = path.strip_prefix("/text/session/")?.split('/').next()?;
+    uuid::Uuid::parse_str(id).ok()
 }
 
 /// The answer to a key the store knows: reuse, its kept answer, or its committed turn
