@@ -258,7 +258,7 @@ impl TurnRecord {
     /// Lets go of a completed turn's messages: the history holds them now, and only a
     /// failed or cancelled turn can run again. What the write asked for (its body) stays.
     pub fn settle(&self) {
-        if self.snapshot().status != TurnStatus::Completed {
+        if self.state().status != TurnStatus::Completed {
             return;
         }
         let mut input = self.input.lock().unwrap_or_else(PoisonError::into_inner);
