@@ -35,14 +35,6 @@ pub fn write_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
-/// `text` as a JSON string, quotes included.
-pub fn to_string(text: &str) -> String {
-    let mut out = Vec::with_capacity(text.len() + 2);
-    write_str(&mut out, text);
-    // Only ASCII was added around and within valid UTF-8.
-    String::from_utf8(out).unwrap_or_default()
-}
-
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The short escape of a byte, if it has one (a control byte without one is `\u00XX`).
@@ -98,6 +90,12 @@ fn flags(word: &[u8]) -> u64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn to_string(text: &str) -> String {
+        let mut out = Vec::new();
+        write_str(&mut out, text);
+        String::from_utf8(out).unwrap()
+    }
 
     #[test]
     fn every_byte_that_needs_an_escape_gets_the_one_serde_json_writes() {

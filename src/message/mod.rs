@@ -10,7 +10,7 @@ mod raw_json;
 mod timestamp;
 
 /// A message's text: immutable, cheap to clone, and able to share the buffer of the
-/// request body it arrived in (see `routes::extract::WriteBody`), so a stored message
+/// request body it arrived in (see [`RawJson::texts`]), so a stored message
 /// and the turn record that keeps its request hold the text once.
 pub use bytestring::ByteString as Text;
 pub use raw_json::{NotJson, RawJson};

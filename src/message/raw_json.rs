@@ -30,11 +30,6 @@ impl RawJson {
         Ok(Self(text))
     }
 
-    /// The text as received.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// Its length in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -70,21 +65,25 @@ impl RawJson {
     /// they make up at least half of it, so a stored message does not keep alive a
     /// body mostly made of something else; the others are copied.
     pub fn texts<'a>(&self, parts: impl IntoIterator<Item = Cow<'a, str>>) -> Vec<Text> {
-        let parts: Vec<Cow<'a, str>> = parts.into_iter().collect();
+        // Each part, and whether it lies in this document's buffer.
+        let parts: Vec<(Cow<'a, str>, bool)> = parts
+            .into_iter()
+            .map(|part| {
+                let held = matches!(&part, Cow::Borrowed(text) if self.holds(text));
+                (part, held)
+            })
+            .collect();
         let shared: usize = parts
             .iter()
-            .filter_map(|part| match part {
-                Cow::Borrowed(text) if self.holds(text) => Some(text.len()),
-                _ => None,
-            })
+            .filter(|(_, held)| *held)
+            .map(|(p, _)| p.len())
             .sum();
         let share = shared * 2 >= self.len();
         parts
             .into_iter()
-            .map(|part| match part {
-                Cow::Borrowed(text) if share && self.holds(text) => self.0.slice_ref(text),
-                Cow::Borrowed(text) => Text::from(text),
-                Cow::Owned(text) => Text::from(text),
+            .map(|(part, held)| match part {
+                Cow::Borrowed(text) if share && held => self.0.slice_ref(text),
+                part => Text::from(part.into_owned()),
             })
             .collect()
     }
