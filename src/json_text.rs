@@ -35,6 +35,16 @@ pub fn write_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
+/// Appends `"name":` and `text` as a JSON string: one member of an object. `name` is
+/// written as it is (a field name of ours, which needs no escape).
+pub fn write_member(out: &mut Vec<u8>, name: &str, text: &str) {
+    out.reserve(name.len() + 3);
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    write_str(out, text);
+}
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The short escape of a byte, if it has one (a control byte without one is `\u00XX`).

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+mod json;
 mod raw_json;
 mod timestamp;
 
@@ -13,6 +14,7 @@ mod timestamp;
 /// request body it arrived in (see [`RawJson::texts`]), so a stored message
 /// and the turn record that keeps its request hold the text once.
 pub use bytestring::ByteString as Text;
+pub use json::{history_size_hint, write_history};
 pub use raw_json::{NotJson, RawJson};
 pub use timestamp::Timestamp;
 

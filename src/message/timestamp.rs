@@ -53,7 +53,7 @@ impl Timestamp {
     /// `YYYY-MM-DDTHH:MM:SS.mmmZ` written digit by digit, for years 0 to 9999 (every
     /// timestamp of a history is rendered on every full answer: no formatter, no
     /// allocation). Other years, and leap seconds, go through chrono.
-    fn fixed_width(&self) -> Option<[u8; 24]> {
+    pub(super) fn fixed_width(&self) -> Option<[u8; 24]> {
         let time = &self.0;
         let year = u32::try_from(time.year())
             .ok()

@@ -83,10 +83,12 @@ fn event_data(
         TurnEvent::Completed { result, commit } => (
             "turn.completed",
             session.render(Some(*commit), |view| {
-                to_string(&CompletedData {
+                let (head, history) = view.split_history();
+                let data = CompletedData {
                     result: result.as_ref(),
-                    session: view,
-                })
+                    session: &head,
+                };
+                responses::json_with_history(&data, history).into_string()
             }),
         ),
         TurnEvent::Failed(error) => {

@@ -29,7 +29,7 @@ pub struct SessionStatus {
 }
 
 /// Everything about a session but its messages.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionHead<'a> {
     #[schema(value_type = String, format = Uuid)]
@@ -56,19 +56,37 @@ pub struct SessionHead<'a> {
 }
 
 /// A session with its history.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = Session)]
 pub struct SessionView<'a> {
     #[serde(flatten)]
     pub head: SessionHead<'a>,
-    pub messages: &'a [Message],
+    // Always there; left out only of the copy `split_history` makes, whose history is
+    // written apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<Message>, required = true)]
+    pub messages: Option<&'a [Message]>,
+}
+
+impl<'a> SessionView<'a> {
+    /// This view without its history, and the history: an answer that carries the
+    /// view writes the history apart, faster than serde (see `routes::responses`).
+    pub fn split_history(&self) -> (Self, Option<&'a [Message]>) {
+        (
+            Self {
+                messages: None,
+                ..*self
+            },
+            self.messages,
+        )
+    }
 }
 
 /// The session in a write's answer, as of the write's commit: what this write appended
 /// (`newMessages`), and the whole history (`messages`) unless the write asked for
 /// `?view=delta`. One shape for both views, so that the default needs no narrowing.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WrittenSession<'a> {
     #[serde(flatten)]
@@ -79,6 +97,20 @@ pub struct WrittenSession<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Vec<Message>, required = false)]
     pub messages: Option<&'a [Message]>,
+}
+
+impl<'a> WrittenSession<'a> {
+    /// This session without its whole history, and the history (see
+    /// [`SessionView::split_history`]).
+    pub fn split_history(&self) -> (Self, Option<&'a [Message]>) {
+        (
+            Self {
+                messages: None,
+                ..*self
+            },
+            self.messages,
+        )
+    }
 }
 
 /// A session in a list: no messages, their count instead.
@@ -119,7 +151,7 @@ impl Session {
             let len = as_of.map_or(history.messages.len(), |c| c.len);
             let view = SessionView {
                 head: self.head(history, as_of),
-                messages: &history.messages[..len.min(history.messages.len())],
+                messages: Some(&history.messages[..len.min(history.messages.len())]),
             };
             f(&view)
         })

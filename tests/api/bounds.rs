@@ -380,7 +380,9 @@ async fn a_body_that_never_arrives_is_408_and_a_reader_that_never_reads_is_cut_o
         .write_all(format!("GET /text/session/{id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Time to render the answer (18 MB; slow in a debug build on a busy machine: once this
+    // client starts reading, the write timeout no longer runs) and then to stall for 1 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let (closed, read) = closed_within(&mut stalled, Duration::from_secs(5)).await;
     assert!(closed, "the server closed the stalled connection");
     assert!(

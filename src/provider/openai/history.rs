@@ -87,12 +87,7 @@ impl WireMessage<'_> {
     /// Appends the message as JSON: what serde would write, with the texts written by
     /// [`json_text`] (they are nearly all of a request, and written on every turn).
     pub(super) fn write_json(&self, out: &mut Vec<u8>) {
-        let text = |out: &mut Vec<u8>, name: &str, value: &str| {
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-            json_text::write_str(out, value);
-        };
+        let text = json_text::write_member;
         match self {
             Self::System { content } => {
                 out.extend_from_slice(br#"{"role":"system","#);

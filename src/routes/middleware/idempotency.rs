@@ -407,5 +407,9 @@ fn without_history(body: Bytes, history: Option<HistoryInAnswer>) -> StoredBody 
 
 /// The JSON of `messages[..len]` of `session`, as every answer that shows it has it.
 fn history_json(session: &Session, len: usize) -> Option<Vec<u8>> {
-    session.read(|h| serde_json::to_vec(h.messages.get(..len)?).ok())
+    session.read(|h| {
+        let mut json = Vec::new();
+        crate::message::write_history(&mut json, h.messages.get(..len)?);
+        Some(json)
+    })
 }

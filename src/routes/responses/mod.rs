@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 pub use turn::TurnView;
 
+use crate::message::{self, Message};
 use crate::session::turn::{TurnOutcome, TurnResult};
 use crate::session::{Session, SessionSummary, SessionView, WrittenSession};
 
@@ -136,20 +137,73 @@ impl HistoryInAnswer {
 /// The session as it is now, with `status`.
 pub fn session(session: &Arc<Session>, status: StatusCode) -> Response {
     session.render(None, |view| {
-        let mut response = (
-            status,
-            axum::Json(SessionResponse {
-                success: true,
-                session: view,
-            }),
-        )
-            .into_response();
+        let (head, history) = view.split_history();
+        let answer = SessionResponse {
+            success: true,
+            session: &head,
+        };
+        let mut response = (status, json_with_history(&answer, history)).into_response();
         with_etag(&mut response, view.head.version);
-        response
-            .extensions_mut()
-            .insert(HistoryInAnswer::of(session, view.messages.len()));
+        if let Some(history) = history {
+            response
+                .extensions_mut()
+                .insert(HistoryInAnswer::of(session, history.len()));
+        }
         response
     })
+}
+
+/// `answer` as JSON, with `history` as its session's `messages`: the history written
+/// by hand ([`message::write_history`], the bulk of a full answer, written on every
+/// turn), the rest by serde. The session stands last in every answer that carries one,
+/// and `messages` last in the session, so `answer` is serialised without them and
+/// `,"messages":[…]` goes in before its two closing braces: the same bytes serde writes
+/// for the whole.
+pub fn json_with_history(answer: &impl Serialize, history: Option<&[Message]>) -> JsonBody {
+    let hint = history.map_or(0, message::history_size_hint);
+    let mut out = Vec::with_capacity(512 + hint);
+    if let Err(error) = serde_json::to_writer(&mut out, answer) {
+        return JsonBody(Err(error));
+    }
+    if let Some(history) = history {
+        let Some(closing) = out.len().checked_sub(2).filter(|&at| &out[at..] == b"}}") else {
+            return JsonBody(Err(serde::ser::Error::custom(
+                "the answer does not end with its session",
+            )));
+        };
+        out.truncate(closing);
+        out.extend_from_slice(b",\"messages\":");
+        message::write_history(&mut out, history);
+        out.extend_from_slice(b"}}");
+    }
+    JsonBody(Ok(out))
+}
+
+/// A JSON answer written by [`json_with_history`], or why it could not be (a 500).
+#[derive(Debug)]
+pub struct JsonBody(serde_json::Result<Vec<u8>>);
+
+impl JsonBody {
+    /// The JSON text (for an event's data).
+    pub fn into_string(self) -> serde_json::Result<String> {
+        String::from_utf8(self.0?).map_err(serde::ser::Error::custom)
+    }
+}
+
+impl IntoResponse for JsonBody {
+    fn into_response(self) -> Response {
+        match self.0 {
+            Ok(bytes) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                bytes,
+            )
+                .into_response(),
+            Err(error) => crate::error::ApiError::Internal(error.to_string()).into_response(),
+        }
+    }
 }
 
 /// `ETag: "<version>"`: the session version a response shows, for `If-Match`.
@@ -161,20 +215,28 @@ pub fn with_etag(response: &mut Response, version: u64) {
 
 /// The answer to a committed write: the session as of its commit, whole or as a delta.
 pub fn write(session: &Arc<Session>, outcome: &TurnOutcome, view: View) -> Response {
-    let answer = |written: &WrittenSession<'_>| match &outcome.result {
-        Some(result) => axum::Json(WriteResponse {
-            success: true,
-            turn_id: outcome.turn_id,
-            result,
-            session: written,
-        })
-        .into_response(),
-        None => axum::Json(ToolOutputResponse {
-            success: true,
-            turn_id: outcome.turn_id,
-            session: written,
-        })
-        .into_response(),
+    let answer = |written: &WrittenSession<'_>| {
+        let (head, history) = written.split_history();
+        match &outcome.result {
+            Some(result) => json_with_history(
+                &WriteResponse {
+                    success: true,
+                    turn_id: outcome.turn_id,
+                    result,
+                    session: &head,
+                },
+                history,
+            ),
+            None => json_with_history(
+                &ToolOutputResponse {
+                    success: true,
+                    turn_id: outcome.turn_id,
+                    session: &head,
+                },
+                history,
+            ),
+        }
+        .into_response()
     };
     let full = view == View::Full;
     let mut response = session.render_written(outcome.commit, full, answer);
@@ -206,5 +268,115 @@ pub fn with_overhead(response: &mut Response, record: &crate::session::records::
 pub fn with_turn_id(response: &mut Response, turn_id: Uuid) {
     if let Ok(value) = HeaderValue::from_str(&turn_id.to_string()) {
         response.headers_mut().insert(TURN_ID_HEADER, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Defaults, Role, Timestamp, ToolCall};
+    use crate::provider::{FinishReason, Usage};
+    use crate::session::{SessionHead, SessionStatus};
+
+    fn history() -> Vec<Message> {
+        let at = Timestamp::from_unix_millis(1_795_000_000_123).unwrap();
+        let mut called = Message::text(Role::Assistant, "", at);
+        called.tool_calls.push(ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city":"Oslo"}"#.into(),
+        });
+        vec![
+            Message::text(Role::System, "Be \"brief\".\n", at),
+            Message::text(Role::User, "héllo 🦀", at),
+            called,
+            Message::tool_output("call_1", "{\"temp\":3}", at),
+        ]
+    }
+
+    #[test]
+    fn answers_with_a_history_written_apart_are_the_bytes_serde_writes_for_the_whole() {
+        let (defaults, metadata) = (Defaults::default(), serde_json::Map::new());
+        let messages = history();
+        let head = SessionHead {
+            id: Uuid::nil(),
+            provider: "echo",
+            model: "echo-1",
+            defaults: &defaults,
+            tools: &[],
+            metadata: &metadata,
+            created_at: messages[0].created_at,
+            updated_at: messages[0].created_at,
+            version: 3,
+            status: SessionStatus {
+                busy: false,
+                waiting: 0,
+                running_turn_id: None,
+                started_at: None,
+            },
+            forked_from: None,
+        };
+        let written = |history| WrittenSession {
+            head,
+            new_messages: &messages[2..],
+            messages: history,
+        };
+        let result = TurnResult {
+            text: "ok".into(),
+            tool_calls: Vec::new(),
+            finish_reason: FinishReason::Stop,
+            usage: Usage::default(),
+            provider: "echo".into(),
+            model: "echo-1".into(),
+            messages_sent: None,
+            joined: None,
+        };
+        for history in [&messages[..0], &messages[..]] {
+            let whole = written(Some(history));
+            let (apart, split) = whole.split_history();
+            assert_eq!(
+                json_with_history(&answer_of(&result, &apart), split)
+                    .0
+                    .unwrap(),
+                serde_json::to_vec(&answer_of(&result, &whole)).unwrap()
+            );
+            let view = SessionView {
+                head,
+                messages: Some(history),
+            };
+            let (apart, split) = view.split_history();
+            assert_eq!(
+                json_with_history(
+                    &SessionResponse {
+                        success: true,
+                        session: &apart
+                    },
+                    split
+                )
+                .0
+                .unwrap(),
+                serde_json::to_vec(&SessionResponse {
+                    success: true,
+                    session: &view
+                })
+                .unwrap()
+            );
+        }
+        let delta = written(None);
+        assert_eq!(
+            json_with_history(&answer_of(&result, &delta), None)
+                .0
+                .unwrap(),
+            serde_json::to_vec(&answer_of(&result, &delta)).unwrap()
+        );
+    }
+
+    fn answer_of<'a>(result: &'a TurnResult, session: &'a WrittenSession<'a>) -> WriteResponse<'a> {
+        WriteResponse {
+            success: true,
+            turn_id: Uuid::nil(),
+            result,
+            session,
+        }
     }
 }

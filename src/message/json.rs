@@ -1,0 +1,157 @@
+//! A history as the API shows it, written by hand: byte for byte what serde writes for
+//! `[Message]`, with the texts written by [`json_text`]. Every full answer carries its
+//! session's whole history, so this runs on every turn over all of it.
+
+use super::{Message, Role, Timestamp};
+use crate::json_text;
+
+impl Message {
+    /// Appends the message as JSON, as serde would write it.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(match self.role {
+            Role::System => br#"{"role":"system","#,
+            Role::User => br#"{"role":"user","#,
+            Role::Assistant => br#"{"role":"assistant","#,
+        });
+        json_text::write_member(out, "content", &self.content);
+        if !self.tool_calls.is_empty() {
+            out.extend_from_slice(br#","toolCalls":["#);
+            for (i, call) in self.tool_calls.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'{');
+                json_text::write_member(out, "id", &call.id);
+                out.push(b',');
+                json_text::write_member(out, "name", &call.name);
+                out.push(b',');
+                json_text::write_member(out, "arguments", &call.arguments);
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+        if let Some(id) = &self.tool_call_id {
+            out.push(b',');
+            json_text::write_member(out, "toolCallId", id);
+        }
+        if self.interrupted {
+            out.extend_from_slice(br#","interrupted":true"#);
+        }
+        out.extend_from_slice(br#","createdAt":"#);
+        self.created_at.write_json(out);
+        out.push(b'}');
+    }
+
+    /// Roughly the bytes [`write_json`](Self::write_json) writes: its texts, plus room
+    /// for the rest.
+    pub fn json_size_hint(&self) -> usize {
+        const FRAME: usize = 80;
+        FRAME
+            + self.content.len()
+            + self.tool_call_id.as_ref().map_or(0, String::len)
+            + self
+                .tool_calls
+                .iter()
+                .map(|call| FRAME + call.id.len() + call.name.len() + call.arguments.len())
+                .sum::<usize>()
+    }
+}
+
+/// Appends `messages` as a JSON array, as serde would write it.
+pub fn write_history(out: &mut Vec<u8>, messages: &[Message]) {
+    out.reserve(history_size_hint(messages));
+    out.push(b'[');
+    for (i, message) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        message.write_json(out);
+    }
+    out.push(b']');
+}
+
+/// Roughly the bytes [`write_history`] writes.
+pub fn history_size_hint(messages: &[Message]) -> usize {
+    2 + messages.iter().map(Message::json_size_hint).sum::<usize>()
+}
+
+impl Timestamp {
+    /// Appends the time as a JSON string, as serde would write it.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self.fixed_width() {
+            Some(bytes) => {
+                out.push(b'"');
+                out.extend_from_slice(&bytes);
+                out.push(b'"');
+            }
+            None => json_text::write_str(out, &self.to_rfc3339()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::ToolCall;
+    use proptest::prelude::*;
+
+    fn written(messages: &[Message]) -> String {
+        let mut out = Vec::new();
+        write_history(&mut out, messages);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof!["(?s).{0,40}", "[a-z \"\\\\\n\u{1}é🦀]{0,20}"]
+    }
+
+    fn any_message() -> impl Strategy<Value = Message> {
+        (
+            prop_oneof![Just(Role::System), Just(Role::User), Just(Role::Assistant)],
+            any_text(),
+            prop::collection::vec((any_text(), any_text(), any_text()), 0..3),
+            prop::option::of(any_text()),
+            any::<bool>(),
+            // Year -300 to 12000: the fixed-width years and chrono's alike.
+            -71_600_000_000_000i64..316_000_000_000_000,
+        )
+            .prop_map(|(role, content, calls, id, interrupted, millis)| Message {
+                role,
+                content: content.into(),
+                tool_calls: calls
+                    .into_iter()
+                    .map(|(id, name, arguments)| ToolCall {
+                        id,
+                        name,
+                        arguments,
+                    })
+                    .collect(),
+                tool_call_id: id,
+                interrupted,
+                created_at: Timestamp::from_unix_millis(millis).unwrap(),
+            })
+    }
+
+    #[test]
+    fn an_empty_history_and_a_plain_message_are_what_serde_writes() {
+        assert_eq!(written(&[]), "[]");
+        let message = Message::text(
+            Role::User,
+            "hi \"there\"",
+            Timestamp::from_unix_millis(1_795_000_000_123).unwrap(),
+        );
+        assert_eq!(
+            written(std::slice::from_ref(&message)),
+            serde_json::to_string(&[message]).unwrap()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_history_is_written_as_serde_writes_it(
+            messages in prop::collection::vec(any_message(), 0..6),
+        ) {
+            prop_assert_eq!(written(&messages), serde_json::to_string(&messages).unwrap());
+        }
+    }
+}
