@@ -45,6 +45,30 @@ pub fn write_member(out: &mut Vec<u8>, name: &str, text: &str) {
     write_str(out, text);
 }
 
+/// An object whose first member, `name`, is written by `write` (about `hint` bytes), and
+/// whose other members are those of `rest`, an object's JSON as serde writes it (`{}`
+/// included): the bulk of a body written by hand, the rest by serde.
+pub fn object_led_by(
+    name: &str,
+    hint: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+    rest: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hint + name.len() + rest.len() + 8);
+    out.extend_from_slice(b"{\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    write(&mut out);
+    match rest.strip_prefix(b"{") {
+        Some(members) if members != b"}" => {
+            out.push(b',');
+            out.extend_from_slice(members);
+        }
+        _ => out.push(b'}'),
+    }
+    out
+}
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The short escape of a byte, if it has one (a control byte without one is `\u00XX`).
@@ -126,6 +150,16 @@ mod tests {
         for text in ["", "x", &"x".repeat(1000), "été 🦀 日本語 — \u{7f}\u{80}"] {
             assert_eq!(to_string(text), serde_json::to_string(text).unwrap());
         }
+    }
+
+    #[test]
+    fn an_object_led_by_a_written_member_keeps_the_others_or_has_none() {
+        let lead = |rest: &[u8]| {
+            let out = object_led_by("a", 0, |out| out.extend_from_slice(b"[1]"), rest);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(lead(b"{}"), r#"{"a":[1]}"#);
+        assert_eq!(lead(br#"{"b":2,"c":"}"}"#), r#"{"a":[1],"b":2,"c":"}"}"#);
     }
 
     proptest! {

@@ -147,7 +147,7 @@ impl Anthropic {
     /// Encodes the request body while the history is borrowed; see the module doc.
     pub fn encode(&self, request: &ChatRequest<'_>) -> Result<Bytes, ProviderError> {
         let body = WireRequest::new(request);
-        serde_json::to_vec(&body).map(Bytes::from).map_err(|e| {
+        body.to_json().map(Bytes::from).map_err(|e| {
             ProviderError::InvalidReply(format!("the request could not be encoded: {e}"))
         })
     }

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::DEFAULT_MAX_TOKENS;
 use super::history::{is_blank, map_history};
+use crate::json_text;
 use crate::message::Tool;
 use crate::provider::ChatRequest;
 
@@ -22,6 +23,8 @@ pub(super) struct WireRequest<'a> {
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     system: Option<Cow<'a, str>>,
+    /// Written by hand, first (see [`WireRequest::to_json`]).
+    #[serde(skip)]
     messages: Vec<WireMessage<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tools: Vec<WireTool<'a>>,
@@ -60,24 +63,84 @@ impl<'a> WireRequest<'a> {
             stream: request.stream,
         }
     }
+
+    /// The body as JSON: the messages (nearly all of it) written by
+    /// [`WireMessage::write_json`], then the other fields as serde writes them.
+    pub(super) fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        let rest = serde_json::to_vec(self)?;
+        let hint: usize = self.messages.iter().map(WireMessage::size_hint).sum();
+        let mut failed = None;
+        let messages = |out: &mut Vec<u8>| {
+            out.push(b'[');
+            for (i, message) in self.messages.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if let Err(error) = message.write_json(out) {
+                    failed.get_or_insert(error);
+                }
+            }
+            out.push(b']');
+        };
+        let body = json_text::object_led_by("messages", hint, messages, &rest);
+        failed.map_or(Ok(body), Err)
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum WireRole {
     User,
     Assistant,
 }
 
-#[derive(Debug, Serialize)]
+/// An Anthropic message, written out by [`WireMessage::write_json`].
+#[derive(Debug)]
 pub(super) struct WireMessage<'a> {
     pub(super) role: WireRole,
     pub(super) content: Vec<Block<'a>>,
 }
 
-/// A content block of a message.
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+impl WireMessage<'_> {
+    /// Appends the message as JSON: what serde would write, with the texts written by
+    /// [`json_text`] (they are nearly all of a request, and written on every turn).
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(match self.role {
+            WireRole::User => br#"{"role":"user","content":["#,
+            WireRole::Assistant => br#"{"role":"assistant","content":["#,
+        });
+        for (i, block) in self.content.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            block.write_json(out)?;
+        }
+        out.extend_from_slice(b"]}");
+        Ok(())
+    }
+
+    /// Roughly the bytes [`write_json`](Self::write_json) writes (its texts, plus room
+    /// for the rest).
+    fn size_hint(&self) -> usize {
+        const FRAME: usize = 48;
+        let blocks = self.content.iter().map(|block| {
+            FRAME
+                + match block {
+                    Block::Text { text } => text.len(),
+                    Block::ToolUse { id, name, .. } => id.len() + name.len() + FRAME,
+                    Block::ToolResult {
+                        tool_use_id,
+                        content,
+                        ..
+                    } => tool_use_id.len() + content.len(),
+                }
+        });
+        FRAME + blocks.sum::<usize>()
+    }
+}
+
+/// A content block of a message (`type` first, as serde writes an internally tagged
+/// enum).
+#[derive(Debug)]
 pub(super) enum Block<'a> {
     Text {
         text: Cow<'a, str>,
@@ -91,9 +154,43 @@ pub(super) enum Block<'a> {
     ToolResult {
         tool_use_id: Cow<'a, str>,
         content: &'a str,
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        /// Left out when false.
         is_error: bool,
     },
+}
+
+impl Block<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        match self {
+            Self::Text { text } => {
+                out.extend_from_slice(br#"{"type":"text","#);
+                json_text::write_member(out, "text", text);
+            }
+            Self::ToolUse { id, name, input } => {
+                out.extend_from_slice(br#"{"type":"tool_use","#);
+                json_text::write_member(out, "id", id);
+                out.push(b',');
+                json_text::write_member(out, "name", name);
+                out.extend_from_slice(br#","input":"#);
+                serde_json::to_writer(&mut *out, input)?;
+            }
+            Self::ToolResult {
+                tool_use_id,
+                content,
+                is_error,
+            } => {
+                out.extend_from_slice(br#"{"type":"tool_result","#);
+                json_text::write_member(out, "tool_use_id", tool_use_id);
+                out.push(b',');
+                json_text::write_member(out, "content", content);
+                if *is_error {
+                    out.extend_from_slice(br#","is_error":true"#);
+                }
+            }
+        }
+        out.push(b'}');
+        Ok(())
+    }
 }
 
 #[derive(Debug, Serialize)]

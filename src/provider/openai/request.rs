@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::FUNCTION;
 use super::history::{self, WireMessage, wire_messages};
+use crate::json_text;
 use crate::message::Tool;
 use crate::provider::ChatRequest;
 
@@ -61,18 +62,8 @@ impl WireRequest<'_> {
     pub(super) fn to_json(&self) -> serde_json::Result<Vec<u8>> {
         let rest = serde_json::to_vec(self)?;
         let hint: usize = self.messages.iter().map(WireMessage::size_hint).sum();
-        let mut out = Vec::with_capacity(hint + rest.len() + 16);
-        out.extend_from_slice(br#"{"messages":"#);
-        history::write_json(&self.messages, &mut out);
-        // `rest` is `{"model":…}`: never an empty object, the model is always there.
-        match rest.strip_prefix(b"{") {
-            Some(fields) if fields != b"}" => {
-                out.push(b',');
-                out.extend_from_slice(fields);
-            }
-            _ => out.push(b'}'),
-        }
-        Ok(out)
+        let messages = |out: &mut Vec<u8>| history::write_json(&self.messages, out);
+        Ok(json_text::object_led_by("messages", hint, messages, &rest))
     }
 }
 
