@@ -177,9 +177,11 @@ impl Session {
                 });
             }
         }
+        // The records as the store keeps them: none to encode where nothing is kept.
         let records: Vec<_> = turn
             .writers
             .iter()
+            .filter(|_| store.is_durable())
             .filter_map(|writer| writer.to_row_ending(self.id, turn.status, turn.result))
             .collect();
         store
@@ -228,6 +230,9 @@ impl Session {
     /// cancelled or turned away, or one retried since), bringing the session's stored
     /// records back within their bounds. A store that fails loses only the record.
     pub async fn keep_record(&self, record: &TurnRecord, store: &Store) {
+        if !store.is_durable() {
+            return;
+        }
         let Some(row) = record.to_row(self.id) else {
             return;
         };
