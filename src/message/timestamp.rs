@@ -54,7 +54,9 @@ impl Timestamp {
     /// timestamp of a history is rendered on every full answer: no formatter, no
     /// allocation). Other years, and leap seconds, go through chrono.
     pub(super) fn fixed_width(&self) -> Option<[u8; 24]> {
-        let time = &self.0;
+        // UTC's own fields: `DateTime`'s accessors would apply the (zero) offset anew
+        // for each one.
+        let time = self.0.naive_utc();
         let year = u32::try_from(time.year())
             .ok()
             .filter(|year| *year <= 9999)?;
