@@ -166,18 +166,24 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
             session_id = tracing::field::Empty,
         )
     });
-    routes
-        .merge(api_reference())
-        .merge(playground::routes())
-        .fallback(route_not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+    // One stack, outermost first, applied to every route at once: each request clones
+    // one boxed service, not one per layer.
+    let layers = tower::ServiceBuilder::new()
+        .layer(Extension(OpenApiJson(openapi::document_json().into())))
+        .layer(axum::middleware::map_request(drop_unfit_request_id))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(trace)
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(axum::middleware::from_fn(preflight_no_content))
+        .layer(cors)
+        .layer(axum::middleware::from_fn(turn_id::assign))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            idempotency::idempotency,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            forward::forward,
+            auth::require_key,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -185,20 +191,18 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::require_key,
+            forward::forward,
         ))
-        .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-        ]))
-        .layer(axum::middleware::from_fn(turn_id::assign))
-        .layer(cors)
-        .layer(axum::middleware::from_fn(preflight_no_content))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(trace)
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(axum::middleware::map_request(drop_unfit_request_id))
-        .layer(Extension(OpenApiJson(openapi::document_json().into())))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ));
+    routes
+        .merge(api_reference())
+        .merge(playground::routes())
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(layers)
         .with_state(state)
 }
 
