@@ -188,7 +188,8 @@ http {{
                    url=f"http://127.0.0.1:{port}")
 
 
-def start_service(mock, store="memory", **settings):
+def start_service(mock, store="memory", wrap=(), **settings):
+    """The service on the mock; `wrap` is a command it runs under (valgrind, say)."""
     if store.startswith("sqlite://"):
         for suffix in ("", "-wal", "-shm"):
             Path(store.removeprefix("sqlite://") + suffix).unlink(missing_ok=True)
@@ -203,7 +204,7 @@ def start_service(mock, store="memory", **settings):
         "MAX_SESSIONS_PER_KEY": "100000",
         **{k: str(v) for k, v in settings.items()},
     }
-    return Process("service", [str(ROOT / "target/release/text-session-api"),
+    return Process("service", [*wrap, str(ROOT / "target/release/text-session-api"),
                                "--bind", "127.0.0.1:0"], SERVICE_CPU, env=env)
 
 
