@@ -45,6 +45,22 @@ pub fn write_member(out: &mut Vec<u8>, name: &str, text: &str) {
     write_str(out, text);
 }
 
+/// Appends `items` as a JSON array, each written by `write`.
+pub fn write_array<T>(
+    out: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut Vec<u8>, T),
+) {
+    out.push(b'[');
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, item);
+    }
+    out.push(b']');
+}
+
 /// An object whose first member, `name`, is written by `write` (about `hint` bytes), and
 /// whose other members are those of `rest`, an object's JSON as serde writes it (`{}`
 /// included): the bulk of a body written by hand, the rest by serde.

@@ -15,11 +15,8 @@ impl Message {
         });
         json_text::write_member(out, "content", &self.content);
         if !self.tool_calls.is_empty() {
-            out.extend_from_slice(br#","toolCalls":["#);
-            for (i, call) in self.tool_calls.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
+            out.extend_from_slice(br#","toolCalls":"#);
+            json_text::write_array(out, &self.tool_calls, |out, call| {
                 out.push(b'{');
                 json_text::write_member(out, "id", &call.id);
                 out.push(b',');
@@ -27,8 +24,7 @@ impl Message {
                 out.push(b',');
                 json_text::write_member(out, "arguments", &call.arguments);
                 out.push(b'}');
-            }
-            out.push(b']');
+            });
         }
         if let Some(id) = &self.tool_call_id {
             out.push(b',');
@@ -60,14 +56,7 @@ impl Message {
 /// Appends `messages` as a JSON array, as serde would write it.
 pub fn write_history(out: &mut Vec<u8>, messages: &[Message]) {
     out.reserve(history_size_hint(messages));
-    out.push(b'[');
-    for (i, message) in messages.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        message.write_json(out);
-    }
-    out.push(b']');
+    json_text::write_array(out, messages, |out, message| message.write_json(out));
 }
 
 /// Roughly the bytes [`write_history`] writes.

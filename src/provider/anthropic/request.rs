@@ -71,16 +71,11 @@ impl<'a> WireRequest<'a> {
         let hint: usize = self.messages.iter().map(WireMessage::size_hint).sum();
         let mut failed = None;
         let messages = |out: &mut Vec<u8>| {
-            out.push(b'[');
-            for (i, message) in self.messages.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
+            json_text::write_array(out, &self.messages, |out, message| {
                 if let Err(error) = message.write_json(out) {
                     failed.get_or_insert(error);
                 }
-            }
-            out.push(b']');
+            });
         };
         let body = json_text::object_led_by("messages", hint, messages, &rest);
         failed.map_or(Ok(body), Err)
@@ -105,17 +100,17 @@ impl WireMessage<'_> {
     /// [`json_text`] (they are nearly all of a request, and written on every turn).
     fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         out.extend_from_slice(match self.role {
-            WireRole::User => br#"{"role":"user","content":["#,
-            WireRole::Assistant => br#"{"role":"assistant","content":["#,
+            WireRole::User => br#"{"role":"user","content":"#,
+            WireRole::Assistant => br#"{"role":"assistant","content":"#,
         });
-        for (i, block) in self.content.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
+        let mut written = Ok(());
+        json_text::write_array(out, &self.content, |out, block| {
+            if written.is_ok() {
+                written = block.write_json(out);
             }
-            block.write_json(out)?;
-        }
-        out.extend_from_slice(b"]}");
-        Ok(())
+        });
+        out.push(b'}');
+        written
     }
 
     /// Roughly the bytes [`write_json`](Self::write_json) writes (its texts, plus room

@@ -107,11 +107,8 @@ impl WireMessage<'_> {
                     None => out.extend_from_slice(br#""content":null"#),
                 }
                 if !tool_calls.is_empty() {
-                    out.extend_from_slice(br#","tool_calls":["#);
-                    for (i, call) in tool_calls.iter().enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
+                    out.extend_from_slice(br#","tool_calls":"#);
+                    json_text::write_array(out, tool_calls, |out, call| {
                         out.push(b'{');
                         text(out, "id", &call.id);
                         out.push(b',');
@@ -121,8 +118,7 @@ impl WireMessage<'_> {
                         out.push(b',');
                         text(out, "arguments", call.function.arguments);
                         out.extend_from_slice(b"}}");
-                    }
-                    out.push(b']');
+                    });
                 }
             }
             Self::Tool {
@@ -161,18 +157,6 @@ impl WireMessage<'_> {
                 } => tool_call_id.len() + content.len(),
             }
     }
-}
-
-/// Appends the messages as a JSON array.
-pub(super) fn write_json(messages: &[WireMessage<'_>], out: &mut Vec<u8>) {
-    out.push(b'[');
-    for (i, message) in messages.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        message.write_json(out);
-    }
-    out.push(b']');
 }
 
 fn is_tool_output(message: &&Message) -> bool {

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::FUNCTION;
-use super::history::{self, WireMessage, wire_messages};
+use super::history::{WireMessage, wire_messages};
 use crate::json_text;
 use crate::message::Tool;
 use crate::provider::ChatRequest;
@@ -62,7 +62,9 @@ impl WireRequest<'_> {
     pub(super) fn to_json(&self) -> serde_json::Result<Vec<u8>> {
         let rest = serde_json::to_vec(self)?;
         let hint: usize = self.messages.iter().map(WireMessage::size_hint).sum();
-        let messages = |out: &mut Vec<u8>| history::write_json(&self.messages, out);
+        let messages = |out: &mut Vec<u8>| {
+            json_text::write_array(out, &self.messages, |out, message| message.write_json(out));
+        };
         Ok(json_text::object_led_by("messages", hint, messages, &rest))
     }
 }
