@@ -162,6 +162,13 @@ impl FromRequestParts<AppState> for SessionPath {
     }
 }
 
+/// The session id of a path under `/text/session/{id}`, for the middleware that runs
+/// before routing.
+pub(crate) fn session_of(path: &str) -> Option<Uuid> {
+    let rest = path.strip_prefix("/text/session/")?;
+    Uuid::parse_str(rest.split('/').next()?).ok()
+}
+
 /// The live session, or the stored one made live again (sessions are loaded on first
 /// use after a restart).
 pub(crate) async fn live_or_stored(
@@ -219,5 +226,24 @@ mod tests {
         assert!(is_json_content_type("Application/JSON; charset=utf-8"));
         assert!(is_json_content_type("application/merge-patch+json"));
         assert!(!is_json_content_type("text/plain"));
+    }
+
+    #[test]
+    fn only_paths_under_a_session_name_one() {
+        let id = Uuid::new_v4();
+        for path in [
+            format!("/text/session/{id}"),
+            format!("/text/session/{id}/message"),
+            format!("/text/session/{id}/turns/{}/events", Uuid::new_v4()),
+        ] {
+            assert_eq!(session_of(&path), Some(id), "{path}");
+        }
+        for path in [
+            "/text/session",
+            "/text/sessions",
+            "/text/session/nope/message",
+        ] {
+            assert_eq!(session_of(path), None, "{path}");
+        }
     }
 }

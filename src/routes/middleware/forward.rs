@@ -17,11 +17,10 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::routes::extract::live_or_stored;
+use crate::routes::extract::{live_or_stored, session_of};
 
 /// Marks a forwarded request with the address of the process that forwarded it.
 pub const FORWARDED_INSTANCE: HeaderName = HeaderName::from_static("x-forwarded-instance");
@@ -54,12 +53,6 @@ pub async fn forward(State(app): State<AppState>, request: Request, next: Next) 
         // Served here: live, loaded now, not stored (404), or an error the route gives.
         _ => next.run(request).await,
     }
-}
-
-/// The session id of a path under `/text/session/{id}`.
-fn session_of(path: &str) -> Option<Uuid> {
-    let rest = path.strip_prefix("/text/session/")?;
-    Uuid::parse_str(rest.split('/').next()?).ok()
 }
 
 /// Sends the request to the process at `owner` and relays its answer as it comes.
@@ -102,28 +95,4 @@ async fn relay(app: &AppState, owner: &str, request: Request) -> Response {
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_paths_under_a_session_name_one() {
-        let id = Uuid::new_v4();
-        for path in [
-            format!("/text/session/{id}"),
-            format!("/text/session/{id}/message"),
-            format!("/text/session/{id}/turns/{}/events", Uuid::new_v4()),
-        ] {
-            assert_eq!(session_of(&path), Some(id), "{path}");
-        }
-        for path in [
-            "/text/session",
-            "/text/sessions",
-            "/text/session/nope/message",
-        ] {
-            assert_eq!(session_of(path), None, "{path}");
-        }
-    }
 }

@@ -35,7 +35,7 @@ use crate::error::ApiError;
 use crate::idempotency::{Fingerprint, Lookup, StoredAnswer, StoredBody};
 use crate::keys::{Caller, KeyId};
 use crate::message::Timestamp;
-use crate::routes::extract::live_or_stored;
+use crate::routes::extract::{live_or_stored, session_of};
 use crate::routes::responses::{self, HistoryInAnswer, View};
 use crate::session::turn::TurnOutcome;
 use crate::session::{Commit, Session};
@@ -173,7 +173,7 @@ async fn stored(
     // or not at all (the lease fences it): the lookup below sees every turn that will
     // ever have committed under this key. Whether the session exists, and may be served
     // here, is the route's to answer.
-    if let Some(session) = session_in(path) {
+    if let Some(session) = session_of(path) {
         let _ = live_or_stored(app, session).await;
     }
     let ttl = i64::try_from(app.idempotency.ttl().as_millis()).unwrap_or(i64::MAX);
@@ -184,12 +184,6 @@ async fn stored(
         .await?;
     // A record with neither answer nor turn holds nothing to answer with.
     Ok(known.filter(|known| known.answer.is_some() || known.turn.is_some()))
-}
-
-/// The session a path under `/text/session/{id}/…` names.
-fn session_in(path: &str) -> Option<uuid::Uuid> {
-    let id = path.strip_prefix("/text/session/")?.split('/').next()?;
-    uuid::Uuid::parse_str(id).ok()
 }
 
 /// The answer to a key the store knows: reuse, its kept answer, or its committed turn
