@@ -2,7 +2,7 @@
 //! `[Message]`, with the texts written by [`json_text`]. Every full answer carries its
 //! session's whole history, so this runs on every turn over all of it.
 
-use super::{Message, Role, Timestamp};
+use super::{Message, Role};
 use crate::json_text;
 
 impl Message {
@@ -40,7 +40,7 @@ impl Message {
 
     /// Roughly the bytes [`write_json`](Self::write_json) writes: its texts, plus room
     /// for the rest.
-    pub fn json_size_hint(&self) -> usize {
+    fn json_size_hint(&self) -> usize {
         const FRAME: usize = 80;
         FRAME
             + self.content.len()
@@ -53,35 +53,17 @@ impl Message {
     }
 }
 
-/// Appends `messages` as a JSON array, as serde would write it.
+/// Appends `messages` as a JSON array, as serde would write it (room for it all is
+/// reserved first).
 pub fn write_history(out: &mut Vec<u8>, messages: &[Message]) {
-    out.reserve(history_size_hint(messages));
+    out.reserve(2 + messages.iter().map(Message::json_size_hint).sum::<usize>());
     json_text::write_array(out, messages, |out, message| message.write_json(out));
-}
-
-/// Roughly the bytes [`write_history`] writes.
-pub fn history_size_hint(messages: &[Message]) -> usize {
-    2 + messages.iter().map(Message::json_size_hint).sum::<usize>()
-}
-
-impl Timestamp {
-    /// Appends the time as a JSON string, as serde would write it.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        match self.fixed_width() {
-            Some(bytes) => {
-                out.push(b'"');
-                out.extend_from_slice(&bytes);
-                out.push(b'"');
-            }
-            None => json_text::write_str(out, &self.to_rfc3339()),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::ToolCall;
+    use crate::message::{Timestamp, ToolCall};
     use proptest::prelude::*;
 
     fn written(messages: &[Message]) -> String {

@@ -53,7 +53,7 @@ impl Timestamp {
     /// `YYYY-MM-DDTHH:MM:SS.mmmZ` written digit by digit, for years 0 to 9999 (every
     /// timestamp of a history is rendered on every full answer: no formatter, no
     /// allocation). Other years, and leap seconds, go through chrono.
-    pub(super) fn fixed_width(&self) -> Option<[u8; 24]> {
+    fn fixed_width(&self) -> Option<[u8; 24]> {
         // UTC's own fields: `DateTime`'s accessors would apply the (zero) offset anew
         // for each one.
         let time = self.0.naive_utc();
@@ -77,6 +77,21 @@ impl Timestamp {
         put(17, 2, time.second());
         put(20, 3, millis);
         Some(out)
+    }
+}
+
+impl Timestamp {
+    /// Appends the time as a JSON string: what its `Serialize` writes, without serde
+    /// (for histories written by hand, `message::write_history`).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self.fixed_width() {
+            Some(bytes) => {
+                out.push(b'"');
+                out.extend_from_slice(&bytes);
+                out.push(b'"');
+            }
+            None => crate::json_text::write_str(out, &self.to_rfc3339()),
+        }
     }
 }
 

@@ -160,8 +160,8 @@ pub fn session(session: &Arc<Session>, status: StatusCode) -> Response {
 /// `,"messages":[…]` goes in before its two closing braces: the same bytes serde writes
 /// for the whole.
 pub fn json_with_history(answer: &impl Serialize, history: Option<&[Message]>) -> JsonBody {
-    let hint = history.map_or(0, message::history_size_hint);
-    let mut out = Vec::with_capacity(512 + hint);
+    // Room for the rest; `write_history` makes room for the history.
+    let mut out = Vec::with_capacity(512);
     if let Err(error) = serde_json::to_writer(&mut out, answer) {
         return JsonBody(Err(error));
     }
