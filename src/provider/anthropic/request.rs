@@ -69,16 +69,10 @@ impl<'a> WireRequest<'a> {
     pub(super) fn to_json(&self) -> serde_json::Result<Vec<u8>> {
         let rest = serde_json::to_vec(self)?;
         let hint: usize = self.messages.iter().map(WireMessage::size_hint).sum();
-        let mut failed = None;
         let messages = |out: &mut Vec<u8>| {
-            json_text::write_array(out, &self.messages, |out, message| {
-                if let Err(error) = message.write_json(out) {
-                    failed.get_or_insert(error);
-                }
-            });
+            json_text::write_array(out, &self.messages, |out, message| message.write_json(out));
         };
-        let body = json_text::object_led_by("messages", hint, messages, &rest);
-        failed.map_or(Ok(body), Err)
+        Ok(json_text::object_led_by("messages", hint, messages, &rest))
     }
 }
 
@@ -98,19 +92,13 @@ pub(super) struct WireMessage<'a> {
 impl WireMessage<'_> {
     /// Appends the message as JSON: what serde would write, with the texts written by
     /// [`json_text`] (they are nearly all of a request, and written on every turn).
-    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(match self.role {
             WireRole::User => br#"{"role":"user","content":"#,
             WireRole::Assistant => br#"{"role":"assistant","content":"#,
         });
-        let mut written = Ok(());
-        json_text::write_array(out, &self.content, |out, block| {
-            if written.is_ok() {
-                written = block.write_json(out);
-            }
-        });
+        json_text::write_array(out, &self.content, |out, block| block.write_json(out));
         out.push(b'}');
-        written
     }
 
     /// Roughly the bytes [`write_json`](Self::write_json) writes (its texts, plus room
@@ -155,7 +143,7 @@ pub(super) enum Block<'a> {
 }
 
 impl Block<'_> {
-    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    fn write_json(&self, out: &mut Vec<u8>) {
         match self {
             Self::Text { text } => {
                 out.extend_from_slice(br#"{"type":"text","#);
@@ -167,7 +155,9 @@ impl Block<'_> {
                 out.push(b',');
                 json_text::write_member(out, "name", name);
                 out.extend_from_slice(br#","input":"#);
-                serde_json::to_writer(&mut *out, input)?;
+                // Cannot fail: a `Value` always serialises (its keys are strings, its
+                // numbers finite), and a `Vec` takes every byte.
+                let _ = serde_json::to_writer(&mut *out, input);
             }
             Self::ToolResult {
                 tool_use_id,
@@ -184,7 +174,6 @@ impl Block<'_> {
             }
         }
         out.push(b'}');
-        Ok(())
     }
 }
 
