@@ -12,6 +12,7 @@ pub mod echo;
 mod http;
 pub mod openai;
 mod registry;
+mod wire_json;
 
 use std::time::Duration;
 

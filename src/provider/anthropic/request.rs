@@ -12,6 +12,7 @@ use super::history::{is_blank, map_history};
 use crate::json_text;
 use crate::message::Tool;
 use crate::provider::ChatRequest;
+use crate::provider::wire_json::{self, WriteJson};
 
 /// Anthropic's `temperature` range ends at 1; sessions may ask up to 2, as OpenAI allows.
 const MAX_TEMPERATURE: f64 = 1.0;
@@ -64,15 +65,9 @@ impl<'a> WireRequest<'a> {
         }
     }
 
-    /// The body as JSON: the messages (nearly all of it) written by
-    /// [`WireMessage::write_json`], then the other fields as serde writes them.
+    /// The body as JSON (`wire_json::body`).
     pub(super) fn to_json(&self) -> serde_json::Result<Vec<u8>> {
-        let rest = serde_json::to_vec(self)?;
-        let hint: usize = self.messages.iter().map(WireMessage::size_hint).sum();
-        let messages = |out: &mut Vec<u8>| {
-            json_text::write_array(out, &self.messages, |out, message| message.write_json(out));
-        };
-        Ok(json_text::object_led_by("messages", hint, messages, &rest))
+        wire_json::body(&self.messages, self)
     }
 }
 
@@ -89,7 +84,7 @@ pub(super) struct WireMessage<'a> {
     pub(super) content: Vec<Block<'a>>,
 }
 
-impl WireMessage<'_> {
+impl WriteJson for WireMessage<'_> {
     /// Appends the message as JSON: what serde would write, with the texts written by
     /// [`json_text`] (they are nearly all of a request, and written on every turn).
     fn write_json(&self, out: &mut Vec<u8>) {
@@ -101,8 +96,7 @@ impl WireMessage<'_> {
         out.push(b'}');
     }
 
-    /// Roughly the bytes [`write_json`](Self::write_json) writes (its texts, plus room
-    /// for the rest).
+    /// Its texts, plus room for the rest.
     fn size_hint(&self) -> usize {
         const FRAME: usize = 48;
         let blocks = self.content.iter().map(|block| {

@@ -9,6 +9,7 @@ use super::{FUNCTION, NO_OUTPUT};
 use crate::json_text;
 use crate::message::{Message, Role};
 use crate::provider::call_ids::{CallIds, SentCall};
+use crate::provider::wire_json::WriteJson;
 
 /// A Chat Completions message, written out by [`WireMessage::write_json`].
 #[derive(Debug, PartialEq)]
@@ -83,10 +84,10 @@ impl<'a> WireMessage<'a> {
     }
 }
 
-impl WireMessage<'_> {
+impl WriteJson for WireMessage<'_> {
     /// Appends the message as JSON: what serde would write, with the texts written by
     /// [`json_text`] (they are nearly all of a request, and written on every turn).
-    pub(super) fn write_json(&self, out: &mut Vec<u8>) {
+    fn write_json(&self, out: &mut Vec<u8>) {
         let text = json_text::write_member;
         match self {
             Self::System { content } => {
@@ -134,9 +135,8 @@ impl WireMessage<'_> {
         out.push(b'}');
     }
 
-    /// Roughly the bytes [`write_json`](Self::write_json) writes (its texts, plus room
-    /// for the rest).
-    pub(super) fn size_hint(&self) -> usize {
+    /// Its texts, plus room for the rest.
+    fn size_hint(&self) -> usize {
         const FRAME: usize = 48;
         FRAME
             + match self {

@@ -7,9 +7,9 @@ use serde_json::Value;
 
 use super::FUNCTION;
 use super::history::{WireMessage, wire_messages};
-use crate::json_text;
 use crate::message::Tool;
 use crate::provider::ChatRequest;
+use crate::provider::wire_json;
 
 #[derive(Debug, Serialize)]
 pub(super) struct WireRequest<'a> {
@@ -57,15 +57,9 @@ struct WireFunction<'a> {
 }
 
 impl WireRequest<'_> {
-    /// The body as JSON: the messages (nearly all of it) written by
-    /// [`WireMessage::write_json`], then the other fields as serde writes them.
+    /// The body as JSON (`wire_json::body`).
     pub(super) fn to_json(&self) -> serde_json::Result<Vec<u8>> {
-        let rest = serde_json::to_vec(self)?;
-        let hint: usize = self.messages.iter().map(WireMessage::size_hint).sum();
-        let messages = |out: &mut Vec<u8>| {
-            json_text::write_array(out, &self.messages, |out, message| message.write_json(out));
-        };
-        Ok(json_text::object_led_by("messages", hint, messages, &rest))
+        wire_json::body(&self.messages, self)
     }
 }
 

@@ -1,0 +1,30 @@
+//! A request body as both wire protocols are sent: the messages (nearly all of it, and
+//! written on every turn) written by hand with `json_text`, first; the other fields
+//! (model, tools, settings) as serde writes them.
+
+use serde::Serialize;
+
+use crate::json_text;
+
+/// A wire message that writes itself as JSON, as serde would.
+pub(super) trait WriteJson {
+    /// Appends the message as JSON.
+    fn write_json(&self, out: &mut Vec<u8>);
+
+    /// Roughly the bytes [`write_json`](Self::write_json) writes.
+    fn size_hint(&self) -> usize;
+}
+
+/// `{"messages":[…], …fields}`: `messages` written by hand, then the fields of
+/// `fields` (serialised with its messages left out).
+pub(super) fn body(
+    messages: &[impl WriteJson],
+    fields: &impl Serialize,
+) -> serde_json::Result<Vec<u8>> {
+    let rest = serde_json::to_vec(fields)?;
+    let hint = messages.iter().map(WriteJson::size_hint).sum();
+    let write = |out: &mut Vec<u8>| {
+        json_text::write_array(out, messages, |out, message| message.write_json(out));
+    };
+    Ok(json_text::object_led_by("messages", hint, write, &rest))
+}
