@@ -45,6 +45,19 @@ pub fn write_member(out: &mut Vec<u8>, name: &str, text: &str) {
     write_str(out, text);
 }
 
+/// Appends `id` as a JSON string, hyphenated and lower case (as serde writes it).
+pub fn write_uuid(out: &mut Vec<u8>, id: uuid::Uuid) {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    out.push(b'"');
+    out.extend_from_slice(id.hyphenated().encode_lower(&mut buffer).as_bytes());
+    out.push(b'"');
+}
+
+/// Appends `number` as JSON.
+pub fn write_u64(out: &mut Vec<u8>, number: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(number).as_bytes());
+}
+
 /// Appends `items` as a JSON array, each written by `write`.
 pub fn write_array<T>(
     out: &mut Vec<u8>,

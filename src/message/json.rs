@@ -2,7 +2,7 @@
 //! `[Message]`, with the texts written by [`json_text`]. Every full answer carries its
 //! session's whole history, so this runs on every turn over all of it.
 
-use super::{Message, Role};
+use super::{Message, Role, ToolCall};
 use crate::json_text;
 
 impl Message {
@@ -16,15 +16,7 @@ impl Message {
         json_text::write_member(out, "content", &self.content);
         if !self.tool_calls.is_empty() {
             out.extend_from_slice(br#","toolCalls":"#);
-            json_text::write_array(out, &self.tool_calls, |out, call| {
-                out.push(b'{');
-                json_text::write_member(out, "id", &call.id);
-                out.push(b',');
-                json_text::write_member(out, "name", &call.name);
-                out.push(b',');
-                json_text::write_member(out, "arguments", &call.arguments);
-                out.push(b'}');
-            });
+            json_text::write_array(out, &self.tool_calls, |out, call| call.write_json(out));
         }
         if let Some(id) = &self.tool_call_id {
             out.push(b',');
@@ -50,6 +42,19 @@ impl Message {
                 .iter()
                 .map(|call| FRAME + call.id.len() + call.name.len() + call.arguments.len())
                 .sum::<usize>()
+    }
+}
+
+impl ToolCall {
+    /// Appends the call as JSON, as serde would write it.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        json_text::write_member(out, "id", &self.id);
+        out.push(b',');
+        json_text::write_member(out, "name", &self.name);
+        out.push(b',');
+        json_text::write_member(out, "arguments", &self.arguments);
+        out.push(b'}');
     }
 }
 

@@ -83,12 +83,11 @@ fn event_data(
         TurnEvent::Completed { result, commit } => (
             "turn.completed",
             session.render(Some(*commit), |view| {
-                let (head, history) = view.split_history();
                 let data = CompletedData {
                     result: result.as_ref(),
-                    session: &head,
+                    session: view,
                 };
-                responses::json_with_history(&data, history).into_string()
+                Ok(responses::JsonBody::of(&data).into_string())
             }),
         ),
         TurnEvent::Failed(error) => {
@@ -228,6 +227,21 @@ pub struct CompletedData<'a> {
     /// `null` for tool outputs.
     pub result: Option<&'a TurnResult>,
     pub session: &'a SessionView<'a>,
+}
+
+impl responses::WriteJson for CompletedData<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self.result {
+            Some(result) => {
+                out.extend_from_slice(br#"{"result":"#);
+                result.write_json(out);
+            }
+            None => out.extend_from_slice(br#"{"result":null"#),
+        }
+        out.extend_from_slice(br#","session":"#);
+        self.session.write_json(out);
+        out.push(b'}');
+    }
 }
 
 /// `turn.failed`.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 pub use turn::TurnView;
 
-use crate::message::{self, Message};
+use crate::json_text;
 use crate::session::turn::{TurnOutcome, TurnResult};
 use crate::session::{Session, SessionSummary, SessionView, WrittenSession};
 
@@ -137,72 +137,86 @@ impl HistoryInAnswer {
 /// The session as it is now, with `status`.
 pub fn session(session: &Arc<Session>, status: StatusCode) -> Response {
     session.render(None, |view| {
-        let (head, history) = view.split_history();
         let answer = SessionResponse {
             success: true,
-            session: &head,
+            session: view,
         };
-        let mut response = (status, json_with_history(&answer, history)).into_response();
+        let mut response = (status, JsonBody::of(&answer)).into_response();
         with_etag(&mut response, view.head.version);
-        if let Some(history) = history {
-            response
-                .extensions_mut()
-                .insert(HistoryInAnswer::of(session, history.len()));
-        }
+        response
+            .extensions_mut()
+            .insert(HistoryInAnswer::of(session, view.messages.len()));
         response
     })
 }
 
-/// `answer` as JSON, with `history` as its session's `messages`: the history written
-/// by hand ([`message::write_history`], the bulk of a full answer, written on every
-/// turn), the rest by serde. The session stands last in every answer that carries one,
-/// and `messages` last in the session, so `answer` is serialised without them and
-/// `,"messages":[…]` goes in before its two closing braces: the same bytes serde writes
-/// for the whole.
-pub fn json_with_history(answer: &impl Serialize, history: Option<&[Message]>) -> JsonBody {
-    // Room for the rest; `write_history` makes room for the history.
-    let mut out = Vec::with_capacity(512);
-    if let Err(error) = serde_json::to_writer(&mut out, answer) {
-        return JsonBody(Err(error));
-    }
-    if let Some(history) = history {
-        let Some(closing) = out.len().checked_sub(2).filter(|&at| &out[at..] == b"}}") else {
-            return JsonBody(Err(serde::ser::Error::custom(
-                "the answer does not end with its session",
-            )));
-        };
-        out.truncate(closing);
-        out.extend_from_slice(b",\"messages\":");
-        message::write_history(&mut out, history);
-        out.extend_from_slice(b"}}");
-    }
-    JsonBody(Ok(out))
+/// An answer the service writes on every turn, written by hand: the same bytes serde
+/// writes for it (see `session::view`'s JSON), faster. Its type still derives
+/// `Serialize` for the spec and the tests.
+pub trait WriteJson: Serialize {
+    /// Appends the answer as JSON.
+    fn write_json(&self, out: &mut Vec<u8>);
 }
 
-/// A JSON answer written by [`json_with_history`], or why it could not be (a 500).
+impl WriteJson for SessionResponse<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"success":true,"session":"#);
+        self.session.write_json(out);
+        out.push(b'}');
+    }
+}
+
+impl WriteJson for WriteResponse<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"success":true,"turnId":"#);
+        json_text::write_uuid(out, self.turn_id);
+        out.extend_from_slice(br#","result":"#);
+        self.result.write_json(out);
+        out.extend_from_slice(br#","session":"#);
+        self.session.write_json(out);
+        out.push(b'}');
+    }
+}
+
+impl WriteJson for ToolOutputResponse<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"success":true,"turnId":"#);
+        json_text::write_uuid(out, self.turn_id);
+        out.extend_from_slice(br#","session":"#);
+        self.session.write_json(out);
+        out.push(b'}');
+    }
+}
+
+/// A JSON answer, written by its [`WriteJson`].
 #[derive(Debug)]
-pub struct JsonBody(serde_json::Result<Vec<u8>>);
+pub struct JsonBody(Vec<u8>);
 
 impl JsonBody {
+    pub fn of(answer: &impl WriteJson) -> Self {
+        // Room for a small answer; a history reserves room for itself.
+        let mut out = Vec::with_capacity(512);
+        answer.write_json(&mut out);
+        Self(out)
+    }
+
     /// The JSON text (for an event's data).
-    pub fn into_string(self) -> serde_json::Result<String> {
-        String::from_utf8(self.0?).map_err(serde::ser::Error::custom)
+    pub fn into_string(self) -> String {
+        // Every part is written from `str`s and ASCII, so this never loses anything.
+        String::from_utf8_lossy(&self.0).into_owned()
     }
 }
 
 impl IntoResponse for JsonBody {
     fn into_response(self) -> Response {
-        match self.0 {
-            Ok(bytes) => (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                bytes,
-            )
-                .into_response(),
-            Err(error) => crate::error::ApiError::Internal(error.to_string()).into_response(),
-        }
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.0,
+        )
+            .into_response()
     }
 }
 
@@ -216,25 +230,18 @@ pub fn with_etag(response: &mut Response, version: u64) {
 /// The answer to a committed write: the session as of its commit, whole or as a delta.
 pub fn write(session: &Arc<Session>, outcome: &TurnOutcome, view: View) -> Response {
     let answer = |written: &WrittenSession<'_>| {
-        let (head, history) = written.split_history();
         match &outcome.result {
-            Some(result) => json_with_history(
-                &WriteResponse {
-                    success: true,
-                    turn_id: outcome.turn_id,
-                    result,
-                    session: &head,
-                },
-                history,
-            ),
-            None => json_with_history(
-                &ToolOutputResponse {
-                    success: true,
-                    turn_id: outcome.turn_id,
-                    session: &head,
-                },
-                history,
-            ),
+            Some(result) => JsonBody::of(&WriteResponse {
+                success: true,
+                turn_id: outcome.turn_id,
+                result,
+                session: written,
+            }),
+            None => JsonBody::of(&ToolOutputResponse {
+                success: true,
+                turn_id: outcome.turn_id,
+                session: written,
+            }),
         }
         .into_response()
     };
@@ -274,7 +281,7 @@ pub fn with_turn_id(response: &mut Response, turn_id: Uuid) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Defaults, Role, Timestamp, ToolCall};
+    use crate::message::{Defaults, ForkedFrom, Message, Role, Timestamp, Tool, ToolCall};
     use crate::provider::{FinishReason, Usage};
     use crate::session::{SessionHead, SessionStatus};
 
@@ -294,89 +301,125 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn answers_with_a_history_written_apart_are_the_bytes_serde_writes_for_the_whole() {
-        let (defaults, metadata) = (Defaults::default(), serde_json::Map::new());
-        let messages = history();
-        let head = SessionHead {
-            id: Uuid::nil(),
+    fn head<'a>(
+        defaults: &'a Defaults,
+        tools: &'a [Tool],
+        metadata: &'a serde_json::Map<String, serde_json::Value>,
+        at: Timestamp,
+        busy: bool,
+    ) -> SessionHead<'a> {
+        SessionHead {
+            id: Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
             provider: "echo",
-            model: "echo-1",
-            defaults: &defaults,
-            tools: &[],
-            metadata: &metadata,
-            created_at: messages[0].created_at,
-            updated_at: messages[0].created_at,
+            model: "echo-\"1\"",
+            defaults,
+            tools,
+            metadata,
+            created_at: at,
+            updated_at: at,
             version: 3,
             status: SessionStatus {
-                busy: false,
-                waiting: 0,
-                running_turn_id: None,
-                started_at: None,
+                busy,
+                waiting: usize::from(busy) * 2,
+                running_turn_id: busy.then(Uuid::nil),
+                started_at: busy.then_some(at),
             },
-            forked_from: None,
-        };
-        let written = |history| WrittenSession {
-            head,
-            new_messages: &messages[2..],
-            messages: history,
-        };
-        let result = TurnResult {
-            text: "ok".into(),
-            tool_calls: Vec::new(),
-            finish_reason: FinishReason::Stop,
-            usage: Usage::default(),
+            forked_from: busy.then_some(ForkedFrom {
+                session_id: Uuid::max(),
+                version: 7,
+                up_to: 2,
+            }),
+        }
+    }
+
+    fn result(rich: bool) -> TurnResult {
+        TurnResult {
+            text: "ok \"quoted\"\n".into(),
+            tool_calls: if rich {
+                history()[2].tool_calls.clone()
+            } else {
+                Vec::new()
+            },
+            finish_reason: if rich {
+                FinishReason::ToolCalls
+            } else {
+                FinishReason::Stop
+            },
+            usage: Usage {
+                input_tokens: 12,
+                output_tokens: u64::MAX,
+            },
             provider: "echo".into(),
             model: "echo-1".into(),
-            messages_sent: None,
-            joined: None,
-        };
-        for history in [&messages[..0], &messages[..]] {
-            let whole = written(Some(history));
-            let (apart, split) = whole.split_history();
-            assert_eq!(
-                json_with_history(&answer_of(&result, &apart), split)
-                    .0
-                    .unwrap(),
-                serde_json::to_vec(&answer_of(&result, &whole)).unwrap()
-            );
-            let view = SessionView {
-                head,
-                messages: Some(history),
-            };
-            let (apart, split) = view.split_history();
-            assert_eq!(
-                json_with_history(
-                    &SessionResponse {
-                        success: true,
-                        session: &apart
-                    },
-                    split
-                )
-                .0
-                .unwrap(),
-                serde_json::to_vec(&SessionResponse {
-                    success: true,
-                    session: &view
-                })
-                .unwrap()
-            );
+            messages_sent: rich.then_some(3),
+            joined: rich.then(|| vec![Uuid::nil(), Uuid::max()]),
         }
-        let delta = written(None);
+    }
+
+    fn same_as_serde(answer: &impl WriteJson) {
         assert_eq!(
-            json_with_history(&answer_of(&result, &delta), None)
-                .0
-                .unwrap(),
-            serde_json::to_vec(&answer_of(&result, &delta)).unwrap()
+            String::from_utf8(JsonBody::of(answer).0).unwrap(),
+            serde_json::to_string(answer).unwrap()
         );
     }
 
-    fn answer_of<'a>(result: &'a TurnResult, session: &'a WrittenSession<'a>) -> WriteResponse<'a> {
-        WriteResponse {
-            success: true,
-            turn_id: Uuid::nil(),
-            result,
-            session,
+    #[test]
+    fn answers_written_by_hand_are_the_bytes_serde_writes() {
+        let messages = history();
+        let at = messages[0].created_at;
+        let defaults = Defaults {
+            temperature: Some(0.5),
+            max_tokens: Some(10),
+            ..Defaults::default()
+        };
+        let tools: Vec<Tool> = serde_json::from_value(serde_json::json!([
+            {"name": "get_weather", "description": "The weather \"now\""}
+        ]))
+        .unwrap();
+        let metadata = serde_json::json!({"user": "ann", "n": 1});
+        let metadata = metadata.as_object().unwrap();
+        let plain = (Defaults::default(), serde_json::Map::new());
+        for rich in [false, true] {
+            let head = if rich {
+                head(&defaults, &tools, metadata, at, true)
+            } else {
+                head(&plain.0, &[], &plain.1, at, false)
+            };
+            let result = result(rich);
+            for history in [&messages[..0], &messages[..]] {
+                let view = SessionView {
+                    head,
+                    messages: history,
+                };
+                same_as_serde(&SessionResponse {
+                    success: true,
+                    session: &view,
+                });
+                for result in [None, Some(&result)] {
+                    same_as_serde(&crate::routes::stream::CompletedData {
+                        result,
+                        session: &view,
+                    });
+                }
+                for whole in [None, Some(history)] {
+                    let written = WrittenSession {
+                        head,
+                        new_messages: &history[history.len().min(2)..],
+                        messages: whole,
+                    };
+                    same_as_serde(&WriteResponse {
+                        success: true,
+                        turn_id: Uuid::nil(),
+                        result: &result,
+                        session: &written,
+                    });
+                    same_as_serde(&ToolOutputResponse {
+                        success: true,
+                        turn_id: Uuid::max(),
+                        session: &written,
+                    });
+                }
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Snapshots of a session as the API shows them. They borrow the committed history
-//! under its read lock and are serialized there, so no history is copied to answer.
+//! under its read lock and are written there (by hand: `json.rs`), so no history is
+//! copied to answer.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -9,6 +10,8 @@ use uuid::Uuid;
 use super::{Commit, History, Session};
 use crate::message::{Defaults, ForkedFrom, Message, Timestamp, Tool};
 use crate::store::SessionRow;
+
+mod json;
 
 /// Whether a turn runs now and how many writers wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -62,25 +65,7 @@ pub struct SessionHead<'a> {
 pub struct SessionView<'a> {
     #[serde(flatten)]
     pub head: SessionHead<'a>,
-    // Always there; left out only of the copy `split_history` makes, whose history is
-    // written apart.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Vec<Message>, required = true)]
-    pub messages: Option<&'a [Message]>,
-}
-
-impl<'a> SessionView<'a> {
-    /// This view without its history, and the history: an answer that carries the
-    /// view writes the history apart, faster than serde (see `routes::responses`).
-    pub fn split_history(&self) -> (Self, Option<&'a [Message]>) {
-        (
-            Self {
-                messages: None,
-                ..*self
-            },
-            self.messages,
-        )
-    }
+    pub messages: &'a [Message],
 }
 
 /// The session in a write's answer, as of the write's commit: what this write appended
@@ -97,20 +82,6 @@ pub struct WrittenSession<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Vec<Message>, required = false)]
     pub messages: Option<&'a [Message]>,
-}
-
-impl<'a> WrittenSession<'a> {
-    /// This session without its whole history, and the history (see
-    /// [`SessionView::split_history`]).
-    pub fn split_history(&self) -> (Self, Option<&'a [Message]>) {
-        (
-            Self {
-                messages: None,
-                ..*self
-            },
-            self.messages,
-        )
-    }
 }
 
 /// A session in a list: no messages, their count instead.
@@ -151,7 +122,7 @@ impl Session {
             let len = as_of.map_or(history.messages.len(), |c| c.len);
             let view = SessionView {
                 head: self.head(history, as_of),
-                messages: Some(&history.messages[..len.min(history.messages.len())]),
+                messages: &history.messages[..len.min(history.messages.len())],
             };
             f(&view)
         })
