@@ -155,19 +155,24 @@ impl Session {
         let updated_at = Timestamp::now();
         let mut keys = Vec::new();
         if turn.claim_keys {
-            let result = turn
-                .result
-                .and_then(|result| serde_json::to_value(result).ok());
+            // Encoded for the first writer that came with a key (most come without).
+            let mut result = None;
             for writer in turn.writers {
                 let input = writer.input();
                 let Some(request) = &input.key else {
                     continue;
                 };
+                let result = result
+                    .get_or_insert_with(|| {
+                        turn.result
+                            .and_then(|result| serde_json::to_value(result).ok())
+                    })
+                    .clone();
                 keys.push(KeyRecord {
                     turn: Some(KeyTurn {
                         session: self.id,
                         turn_id: writer.id,
-                        result: result.clone(),
+                        result,
                         from,
                         len: from + messages.len(),
                         version: version + 1,
