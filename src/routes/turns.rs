@@ -212,7 +212,7 @@ async fn retry_turn(
     key: Option<Extension<PendingKey>>,
 ) -> Result<Response, ApiError> {
     let record = turn_of(&session, &turn_id)?;
-    let status = record.snapshot().status;
+    let status = record.read_state(|s| s.status);
     if !matches!(status, TurnStatus::Failed | TurnStatus::Cancelled) {
         let status = serde_json::to_value(status).unwrap_or_default();
         return Err(ApiError::TurnNotRetryable(format!(

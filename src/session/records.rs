@@ -281,6 +281,11 @@ impl TurnRecord {
         self.state().clone()
     }
 
+    /// Reads where the turn stands now without copying it (keep `f` short).
+    pub fn read_state<R>(&self, f: impl FnOnce(&RecordState) -> R) -> R {
+        f(&self.state())
+    }
+
     /// Appends an event and updates the record to match.
     pub fn push(&self, event: TurnEvent) {
         {

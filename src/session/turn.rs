@@ -440,8 +440,9 @@ async fn end(
 
 /// Metrics and the log line of a turn that ended, for one of its writers.
 fn observe(runtime: &Runtime, record: &TurnRecord) {
-    let state = record.snapshot();
-    let outcome = match state.status {
+    let (status, waited, held, overhead, attempts) =
+        record.read_state(|s| (s.status, s.waited, s.held, s.overhead(), s.attempts));
+    let outcome = match status {
         TurnStatus::Completed => "completed",
         TurnStatus::Cancelled => "cancelled",
         TurnStatus::Rejected => "rejected",
@@ -449,29 +450,30 @@ fn observe(runtime: &Runtime, record: &TurnRecord) {
     };
     let metrics = &runtime.metrics;
     metrics.turn_ended(outcome);
-    if let Some(waited) = state.waited {
+    if let Some(waited) = waited {
         metrics.lock_wait.observe(waited.as_secs_f64());
     }
-    if let Some(held) = state.held {
+    if let Some(held) = held {
         metrics.turn_duration.observe(held.as_secs_f64());
     }
-    if let Some(overhead) = state.overhead() {
+    if let Some(overhead) = overhead {
         metrics.turn_overhead.observe(overhead.as_secs_f64());
     }
     if runtime.settings.log_content {
         let input = record.input();
         let content: Vec<&str> = input.staged.iter().map(|m| &*m.content).collect();
+        let state = record.snapshot();
         let reply = state.result.as_ref().map(|r| r.text.as_str());
         tracing::info!(
             turn_id = %record.id,
             outcome,
-            attempts = state.attempts,
+            attempts,
             ?content,
             ?reply,
             "turn ended"
         );
     } else {
-        tracing::info!(turn_id = %record.id, outcome, attempts = state.attempts, "turn ended");
+        tracing::info!(turn_id = %record.id, outcome, attempts, "turn ended");
     }
 }
 
