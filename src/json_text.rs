@@ -1,10 +1,27 @@
 //! Writing JSON strings fast. serde_json escapes a string one byte at a time; a history
 //! of long texts is nearly all string, written on every turn, and nearly all of it needs
-//! no escape. This scans eight bytes at a time and copies the runs that need none whole.
-//! The output is what serde_json writes for the same string.
+//! no escape. Texts up to [`SIMD_MAX`] go through `json-escape-simd` (sonic-rs's SIMD
+//! kernel); longer ones are scanned eight bytes at a time here, the runs that need no
+//! escape copied whole. Either way the output is what serde_json writes for the same
+//! string.
+
+/// The longest text written by `json-escape-simd`. It reserves six times the text
+/// (room for the worst case) before writing, which for a text of the largest size a
+/// request may carry would hold megabytes for as long as the answer is; up to here that
+/// is a few KiB, and past it the copying, not the scanning, is most of the cost.
+const SIMD_MAX: usize = 4096;
 
 /// Appends `text` to `out` as a JSON string, quotes included.
 pub fn write_str(out: &mut Vec<u8>, text: &str) {
+    if text.len() <= SIMD_MAX {
+        json_escape_simd::escape_into(text, out);
+    } else {
+        write_long_str(out, text);
+    }
+}
+
+/// [`write_str`] for long texts: reserves only what it writes.
+fn write_long_str(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
@@ -154,10 +171,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// `text` written by `write_str` (the SIMD kernel, below `SIMD_MAX`) and by the
+    /// loop for long texts; both must agree with serde_json.
     fn to_string(text: &str) -> String {
-        let mut out = Vec::new();
-        write_str(&mut out, text);
-        String::from_utf8(out).unwrap()
+        let write = |writer: fn(&mut Vec<u8>, &str)| {
+            let mut out = Vec::new();
+            writer(&mut out, text);
+            String::from_utf8(out).unwrap()
+        };
+        let (short, long) = (write(write_str), write(write_long_str));
+        assert_eq!(short, long, "the two writers differ on {text:?}");
+        short
     }
 
     #[test]
@@ -179,6 +203,20 @@ mod tests {
         for text in ["", "x", &"x".repeat(1000), "été 🦀 日本語 — \u{7f}\u{80}"] {
             assert_eq!(to_string(text), serde_json::to_string(text).unwrap());
         }
+    }
+
+    #[test]
+    fn a_long_text_is_written_whole_without_room_for_six_times_it() {
+        let text = format!("{}\"{}", "x".repeat(SIMD_MAX), "é".repeat(500_000));
+        let mut out = Vec::new();
+        write_str(&mut out, &text);
+        assert_eq!(out, serde_json::to_vec(&text).unwrap());
+        assert!(
+            out.capacity() < 3 * text.len(),
+            "{} for {}",
+            out.capacity(),
+            text.len()
+        );
     }
 
     #[test]
