@@ -168,24 +168,33 @@ impl WriteJson for SessionResponse<'_> {
 
 impl WriteJson for WriteResponse<'_> {
     fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(br#"{"success":true,"turnId":"#);
-        json_text::write_uuid(out, self.turn_id);
-        out.extend_from_slice(br#","result":"#);
-        self.result.write_json(out);
-        out.extend_from_slice(br#","session":"#);
-        self.session.write_json(out);
-        out.push(b'}');
+        write_turn_answer(out, self.turn_id, Some(self.result), self.session);
     }
 }
 
 impl WriteJson for ToolOutputResponse<'_> {
     fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(br#"{"success":true,"turnId":"#);
-        json_text::write_uuid(out, self.turn_id);
-        out.extend_from_slice(br#","session":"#);
-        self.session.write_json(out);
-        out.push(b'}');
+        write_turn_answer(out, self.turn_id, None, self.session);
     }
+}
+
+/// `{success, turnId, result?, session}`: the answer to a write, with or without a
+/// generation's result.
+fn write_turn_answer(
+    out: &mut Vec<u8>,
+    turn_id: Uuid,
+    result: Option<&TurnResult>,
+    session: &WrittenSession<'_>,
+) {
+    out.extend_from_slice(br#"{"success":true,"turnId":"#);
+    json_text::write_uuid(out, turn_id);
+    if let Some(result) = result {
+        out.extend_from_slice(br#","result":"#);
+        result.write_json(out);
+    }
+    out.extend_from_slice(br#","session":"#);
+    session.write_json(out);
+    out.push(b'}');
 }
 
 /// A JSON answer, written by its [`WriteJson`].
