@@ -211,8 +211,10 @@ impl JsonBody {
 
     /// The JSON text (for an event's data).
     pub fn into_string(self) -> String {
-        // Every part is written from `str`s and ASCII, so this never loses anything.
-        String::from_utf8_lossy(&self.0).into_owned()
+        // Every part is written from `str`s and ASCII, so the bytes are kept as they are
+        // (the lossy copy is never made).
+        String::from_utf8(self.0)
+            .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
     }
 }
 
