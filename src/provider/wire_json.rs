@@ -4,18 +4,10 @@
 
 use serde::Serialize;
 
-use crate::json_text;
+use crate::json_text::{self, WriteJson};
 
-/// A wire message that writes itself as JSON, as serde would.
-pub(super) trait WriteJson {
-    /// Appends the message as JSON.
-    fn write_json(&self, out: &mut Vec<u8>);
-
-    /// Roughly the bytes [`write_json`](Self::write_json) writes.
-    fn size_hint(&self) -> usize;
-}
-
-/// `{"messages":[…], …fields}`: `messages` written by hand, then the fields of
+/// `{"messages":[…], …fields}`: `messages` written by hand (room for them made from
+/// their size hints), then the fields of
 /// `fields` (serialised with its messages left out).
 pub(super) fn body(
     messages: &[impl WriteJson],

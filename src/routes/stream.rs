@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::responses::{self, HistoryInAnswer};
 use crate::error::{ApiError, ErrorDetail};
+use crate::json_text;
 use crate::session::events::TurnEvent;
 use crate::session::records::TurnRecord;
 use crate::session::turn::TurnResult;
@@ -229,7 +230,7 @@ pub struct CompletedData<'a> {
     pub session: &'a SessionView<'a>,
 }
 
-impl responses::WriteJson for CompletedData<'_> {
+impl json_text::WriteJson for CompletedData<'_> {
     fn write_json(&self, out: &mut Vec<u8>) {
         match self.result {
             Some(result) => {

@@ -10,9 +10,10 @@ use serde_json::Value;
 use super::DEFAULT_MAX_TOKENS;
 use super::history::{is_blank, map_history};
 use crate::json_text;
+use crate::json_text::WriteJson;
 use crate::message::Tool;
 use crate::provider::ChatRequest;
-use crate::provider::wire_json::{self, WriteJson};
+use crate::provider::wire_json;
 
 /// Anthropic's `temperature` range ends at 1; sessions may ask up to 2, as OpenAI allows.
 const MAX_TEMPERATURE: f64 = 1.0;

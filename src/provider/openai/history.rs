@@ -7,9 +7,9 @@ use std::borrow::Cow;
 
 use super::{FUNCTION, NO_OUTPUT};
 use crate::json_text;
+use crate::json_text::WriteJson;
 use crate::message::{Message, Role};
 use crate::provider::call_ids::{CallIds, SentCall};
-use crate::provider::wire_json::WriteJson;
 
 /// A Chat Completions message, written out by [`WireMessage::write_json`].
 #[derive(Debug, PartialEq)]

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 pub use turn::TurnView;
 
-use crate::json_text;
+use crate::json_text::{self, WriteJson};
 use crate::session::turn::{TurnOutcome, TurnResult};
 use crate::session::{Session, SessionSummary, SessionView, WrittenSession};
 
@@ -150,14 +150,6 @@ pub fn session(session: &Arc<Session>, status: StatusCode) -> Response {
     })
 }
 
-/// An answer the service writes on every turn, written by hand: the same bytes serde
-/// writes for it (see `session::view`'s JSON), faster. Its type still derives
-/// `Serialize` for the spec and the tests.
-pub trait WriteJson: Serialize {
-    /// Appends the answer as JSON.
-    fn write_json(&self, out: &mut Vec<u8>);
-}
-
 impl WriteJson for SessionResponse<'_> {
     fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(br#"{"success":true,"session":"#);
@@ -197,7 +189,8 @@ fn write_turn_answer(
     out.push(b'}');
 }
 
-/// A JSON answer, written by its [`WriteJson`].
+/// A JSON answer, written by hand (its [`WriteJson`]; the same bytes serde writes for
+/// its type, which derives `Serialize` for the spec and the tests).
 #[derive(Debug)]
 pub struct JsonBody(Vec<u8>);
 
@@ -367,7 +360,7 @@ mod tests {
         }
     }
 
-    fn same_as_serde(answer: &impl WriteJson) {
+    fn same_as_serde(answer: &(impl WriteJson + Serialize)) {
         assert_eq!(
             String::from_utf8(JsonBody::of(answer).0).unwrap(),
             serde_json::to_string(answer).unwrap()
