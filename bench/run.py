@@ -13,7 +13,8 @@ Needs: python3 (stdlib only), nginx, wrk (Debian packages: installed when missin
 oha (`cargo install oha` into target/bench-tools when missing), taskset.
 
 Settings (environment): DURATION seconds per case (10), CONNECTIONS (64), SESSIONS (1000),
-RUNS of the concurrency-1 latency cases, whose median is shown (5), SOAK seconds of the
+RUNS of the concurrency-1 latency cases, whose median is shown (5), ROUNDS of the relay
+and many-sessions cases, taken in turn, whose medians are shown (3), SOAK seconds of the
 soak (120), CASES (comma list of case names to run; all by default: mock, relay, many,
 hot, growth, latency, rate, memory, soak).
 """
@@ -39,6 +40,7 @@ DURATION = int(os.environ.get("DURATION", "10"))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "64"))
 SESSIONS = int(os.environ.get("SESSIONS", "1000"))
 RUNS = int(os.environ.get("RUNS", "5"))
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
 SOAK = int(os.environ.get("SOAK", "120"))
 CASES = set(filter(None, os.environ.get("CASES", "").split(","))) or {
     "mock", "relay", "many", "hot", "growth", "latency", "rate", "memory", "soak"}
@@ -326,19 +328,17 @@ def run():
         if "mock" in CASES:
             log("== the mock straight")
             results["mock"] = wrk(mock.url, ["/v1/chat/completions"], {"model": "m"})
-        relay_max = None
-        if CASES & {"relay", "latency", "rate"}:
-            log("== the bare relay")
+        def relay_case():
             relay = start_relay(mock)
             try:
                 cpu = relay.cpu_seconds()
-                results["relay"] = wrk(relay.url, ["/relay"], short)
-                results["relay"]["cpu_us"] = per_request(relay.cpu_seconds() - cpu, results["relay"])
-                relay_max = results["relay"]["rate"]
-                if "latency" in CASES:
+                result = wrk(relay.url, ["/relay"], short)
+                result["cpu_us"] = per_request(relay.cpu_seconds() - cpu, result)
+                if "latency" in CASES and "relay c1" not in results:
                     runs = [wrk(relay.url, ["/relay"], short, connections=1)
                             for _ in range(RUNS)]
                     results["relay c1"] = median_of(runs)
+                return result
             finally:
                 relay.stop()
 
@@ -364,9 +364,30 @@ def run():
             finally:
                 service.stop()
 
-        if "many" in CASES:
-            service_case("many, memory")
-            service_case("many, sqlite", store=f"sqlite://{WORK}/bench.db")
+        # The relay and the many-sessions cases take turns, ROUNDS times: this machine's
+        # speed drifts over minutes, and each round's ratios compare runs a few seconds
+        # apart. Each figure is the median over the rounds, each ratio the median of
+        # the rounds' ratios.
+        if CASES & {"relay", "many", "latency", "rate"}:
+            rounds = []
+            for n in range(ROUNDS):
+                log(f"== round {n + 1} of {ROUNDS}: the bare relay" +
+                    (", then the service on many sessions" if "many" in CASES else ""))
+                this = {"relay": relay_case()}
+                if "many" in CASES:
+                    this["many, memory"] = service_case("many, memory")
+                    this["many, sqlite"] = service_case(
+                        "many, sqlite", store=f"sqlite://{WORK}/bench.db")
+                rounds.append(this)
+                if "many" not in CASES and not CASES & {"relay"}:
+                    break  # only the latency or rate cases asked for the relay
+            for name in rounds[0]:
+                results[name] = median_of([r[name] for r in rounds]) | {
+                    "rounds": [r[name]["rate"] for r in rounds]}
+            pairs = (("many, memory", "relay"), ("many, sqlite", "many, memory"))
+            results["round ratios"] = {
+                f"{a} / {b}": [r[a]["rate"] / r[b]["rate"] for r in rounds]
+                for a, b in pairs if a in rounds[0]}
         if "hot" in CASES:
             service_case("one hot session", sessions=1)
         if "growth" in CASES:
@@ -516,7 +537,13 @@ def print_table(r, started_load):
     for name in ("many, memory", "many, sqlite", "one hot session"):
         if name in r:
             base = "many, memory" if name == "many, sqlite" else "relay"
-            lines.append((f"/message, {name}", f"{rate(name):,.0f} turns/s", base, ratio(rate(name), rate(base))))
+            each = r.get("round ratios", {}).get(f"{name} / {base}")
+            if each:
+                shown = (f"{statistics.median(each):.0%} (rounds: "
+                         + ", ".join(f"{x:.0%}" for x in each) + ")")
+            else:
+                shown = ratio(rate(name), rate(base))
+            lines.append((f"/message, {name}", f"{rate(name):,.0f} turns/s", base, shown))
     for name in ("relay", "many, memory", "many, sqlite"):
         if "cpu_us" in r.get(name, {}):
             cpu = r[name]["cpu_us"]
