@@ -882,7 +882,23 @@ async fn sessions_are_counted_per_owner_and_idle_ones_expire_by_their_last_activ
         .collect();
     assert_eq!(idle.len(), 2);
     assert!(idle.contains(&a1.id) && idle.contains(&none.id));
-    store.commit(commit(&a1, 0, 1, &turn("x"))).await.unwrap();
+    // A commit is activity too (a minute from now, as the touch above).
+    store
+        .commit(CommitRows {
+            updated_at: soon,
+            ..commit(&a1, 0, 1, &turn("x"))
+        })
+        .await
+        .unwrap();
+    let idle: Vec<Uuid> = store
+        .idle(soon, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(idle, [none.id], "active since their commit or read");
+    assert!(!store.expire(a1.id, soon).await.unwrap(), "committed since");
     assert!(!store.expire(a2.id, soon).await.unwrap(), "active since");
     assert!(store.expire(none.id, soon).await.unwrap());
     assert!(!store.expire(none.id, soon).await.unwrap(), "gone already");

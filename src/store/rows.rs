@@ -186,13 +186,6 @@ macro_rules! record_turn_conflict {
 }
 pub(super) use record_turn_conflict;
 
-/// A commit's move of its session to the new version, only from the version and length
-/// it started from. Its parameters are those of a commit (see `COMMIT_KEY_AT`).
-pub(super) const MOVE_VERSION: &str = "
-    UPDATE sessions SET version = $6, updated_at = $7, active_at = $7,
-                        messages = messages + $8
-    WHERE id = $1 AND version = $4 AND messages = $5";
-
 /// A commit goes to the store in one round trip, its statements numbered alike in both
 /// backends: `$1` the session, `$2`/`$3` the bounds its turn records are pruned to (as
 /// `PRUNE_TURNS`; NULL when it does not prune), `$4` the version and `$5` the number of

@@ -23,10 +23,9 @@ use uuid::Uuid;
 
 use super::rows::{
     CLAIM_KEY, COMMIT_KEY_AT, COMMIT_MESSAGES_AT, COMMIT_TURN_AT, Columns, HAND_ROWS_TO_HEIR, HEIR,
-    KEEP_KEY, LOAD_MESSAGES, MOVE_VERSION, PRUNE_TURNS, REBASE_FORKS, REBASE_HEIR, RECORD_TURN,
-    base_of, corrupt, count, creating, headers_json, integer, json, key_record, message,
-    numbered_from, owner_column, plain_columns, role_name, session_row, tool_calls, turn_row,
-    unavailable,
+    KEEP_KEY, LOAD_MESSAGES, PRUNE_TURNS, REBASE_FORKS, REBASE_HEIR, RECORD_TURN, base_of, corrupt,
+    count, creating, headers_json, integer, json, key_record, message, numbered_from, owner_column,
+    plain_columns, role_name, session_row, tool_calls, turn_row, unavailable,
 };
 use super::{
     CommitRows, KeyRecord, SessionPage, SessionRow, StoreError, StoredSession, TurnBounds, TurnRow,
@@ -740,6 +739,17 @@ async fn prune_turns(
         .map_err(unavailable)?;
     Ok(())
 }
+
+/// A commit's move of its session to the new version (and its activity to the commit's
+/// time), only from the version and length it started from. Its parameters are those of
+/// a commit (see `COMMIT_KEY_AT`). Unlike Postgres's (`postgres.rs`), it moves the
+/// activity every time: SQLite rewrites an index entry whenever its column is set, to
+/// the same value or not, and a second statement to move it less often costs what it
+/// saves (BENCHMARKS.md, "Tried and not kept").
+const MOVE_VERSION: &str = "
+    UPDATE sessions SET version = $6, updated_at = $7, active_at = $7,
+                        messages = messages + $8
+    WHERE id = $1 AND version = $4 AND messages = $5";
 
 /// Rows one `INSERT` of messages takes at most (`PARAMETERS_PER_MESSAGE` each, far below
 /// SQLite's bound on parameters).
