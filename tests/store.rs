@@ -873,13 +873,7 @@ async fn sessions_are_counted_per_owner_and_idle_ones_expire_by_their_last_activ
     let later = Timestamp::from_unix_millis(soon.unix_millis() + 60_000).unwrap();
     // Read a minute from now (as a session leaving memory reports it): not idle before then.
     store.touch(&[(a2.id, soon)]).await.unwrap();
-    let idle: Vec<Uuid> = store
-        .idle(soon, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let idle = idle_ids(&store, soon).await;
     assert_eq!(idle.len(), 2);
     assert!(idle.contains(&a1.id) && idle.contains(&none.id));
     // A commit is activity too (a minute from now, as the touch above).
@@ -890,13 +884,7 @@ async fn sessions_are_counted_per_owner_and_idle_ones_expire_by_their_last_activ
         })
         .await
         .unwrap();
-    let idle: Vec<Uuid> = store
-        .idle(soon, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let idle = idle_ids(&store, soon).await;
     assert_eq!(idle, [none.id], "active since their commit or read");
     assert!(!store.expire(a1.id, soon).await.unwrap(), "committed since");
     assert!(!store.expire(a2.id, soon).await.unwrap(), "active since");
@@ -909,6 +897,12 @@ async fn sessions_are_counted_per_owner_and_idle_ones_expire_by_their_last_activ
         [(Some("a".to_owned()), 2)]
     );
     store.close().await;
+}
+
+/// The sessions idle before `before` (at most 10).
+async fn idle_ids(store: &Store, before: Timestamp) -> Vec<Uuid> {
+    let idle = store.idle(before, 10).await.unwrap();
+    idle.into_iter().map(|(id, _)| id).collect()
 }
 
 fn turn_row(session: &SessionRow, n: i64, status: &str) -> TurnRow {
