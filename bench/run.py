@@ -328,6 +328,7 @@ def run():
         if "mock" in CASES:
             log("== the mock straight")
             results["mock"] = wrk(mock.url, ["/v1/chat/completions"], {"model": "m"})
+
         def relay_case():
             relay = start_relay(mock)
             try:

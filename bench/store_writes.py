@@ -15,7 +15,6 @@ the share of the `sessions` updates that were heap-only (HOT: no index entry wri
 Needs perf (SQLite) or psql (Postgres).
 """
 
-import json
 import os
 import re
 import subprocess
@@ -37,21 +36,12 @@ def psql(url, sql):
 
 
 def load(service, watch):
-    """Writes for DURATION seconds over SESSIONS sessions; `watch` runs alongside (a
-    context manager) and gets the number of writes."""
-    ids = harness.make_sessions(service, SESSIONS)
-    (harness.WORK / "paths.txt").write_text("\n".join(harness.message_paths(ids)) + "\n")
-    (harness.WORK / "wrk.lua").write_text(harness.WRK_SCRIPT)
-    env = dict(os.environ, BENCH_PATHS=str(harness.WORK / "paths.txt"),
-               BENCH_BODY=json.dumps({"content": "hello"}))
-    with watch as done:
-        out = subprocess.run(
-            ["taskset", "-c", harness.LOAD_CPU, "wrk", "-t1", "-c64", f"-d{DURATION}s",
-             "-s", str(harness.WORK / "wrk.lua"), service.url],
-            check=True, capture_output=True, text=True, env=env).stdout
-        writes = int(re.search(r"(\d+) requests in", out).group(1))
-        done.append(writes)
-    return writes
+    """How many writes DURATION seconds of load over SESSIONS sessions made (bench/run.py's
+    wrk); `watch` (a context manager) counts what the store did meanwhile."""
+    paths = harness.message_paths(harness.make_sessions(service, SESSIONS))
+    with watch:
+        result = harness.wrk(service.url, paths, {"content": "hello"}, duration=DURATION)
+    return round(result["rate"] * DURATION)
 
 
 class PerfStat:
@@ -64,8 +54,6 @@ class PerfStat:
         events = ",".join(f"syscalls:sys_enter_{name}" for name in SYSCALLS) + ",task-clock"
         self.proc = subprocess.Popen(["perf", "stat", "-x,", "-o", str(self.out), "-e", events,
                                       "-p", str(self.pid), "--", "sleep", str(DURATION)])
-        self.writes = []
-        return self.writes
 
     def __exit__(self, *_):
         self.proc.wait()
@@ -90,8 +78,6 @@ class WalAndHot:
 
     def __enter__(self):
         self.before = self.sample()
-        self.writes = []
-        return self.writes
 
     def __exit__(self, *_):
         time.sleep(1)  # statistics reach pg_stat_user_tables within a second

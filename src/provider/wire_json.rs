@@ -7,8 +7,8 @@ use serde::Serialize;
 use crate::json_text::{self, WriteJson};
 
 /// `{"messages":[…], …fields}`: `messages` written by hand (room for them made from
-/// their size hints), then the fields of
-/// `fields` (serialised with its messages left out).
+/// their size hints), then the fields of `fields` (serialised with its messages left
+/// out).
 pub(super) fn body(
     messages: &[impl WriteJson],
     fields: &impl Serialize,
