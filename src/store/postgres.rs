@@ -20,11 +20,10 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::rows::{
-    CLAIM_KEY, COMMIT_KEY_AT, COMMIT_MESSAGES_AT, COMMIT_TURN_AT, Columns, HAND_ROWS_TO_HEIR, HEIR,
-    KEEP_KEY, LOAD_MESSAGES, LOCK_FOR_DELETE, PRUNE_TURNS, REBASE_FORKS, REBASE_HEIR, RECORD_TURN,
-    base_of, claim_key_conflict, count, creating, headers_json, integer, json, key_record, message,
-    numbered, owner_column, plain_columns, record_turn_conflict, role_name, session_row,
-    tool_calls, turn_row, unavailable,
+    CLAIM_KEY, Columns, HAND_ROWS_TO_HEIR, HEIR, KEEP_KEY, LOAD_MESSAGES, LOCK_FOR_DELETE,
+    PRUNE_TURNS, REBASE_FORKS, REBASE_HEIR, RECORD_TURN, base_of, claim_key_conflict, count,
+    creating, headers_json, integer, json, key_record, message, numbered, owner_column,
+    plain_columns, record_turn_conflict, role_name, session_row, tool_calls, turn_row, unavailable,
 };
 use super::{
     CommitRows, Instance, KeyRecord, Lease, SessionPage, SessionRow, StoreError, StoredSession,
@@ -33,6 +32,17 @@ use super::{
 use crate::message::{Message, Timestamp};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A commit goes to the store as one statement, its parameters numbered: `$1` the
+/// session, `$2`/`$3` the bounds its turn records are pruned to (as `PRUNE_TURNS`; NULL
+/// when it does not prune), `$4` the version and `$5` the number of messages it started
+/// from, `$6` its version, `$7` its time, `$8` how many messages it adds; then the key it
+/// claims (`CLAIM_KEY`, from `COMMIT_KEY_AT`), its turn's record (`RECORD_TURN`, from
+/// `COMMIT_TURN_AT`), and its messages (from `COMMIT_MESSAGES_AT`). A part a commit has
+/// not is bound as NULLs.
+const COMMIT_KEY_AT: usize = 9;
+const COMMIT_TURN_AT: usize = COMMIT_KEY_AT + 6;
+const COMMIT_MESSAGES_AT: usize = COMMIT_TURN_AT + 5;
 
 static KEEP_KEY_NUMBERED: LazyLock<String> = LazyLock::new(|| numbered(KEEP_KEY));
 static RECORD_TURN_NUMBERED: LazyLock<String> = LazyLock::new(|| numbered(RECORD_TURN));

@@ -186,17 +186,6 @@ macro_rules! record_turn_conflict {
 }
 pub(super) use record_turn_conflict;
 
-/// A commit goes to the store in one round trip, its statements numbered alike in both
-/// backends: `$1` the session, `$2`/`$3` the bounds its turn records are pruned to (as
-/// `PRUNE_TURNS`; NULL when it does not prune), `$4` the version and `$5` the number of
-/// messages it started from, `$6` its version, `$7` its time, `$8` how many messages it
-/// adds; then the key it claims (`CLAIM_KEY`, from `COMMIT_KEY_AT`), its turn's record
-/// (`RECORD_TURN`, from `COMMIT_TURN_AT`), and its messages (from
-/// `COMMIT_MESSAGES_AT`). A part a commit has not is bound as NULLs.
-pub(super) const COMMIT_KEY_AT: usize = 9;
-pub(super) const COMMIT_TURN_AT: usize = COMMIT_KEY_AT + 6;
-pub(super) const COMMIT_MESSAGES_AT: usize = COMMIT_TURN_AT + 5;
-
 /// An `idempotency_keys` row.
 pub(super) fn key_record(row: &impl Columns) -> Result<KeyRecord, StoreError> {
     let owner = row.text("owner")?;
@@ -350,14 +339,8 @@ pub(super) const KEEP_KEY: &str = "
 
 /// `sql` with its `?` parameters numbered (`$1`, `$2`, …), as Postgres takes them.
 pub(super) fn numbered(sql: &str) -> String {
-    numbered_from(sql, 1)
-}
-
-/// `sql` with its `?` parameters numbered from `$first` on: a statement placed among
-/// others that share one list of parameters.
-pub(super) fn numbered_from(sql: &str, first: usize) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
-    let mut n = first;
+    let mut n = 1;
     for c in sql.chars() {
         if c == '?' {
             out.push_str(&format!("${n}"));

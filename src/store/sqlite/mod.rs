@@ -1,0 +1,499 @@
+//! The embedded store: one SQLite file, one process. WAL with `synchronous=FULL`, so a
+//! commit that returned survives a crash and a power loss; the file is held in
+//! exclusive locking mode, so a second process on it is refused at start. Migrations
+//! are embedded (`migrations/sqlite/`) and run at open. One connection, on a thread of
+//! its own (`thread`), serves every call: reads as they come, writes in batches of
+//! whatever is waiting, each batch one transaction (group commit: one fsync for many
+//! sessions' turns).
+
+mod reads;
+mod thread;
+mod writes;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode};
+use sqlx::{ConnectOptions, Connection as _};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use self::thread::{Job, MAX_BATCH};
+use self::writes::Write;
+use super::{
+    CommitRows, KeyRecord, SessionPage, SessionRow, StoreError, StoredSession, TurnBounds, TurnRow,
+};
+use crate::message::{Message, Timestamp};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A store in one SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    /// Jobs wait here for the connection's thread.
+    jobs: flume::Sender<Job>,
+    thread: std::thread::JoinHandle<()>,
+    /// Answers (closes) when the thread has ended and the file is let go of.
+    ended: oneshot::Receiver<()>,
+    /// Whether the last batch (or probe) committed.
+    healthy: Arc<AtomicBool>,
+}
+
+/// How long a statement waits for a lock the file's other users hold (at open only:
+/// afterwards this process holds the file alone).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl SqliteStore {
+    /// Opens (or creates, with its folder) the file at `path` and brings its schema up
+    /// to date.
+    pub async fn open(path: &str) -> Result<Self, StoreError> {
+        if let Some(folder) = Path::new(path)
+            .parent()
+            .filter(|f| !f.as_os_str().is_empty())
+        {
+            tokio::fs::create_dir_all(folder).await.map_err(|e| {
+                StoreError::Refused(format!("STORE: cannot create {}: {e}", folder.display()))
+            })?;
+        }
+        migrate(path).await?;
+        let owned = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || connect(&owned))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("{path}: {e}")))??;
+        let (jobs, waiting) = flume::bounded(4 * MAX_BATCH);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (end, ended) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-store".into())
+            .spawn({
+                let healthy = healthy.clone();
+                move || {
+                    thread::run(conn, waiting, healthy);
+                    // The connection is closed (and the file's lock let go of) by now.
+                    let _ = end.send(());
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(format!("starting the store's thread: {e}")))?;
+        Ok(Self {
+            jobs,
+            thread,
+            ended,
+            healthy,
+        })
+    }
+
+    /// Stores a new session with its own first messages (in the next batch).
+    pub async fn create(&self, row: &SessionRow, messages: &[Message]) -> Result<(), StoreError> {
+        self.write(Write::Create {
+            row: row.clone(),
+            messages: messages.to_vec(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Appends a turn's messages if the session is still where the commit started.
+    pub async fn commit(&self, commit: CommitRows<'_>) -> Result<(), StoreError> {
+        self.write(Write::Commit {
+            session: commit.session,
+            from_version: commit.from_version,
+            version: commit.version,
+            from: commit.from,
+            messages: commit.messages.to_vec(),
+            updated_at: commit.updated_at,
+            keys: commit.keys.to_vec(),
+            turns: commit.turns.to_vec(),
+            prune: commit.prune,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn record_turn(
+        &self,
+        turn: &TurnRow,
+        bounds: Option<TurnBounds>,
+    ) -> Result<(), StoreError> {
+        self.write(Write::RecordTurn(turn.clone(), bounds))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn touch(&self, sessions: &[(Uuid, Timestamp)]) -> Result<(), StoreError> {
+        self.write(Write::Touch(sessions.to_vec()))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn expire(&self, id: Uuid, before: Timestamp) -> Result<bool, StoreError> {
+        self.write(Write::Expire { id, before })
+            .await
+            .map(|rows| rows == 1)
+    }
+
+    pub async fn idle(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, Option<String>)>, StoreError> {
+        self.read(move |conn| reads::idle(conn, before, limit))
+            .await
+    }
+
+    pub async fn count_by_owner(&self) -> Result<Vec<(Option<String>, usize)>, StoreError> {
+        self.read(reads::count_by_owner).await
+    }
+
+    pub async fn keep_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        self.write(Write::KeepKey(record.clone())).await.map(|_| ())
+    }
+
+    pub async fn forget_keys(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.write(Write::ForgetKeys { before }).await
+    }
+
+    pub async fn key(
+        &self,
+        owner: Option<&str>,
+        key: &str,
+        since: Timestamp,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let (owner, key) = (owner.map(str::to_owned), key.to_owned());
+        self.read(move |conn| reads::key(conn, owner.as_deref(), &key, since))
+            .await
+    }
+
+    pub async fn load(&self, id: Uuid) -> Result<Option<StoredSession>, StoreError> {
+        self.read(move |conn| reads::load(conn, id)).await
+    }
+
+    /// Removes a session and its history; whether it was stored.
+    pub async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.write(Write::Delete { id }).await.map(|rows| rows == 1)
+    }
+
+    pub async fn list(
+        &self,
+        owner: Option<&str>,
+        limit: usize,
+        after: Option<(Timestamp, Uuid)>,
+    ) -> Result<SessionPage, StoreError> {
+        let owner = owner.map(str::to_owned);
+        self.read(move |conn| reads::list(conn, owner.as_deref(), limit, after))
+            .await
+    }
+
+    /// Hands a write to the connection's thread and waits until its batch is committed.
+    async fn write(&self, write: Write) -> Result<u64, StoreError> {
+        let (done, answer) = oneshot::channel();
+        self.hand(Job::Write(write, done)).await?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Runs a read on the connection's thread (between two batches) and waits for it.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (done, answer) = oneshot::channel();
+        self.hand(Job::Read(Box::new(move |conn| {
+            let _ = done.send(read(conn));
+        })))
+        .await?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn hand(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs.send_async(job).await.map_err(|_| stopped())
+    }
+
+    /// Whether the last write committed (after a failure, a probe tries every second)
+    /// and the connection's thread still runs.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire) && !self.thread.is_finished()
+    }
+
+    /// Lets the thread finish what it was given, then closes the file (and its lock).
+    pub async fn close(self) {
+        let Self { jobs, ended, .. } = self;
+        drop(jobs);
+        let _ = ended.await;
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the store's connection thread has stopped".into())
+}
+
+/// A statement's failure, as the store's.
+fn failed(error: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+/// Brings the file's schema up to date (sqlx's migrations, on a connection of their own
+/// that is closed before the store's opens). A schema newer than this binary is refused.
+async fn migrate(path: &str) -> Result<(), StoreError> {
+    let mut conn = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+        .map_err(|e| StoreError::Refused(format!("STORE: sqlite://{path}: {e}")))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .locking_mode(SqliteLockingMode::Exclusive)
+        .busy_timeout(BUSY_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| in_use_or_unavailable(path, &e.to_string()))?;
+    let migrated = MIGRATOR.run_direct(&mut conn).await;
+    let _ = conn.close().await;
+    migrated.map_err(|e| match e {
+        sqlx::migrate::MigrateError::VersionMissing(version) => StoreError::Refused(format!(
+            "STORE: the schema of {path} is at migration {version}, newer than this binary knows; run a newer binary"
+        )),
+        sqlx::migrate::MigrateError::Execute(e) => in_use_or_unavailable(path, &e.to_string()),
+        other => StoreError::Refused(format!("STORE: migrating {path}: {other}")),
+    })
+}
+
+/// The store's connection: WAL, `synchronous=FULL`, foreign keys enforced, the file held
+/// in exclusive locking mode from its first write on, which is made here (a probe), so a
+/// second process is refused at its start rather than at its first commit.
+fn connect(path: &str) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| in_use_or_unavailable(path, &e.to_string()))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.execute_batch(
+        "PRAGMA locking_mode = EXCLUSIVE;
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;",
+    )
+    .map_err(|e| in_use_or_unavailable(path, &e.to_string()))?;
+    thread::write_probe(&conn).map_err(|e| in_use_or_unavailable(path, &e.to_string()))?;
+    Ok(conn)
+}
+
+/// A file another process holds answers "database is locked".
+fn in_use_or_unavailable(path: &str, error: &str) -> StoreError {
+    if error.contains("locked") || error.contains("busy") {
+        StoreError::Refused(format!(
+            "STORE: {path} is in use by another process (one process per SQLite file; use Postgres for several)"
+        ))
+    } else {
+        StoreError::Unavailable(format!("{path}: {error}"))
+    }
+}
+
+/// Lets tests make the store fail (only with the `fault-injection` feature).
+#[cfg(feature = "fault-injection")]
+pub mod fault_injection {
+    use std::time::{Duration, Instant};
+
+    use super::Write;
+
+    /// A turn with a message of exactly this content makes the store fail as if the
+    /// disk did, for a second: its batch and every write in that second fail, nothing of
+    /// them is committed, and the store is unhealthy until a probe commits after it.
+    pub const STORE_FAILS: &str = "__fault_injection: the store fails__";
+
+    /// How long the outage `STORE_FAILS` starts lasts.
+    const OUTAGE: Duration = Duration::from_secs(1);
+
+    /// An `Idempotency-Key` whose answer is never kept (as if the process died between
+    /// the turn's commit and the answer's): only the commit's record of it is stored.
+    pub const ANSWER_NOT_KEPT: &str = "__fault_injection: the answer is not kept__";
+
+    /// The outage a store's writer is in, if any.
+    #[derive(Debug, Default)]
+    pub(super) struct Outage {
+        until: Option<Instant>,
+    }
+
+    impl Outage {
+        /// Whether this batch fails: it starts an outage, or comes during one.
+        pub(super) fn fails<'a>(&mut self, mut batch: impl Iterator<Item = &'a Write>) -> bool {
+            let starts = batch.any(|write| match write {
+                Write::Commit { messages, .. } => messages.iter().any(|m| m.content == STORE_FAILS),
+                _ => false,
+            });
+            if starts {
+                self.until = Some(Instant::now() + OUTAGE);
+            }
+            self.is_on()
+        }
+
+        pub(super) fn is_on(&self) -> bool {
+            self.until.is_some_and(|until| Instant::now() < until)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store file of its own, removed (with its WAL) when dropped.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new() -> Self {
+            Self(std::env::temp_dir().join(format!("text-session-store-{}.db", Uuid::new_v4())))
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.path()));
+            }
+        }
+    }
+
+    fn session(id: Uuid) -> SessionRow {
+        let now = Timestamp::now();
+        SessionRow {
+            id,
+            owner: None,
+            provider: "echo".into(),
+            model: "echo-1".into(),
+            defaults: Default::default(),
+            tools: Vec::new(),
+            metadata: Default::default(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+            forked_from: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_that_breaks_part_way_leaves_the_rest_of_its_batch_committed_and_itself_not_at_all()
+     {
+        let file = TempFile::new();
+        let store = SqliteStore::open(file.path()).await.unwrap();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let hello = vec![crate::message::Message::text(
+            crate::message::Role::User,
+            "hello",
+            Timestamp::now(),
+        )];
+        let writes = [
+            Write::Create {
+                row: session(a),
+                messages: hello.clone(),
+            },
+            // The same id again: its INSERT fails (a write that breaks).
+            Write::Create {
+                row: session(a),
+                messages: hello.clone(),
+            },
+            // A commit from a version the session is not at: refused, nothing written.
+            Write::Commit {
+                session: a,
+                from_version: 7,
+                version: 8,
+                from: 1,
+                messages: hello.clone(),
+                updated_at: Timestamp::now(),
+                keys: Vec::new(),
+                turns: Vec::new(),
+                prune: None,
+            },
+            Write::Create {
+                row: session(b),
+                messages: hello,
+            },
+        ];
+        let (outcomes, committed) = store
+            .read(move |conn| {
+                let writes: Vec<&Write> = writes.iter().collect();
+                Ok(thread::apply_batch(conn, &writes))
+            })
+            .await
+            .unwrap();
+        assert!(committed);
+        assert!(outcomes[0].is_ok() && outcomes[3].is_ok(), "{outcomes:?}");
+        assert!(matches!(outcomes[1], Err(StoreError::Unavailable(_))));
+        assert!(matches!(outcomes[2], Err(StoreError::VersionMoved { .. })));
+        for id in [a, b] {
+            let stored = store.load(id).await.unwrap().unwrap();
+            assert_eq!((stored.row.version, stored.messages.len()), (1, 1));
+        }
+    }
+
+    /// The statements the backends share number their parameters (`$1`, `$2`, …) for
+    /// Postgres; here they are bound by position, which is the same only when each
+    /// number is first used in order.
+    #[tokio::test]
+    async fn the_shared_statements_use_their_parameters_first_in_the_order_of_their_numbers() {
+        use crate::store::rows::{
+            HAND_ROWS_TO_HEIR, HEIR, LOAD_MESSAGES, PRUNE_TURNS, REBASE_FORKS, REBASE_HEIR,
+        };
+        let file = TempFile::new();
+        let store = SqliteStore::open(file.path()).await.unwrap();
+        let shared = [
+            LOAD_MESSAGES,
+            HEIR,
+            HAND_ROWS_TO_HEIR,
+            REBASE_FORKS,
+            REBASE_HEIR,
+            PRUNE_TURNS,
+        ];
+        let names = store
+            .read(move |conn| {
+                shared
+                    .iter()
+                    .map(|sql| {
+                        let statement = conn.prepare(sql).map_err(failed)?;
+                        Ok((1..=statement.parameter_count())
+                            .map(|i| statement.parameter_name(i).map(str::to_owned))
+                            .collect::<Vec<_>>())
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await
+            .unwrap();
+        for (sql, names) in shared.iter().zip(names) {
+            let numbered: Vec<_> = (1..=names.len()).map(|i| Some(format!("${i}"))).collect();
+            assert_eq!(names, numbered, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_process_on_the_file_and_a_newer_schema_are_refused_with_a_clear_message() {
+        let file = TempFile::new();
+        let first = SqliteStore::open(file.path()).await.unwrap();
+        let second = SqliteStore::open(file.path()).await.unwrap_err();
+        assert!(
+            second.to_string().contains("in use by another process"),
+            "{second}"
+        );
+        first
+            .read(|conn| {
+                conn.execute(
+                    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+                     VALUES (9999, 'from the future', 1, x'00', 0)",
+                    [],
+                )
+                .map_err(failed)
+            })
+            .await
+            .unwrap();
+        first.close().await;
+        let newer = SqliteStore::open(file.path()).await.unwrap_err();
+        assert!(
+            newer.to_string().contains("newer than this binary"),
+            "{newer}"
+        );
+    }
+}

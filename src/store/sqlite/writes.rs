@@ -1,0 +1,339 @@
+//! The writes the connection's thread applies, each inside its batch's transaction, with
+//! prepared statements kept by the connection (`prepare_cached`): a commit binds its
+//! values to statements SQLite parsed once.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use uuid::Uuid;
+
+use super::failed;
+use crate::message::{Message, Timestamp};
+use crate::store::rows::{
+    CLAIM_KEY, HAND_ROWS_TO_HEIR, HEIR, KEEP_KEY, PRUNE_TURNS, REBASE_FORKS, REBASE_HEIR,
+    RECORD_TURN, base_of, headers_json, integer, json, owner_column, role_name, tool_calls,
+};
+use crate::store::{KeyRecord, SessionRow, StoreError, TurnBounds, TurnRow};
+
+/// A write for the connection's thread, with what it needs owned.
+#[derive(Debug)]
+pub(super) enum Write {
+    Create {
+        row: SessionRow,
+        /// Its own messages (a fork's shared ones left out, `Store::create`).
+        messages: Vec<Message>,
+    },
+    Commit {
+        session: Uuid,
+        from_version: u64,
+        version: u64,
+        from: usize,
+        messages: Vec<Message>,
+        updated_at: Timestamp,
+        keys: Vec<KeyRecord>,
+        turns: Vec<TurnRow>,
+        prune: Option<TurnBounds>,
+    },
+    RecordTurn(TurnRow, Option<TurnBounds>),
+    Delete {
+        id: Uuid,
+    },
+    KeepKey(KeyRecord),
+    Touch(Vec<(Uuid, Timestamp)>),
+    Expire {
+        id: Uuid,
+        before: Timestamp,
+    },
+    ForgetKeys {
+        before: Timestamp,
+    },
+}
+
+/// One write, inside the batch's transaction: how many rows it concerned (1 for a write
+/// that applied, the sessions deleted, the keys forgotten). A write refused for what it
+/// found (`VersionMoved`, `Gone`) has changed nothing: its first statement decides.
+pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError> {
+    match write {
+        Write::Create { row, messages } => {
+            let (base, own_from) = base_of(row);
+            let (defaults, tools, metadata) = (
+                json(&row.defaults)?,
+                json(&row.tools)?,
+                json(&row.metadata)?,
+            );
+            let forked_from = row.forked_from.as_ref().map(json).transpose()?;
+            let (version, stored) = (integer(row.version)?, integer(own_from + messages.len())?);
+            let base_len = base.map(|_| integer(own_from)).transpose()?;
+            conn.prepare_cached(
+                "INSERT INTO sessions (id, owner, provider, model, defaults, tools, metadata,
+                                       created_at, updated_at, version, messages, active_at,
+                                       base_id, base_len, forked_from)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    row.id.to_string(),
+                    row.owner,
+                    row.provider,
+                    row.model,
+                    defaults,
+                    tools,
+                    metadata,
+                    row.created_at.to_rfc3339(),
+                    row.updated_at.to_rfc3339(),
+                    version,
+                    stored,
+                    row.updated_at.to_rfc3339(),
+                    base.map(|id| id.to_string()),
+                    base_len,
+                    forked_from,
+                ])
+            })
+            .map_err(|error| creating(row, error))?;
+            insert_messages(conn, row.id, own_from, messages)?;
+            Ok(1)
+        }
+        Write::Commit {
+            session,
+            from_version,
+            version,
+            from,
+            messages,
+            updated_at,
+            keys,
+            turns,
+            prune,
+        } => {
+            let id = session.to_string();
+            let at = updated_at.to_rfc3339();
+            let (to, added) = (integer(*version)?, integer(messages.len())?);
+            let (expected_version, expected_len) = (integer(*from_version)?, integer(*from)?);
+            // The move of the version is the guard: it applies only from the version
+            // and length the commit started from, and nothing else is written if not.
+            let moved = conn
+                .prepare_cached(MOVE_VERSION)
+                .and_then(|mut update| {
+                    update.execute(params![id, to, at, added, expected_version, expected_len])
+                })
+                .map_err(failed)?;
+            if moved == 0 {
+                let found: Option<i64> = conn
+                    .prepare_cached("SELECT version FROM sessions WHERE id = ?")
+                    .and_then(|mut select| select.query_row([&id], |row| row.get(0)).optional())
+                    .map_err(failed)?;
+                return Err(StoreError::VersionMoved {
+                    expected: *from_version,
+                    found: found.and_then(|v| u64::try_from(v).ok()),
+                });
+            }
+            insert_messages(conn, *session, *from, messages)?;
+            for key in keys {
+                claim_key(conn, key)?;
+            }
+            // The pruning before the records: it sees the records as they were before
+            // this commit, as in Postgres, where the commit is one statement.
+            if let Some(bounds) = prune {
+                prune_turns(conn, &id, *bounds)?;
+            }
+            for turn in turns {
+                record_turn(conn, turn)?;
+            }
+            Ok(1)
+        }
+        Write::RecordTurn(turn, bounds) => {
+            record_turn(conn, turn)?;
+            if let Some(bounds) = bounds {
+                prune_turns(conn, &turn.session.to_string(), *bounds)?;
+            }
+            Ok(1)
+        }
+        Write::Delete { id } => delete_session(conn, *id),
+        Write::KeepKey(key) => {
+            #[cfg(feature = "fault-injection")]
+            if key.key == super::fault_injection::ANSWER_NOT_KEPT {
+                return Err(StoreError::Unavailable(
+                    "fault injection: the answer is not kept".into(),
+                ));
+            }
+            let answer = key.answer.as_ref();
+            let history = answer.and_then(|a| a.history.as_ref());
+            let headers = answer.map(|a| headers_json(&a.headers)).transpose()?;
+            let history_len = history.map(|(_, len, _)| integer(*len)).transpose()?;
+            let turn = key.turn.as_ref().map(json).transpose()?;
+            conn.prepare_cached(KEEP_KEY)
+                .and_then(|mut keep| {
+                    keep.execute(params![
+                        owner_column(key.owner.as_deref()),
+                        key.key,
+                        key.route,
+                        &key.body_digest[..],
+                        key.created_at.to_rfc3339(),
+                        turn,
+                        answer.map(|a| i64::from(a.status)),
+                        headers,
+                        answer.map(|a| &a.body[..]),
+                        history.map(|(session, _, _)| session.to_string()),
+                        history_len,
+                        history.map(|(_, _, after)| &after[..]),
+                    ])
+                })
+                .map_err(failed)?;
+            Ok(1)
+        }
+        Write::Touch(sessions) => {
+            let mut touch = conn
+                .prepare_cached("UPDATE sessions SET active_at = max(active_at, ?) WHERE id = ?")
+                .map_err(failed)?;
+            for (id, at) in sessions {
+                touch
+                    .execute(params![at.to_rfc3339(), id.to_string()])
+                    .map_err(failed)?;
+            }
+            Ok(1)
+        }
+        Write::Expire { id, before } => {
+            let idle = conn
+                .prepare_cached("SELECT 1 FROM sessions WHERE id = ? AND active_at < ?")
+                .and_then(|mut select| select.exists(params![id.to_string(), before.to_rfc3339()]))
+                .map_err(failed)?;
+            if idle {
+                delete_session(conn, *id)
+            } else {
+                Ok(0)
+            }
+        }
+        Write::ForgetKeys { before } => conn
+            .prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?")
+            .and_then(|mut forget| forget.execute([before.to_rfc3339()]))
+            .map_err(failed)
+            .map(|forgotten| forgotten as u64),
+    }
+}
+
+/// A commit's move of its session to the new version (and its activity to the commit's
+/// time), only from the version and length it started from. Unlike Postgres's
+/// (`postgres.rs`), it moves the activity every time: SQLite rewrites an index entry
+/// whenever its column is set, to the same value or not, and a second statement to move
+/// it less often costs what it saves (BENCHMARKS.md, "Tried and not kept").
+/// Parameters: session, version, time, messages added, version and length it started
+/// from.
+const MOVE_VERSION: &str = "
+    UPDATE sessions SET version = ?2, updated_at = ?3, active_at = ?3,
+                        messages = messages + ?4
+    WHERE id = ?1 AND version = ?5 AND messages = ?6";
+
+/// Inserts messages of a session from `from` on, one prepared row at a time.
+fn insert_messages(
+    conn: &Connection,
+    session: Uuid,
+    from: usize,
+    messages: &[Message],
+) -> Result<(), StoreError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let id = session.to_string();
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO messages (session_id, seq, role, content, tool_calls, tool_call_id,
+                                   interrupted, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .map_err(failed)?;
+    for (seq, message) in (from..).zip(messages) {
+        insert
+            .execute(params![
+                id,
+                integer(seq)?,
+                role_name(message.role),
+                &*message.content,
+                tool_calls(message)?,
+                message.tool_call_id,
+                message.interrupted,
+                message.created_at.to_rfc3339(),
+            ])
+            .map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// Deletes a session (and its rows, records and keys' turns), first handing the rows its
+/// forks share to one of them (`HEIR`); how many sessions were deleted.
+fn delete_session(conn: &Connection, id: Uuid) -> Result<u64, StoreError> {
+    let key = id.to_string();
+    let heir: Option<(String, i64)> = conn
+        .prepare_cached(HEIR)
+        .and_then(|mut heir| {
+            heir.query_row([&key], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(failed)?;
+    if let Some((heir, shared)) = heir {
+        let handed = [
+            (HAND_ROWS_TO_HEIR, params![heir, key, shared]),
+            (REBASE_FORKS, params![heir, key]),
+            (REBASE_HEIR, params![key, shared, heir]),
+        ];
+        for (sql, values) in handed {
+            conn.prepare_cached(sql)
+                .and_then(|mut statement| statement.execute(values))
+                .map_err(failed)?;
+        }
+    }
+    conn.prepare_cached("DELETE FROM sessions WHERE id = ?")
+        .and_then(|mut delete| delete.execute([&key]))
+        .map_err(failed)
+        .map(|deleted| deleted as u64)
+}
+
+fn record_turn(conn: &Connection, turn: &TurnRow) -> Result<(), StoreError> {
+    conn.prepare_cached(RECORD_TURN)
+        .and_then(|mut record| {
+            record.execute(params![
+                turn.session.to_string(),
+                turn.id.to_string(),
+                turn.created_at.to_rfc3339(),
+                turn.status,
+                turn.record,
+            ])
+        })
+        .map_err(failed)?;
+    Ok(())
+}
+
+/// Claims a key for a commit (`CLAIM_KEY`).
+fn claim_key(conn: &Connection, key: &KeyRecord) -> Result<(), StoreError> {
+    let turn = key.turn.as_ref().map(json).transpose()?;
+    conn.prepare_cached(CLAIM_KEY)
+        .and_then(|mut claim| {
+            claim.execute(params![
+                owner_column(key.owner.as_deref()),
+                key.key,
+                key.route,
+                &key.body_digest[..],
+                key.created_at.to_rfc3339(),
+                turn,
+            ])
+        })
+        .map_err(failed)?;
+    Ok(())
+}
+
+/// Drops a session's ended turn records past `bounds` (`PRUNE_TURNS`).
+fn prune_turns(conn: &Connection, session: &str, bounds: TurnBounds) -> Result<(), StoreError> {
+    let (records, failed_ones) = (integer(bounds.records)?, integer(bounds.failed)?);
+    conn.prepare_cached(PRUNE_TURNS)
+        .and_then(|mut prune| prune.execute(params![session, records, failed_ones]))
+        .map_err(failed)?;
+    Ok(())
+}
+
+/// A new session's insert that failed: its source is gone if the reference to it was
+/// refused (a fork made as its source was deleted).
+fn creating(row: &SessionRow, error: rusqlite::Error) -> StoreError {
+    match (&error, row.forked_from) {
+        (rusqlite::Error::SqliteFailure(refused, _), Some(fork))
+            if refused.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+        {
+            StoreError::Gone(fork.session_id)
+        }
+        _ => failed(error),
+    }
+}
