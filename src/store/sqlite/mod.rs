@@ -43,6 +43,11 @@ pub struct SqliteStore {
     healthy: Arc<AtomicBool>,
 }
 
+/// Pages the WAL grows to before they are copied back into the file (4 KiB each: about
+/// 40 MiB). Measured on 1,000 sessions under load (`bench/store_writes.py`), against
+/// SQLite's 1,000: `pwrite` 14.1 → 12.1 and `pread` 7.0 → 4.9 per write.
+const WAL_PAGES: u32 = 10_000;
+
 /// How long a statement waits for a lock the file's other users hold (at open only:
 /// afterwards this process holds the file alone).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -259,7 +264,10 @@ async fn migrate(path: &str) -> Result<(), StoreError> {
 
 /// The store's connection: WAL, `synchronous=FULL`, foreign keys enforced, the file held
 /// in exclusive locking mode from its first write on, which is made here (a probe), so a
-/// second process is refused at its start rather than at its first commit.
+/// second process is refused at its start rather than at its first commit. The WAL is
+/// copied back into the file every `WAL_PAGES` pages rather than SQLite's 1,000: a page
+/// written several times between two checkpoints is copied once, and the checkpoint's
+/// own `fsync` comes less often.
 fn connect(path: &str) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
@@ -268,12 +276,13 @@ fn connect(path: &str) -> Result<Connection, StoreError> {
     .map_err(|e| in_use_or_unavailable(path, &e.to_string()))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
     conn.set_prepared_statement_cache_capacity(64);
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "PRAGMA locking_mode = EXCLUSIVE;
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         PRAGMA foreign_keys = ON;",
-    )
+         PRAGMA foreign_keys = ON;
+         PRAGMA wal_autocheckpoint = {WAL_PAGES};"
+    ))
     .map_err(|e| in_use_or_unavailable(path, &e.to_string()))?;
     thread::write_probe(&conn).map_err(|e| in_use_or_unavailable(path, &e.to_string()))?;
     Ok(conn)
@@ -429,6 +438,42 @@ mod tests {
             let stored = store.load(id).await.unwrap().unwrap();
             assert_eq!((stored.row.version, stored.messages.len()), (1, 1));
         }
+    }
+
+    /// What a commit's durability rests on, as the store's connection has it.
+    #[tokio::test]
+    async fn the_connection_is_in_wal_with_full_sync_foreign_keys_and_the_file_held_alone() {
+        use rusqlite::types::Value::{Integer, Text};
+        let file = TempFile::new();
+        let store = SqliteStore::open(file.path()).await.unwrap();
+        let pragmas = store
+            .read(|conn| {
+                let pragma = |name: &str| {
+                    conn.query_row(&format!("PRAGMA {name}"), [], |row| {
+                        row.get::<_, rusqlite::types::Value>(0)
+                    })
+                    .map_err(failed)
+                };
+                Ok([
+                    pragma("journal_mode")?,
+                    pragma("synchronous")?,
+                    pragma("foreign_keys")?,
+                    pragma("locking_mode")?,
+                    pragma("wal_autocheckpoint")?,
+                ])
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            pragmas,
+            [
+                Text("wal".into()),
+                Integer(2), // FULL
+                Integer(1),
+                Text("exclusive".into()),
+                Integer(WAL_PAGES.into()),
+            ]
+        );
     }
 
     /// The statements the backends share number their parameters (`$1`, `$2`, …) for
