@@ -56,19 +56,29 @@ impl SqliteStore {
     /// Opens (or creates, with its folder) the file at `path` and brings its schema up
     /// to date.
     pub async fn open(path: &str) -> Result<Self, StoreError> {
-        if let Some(folder) = Path::new(path)
-            .parent()
-            .filter(|f| !f.as_os_str().is_empty())
-        {
+        if path.split('?').next() == Some(":memory:") {
+            return Err(StoreError::Refused(
+                "STORE: sqlite://:memory: keeps nothing past the process; use STORE=memory"
+                    .to_owned(),
+            ));
+        }
+        // The file as sqlx reads the URL (percent-decoded, query left out): migrations
+        // and the store's connection open the same one.
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .map_err(|e| StoreError::Refused(format!("STORE: sqlite://{path}: {e}")))?;
+        let file = options.get_filename().to_owned();
+        if let Some(folder) = file.parent().filter(|f| !f.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(folder).await.map_err(|e| {
                 StoreError::Refused(format!("STORE: cannot create {}: {e}", folder.display()))
             })?;
         }
-        migrate(path).await?;
-        let owned = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || connect(&owned))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("{path}: {e}")))??;
+        migrate(options, path).await?;
+        let conn = tokio::task::spawn_blocking({
+            let path = path.to_owned();
+            move || connect(&file, &path)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("{path}: {e}")))??;
         let (jobs, waiting) = flume::bounded(4 * MAX_BATCH);
         let healthy = Arc::new(AtomicBool::new(true));
         let (end, ended) = oneshot::channel();
@@ -241,9 +251,8 @@ fn failed(error: rusqlite::Error) -> StoreError {
 
 /// Brings the file's schema up to date (sqlx's migrations, on a connection of their own
 /// that is closed before the store's opens). A schema newer than this binary is refused.
-async fn migrate(path: &str) -> Result<(), StoreError> {
-    let mut conn = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
-        .map_err(|e| StoreError::Refused(format!("STORE: sqlite://{path}: {e}")))?
+async fn migrate(options: SqliteConnectOptions, path: &str) -> Result<(), StoreError> {
+    let mut conn = options
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .locking_mode(SqliteLockingMode::Exclusive)
@@ -268,9 +277,9 @@ async fn migrate(path: &str) -> Result<(), StoreError> {
 /// copied back into the file every `WAL_PAGES` pages rather than SQLite's 1,000: a page
 /// written several times between two checkpoints is copied once, and the checkpoint's
 /// own `fsync` comes less often.
-fn connect(path: &str) -> Result<Connection, StoreError> {
+fn connect(file: &Path, path: &str) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
-        path,
+        file,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| in_use_or_unavailable(path, &e.to_string()))?;
@@ -438,6 +447,20 @@ mod tests {
             let stored = store.load(id).await.unwrap().unwrap();
             assert_eq!((stored.row.version, stored.messages.len()), (1, 1));
         }
+    }
+
+    #[tokio::test]
+    async fn a_read_that_panics_fails_alone_and_an_in_memory_file_is_refused() {
+        let file = TempFile::new();
+        let store = SqliteStore::open(file.path()).await.unwrap();
+        let panicked = store
+            .read(|_| -> Result<(), StoreError> { panic!("a bug in a read") })
+            .await;
+        assert!(matches!(panicked, Err(StoreError::Unavailable(_))));
+        assert!(store.is_healthy());
+        assert!(store.load(Uuid::new_v4()).await.unwrap().is_none());
+        let memory = SqliteStore::open(":memory:").await.unwrap_err();
+        assert!(memory.to_string().contains("STORE=memory"), "{memory}");
     }
 
     /// What a commit's durability rests on, as the store's connection has it.

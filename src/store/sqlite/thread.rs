@@ -4,9 +4,10 @@
 //! the async side once and its answer once; the statements in between run here, on
 //! SQLite's side of the hand-off.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -38,30 +39,32 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// fails and none stuck.
 pub(super) fn run(conn: Connection, jobs: flume::Receiver<Job>, healthy: Arc<AtomicBool>) {
     let mut writes = Vec::with_capacity(MAX_BATCH);
+    // While the store fails, when it is tried next (reads coming meanwhile do not put it
+    // off).
+    let mut next_probe = Instant::now();
     #[cfg(feature = "fault-injection")]
     let mut outage = super::fault_injection::Outage::default();
     loop {
         let job = if healthy.load(Ordering::Acquire) {
-            match jobs.recv() {
-                Ok(job) => job,
-                Err(flume::RecvError::Disconnected) => return,
-            }
+            jobs.recv().map_err(|flume::RecvError::Disconnected| ())
         } else {
-            match jobs.recv_timeout(PROBE_EVERY) {
-                Ok(job) => job,
-                Err(flume::RecvTimeoutError::Timeout) => {
-                    let recovered = probe(&conn);
-                    #[cfg(feature = "fault-injection")]
-                    let recovered = recovered && !outage.is_on();
-                    if recovered {
-                        tracing::info!("the store commits again");
-                    }
-                    healthy.store(recovered, Ordering::Release);
+            if Instant::now() >= next_probe {
+                let recovered = probe(&conn);
+                #[cfg(feature = "fault-injection")]
+                let recovered = recovered && !outage.is_on();
+                if recovered {
+                    tracing::info!("the store commits again");
+                    healthy.store(true, Ordering::Release);
                     continue;
                 }
-                Err(flume::RecvTimeoutError::Disconnected) => return,
+                next_probe = Instant::now() + PROBE_EVERY;
+            }
+            match jobs.recv_deadline(next_probe) {
+                Err(flume::RecvTimeoutError::Timeout) => continue,
+                other => other.map_err(|_| ()),
             }
         };
+        let Ok(job) = job else { return };
         // Let the async side run first if it waits for the core (it may be finishing
         // other turns' writes): the batch then takes them too. Without it, measured on
         // one core under load (`bench/store_writes.py`), batches held half as many writes
@@ -70,7 +73,12 @@ pub(super) fn run(conn: Connection, jobs: flume::Receiver<Job>, healthy: Arc<Ato
         std::thread::yield_now();
         for job in std::iter::once(job).chain(jobs.try_iter().take(MAX_BATCH - 1)) {
             match job {
-                Job::Read(read) => read(&conn),
+                // A read that panics (a bug) fails alone: its caller's answer is dropped.
+                Job::Read(read) => {
+                    if catch_unwind(AssertUnwindSafe(|| read(&conn))).is_err() {
+                        tracing::error!("a read of the store panicked");
+                    }
+                }
                 Job::Write(write, done) => writes.push((write, done)),
             }
         }
@@ -88,10 +96,17 @@ pub(super) fn run(conn: Connection, jobs: flume::Receiver<Job>, healthy: Arc<Ato
             continue;
         }
         let batch: Vec<&Write> = writes.iter().map(|(write, _)| write).collect();
-        let (outcomes, committed) = apply_batch(&conn, &batch);
+        // A write that panics (a bug) fails its batch, as a store that failed would.
+        let (outcomes, committed) = catch_unwind(AssertUnwindSafe(|| apply_batch(&conn, &batch)))
+            .unwrap_or_else(|_| {
+                rollback(&conn);
+                let failed = StoreError::Unavailable("a write of the store panicked".into());
+                (vec![Err(failed); batch.len()], false)
+            });
         drop(batch);
         if !committed && healthy.load(Ordering::Acquire) {
             tracing::error!("the store failed to commit; writes get 503 until it recovers");
+            next_probe = Instant::now() + PROBE_EVERY;
         }
         healthy.store(committed, Ordering::Release);
         for ((_, done), outcome) in writes.drain(..).zip(outcomes) {
@@ -107,6 +122,7 @@ fn probe(conn: &Connection) -> bool {
 
 /// Writes the probe's row (a transaction of its own).
 pub(super) fn write_probe(conn: &Connection) -> rusqlite::Result<usize> {
+    rollback(conn);
     conn.prepare_cached(
         "INSERT INTO store_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
     )
@@ -178,6 +194,8 @@ fn apply_one_by_one(conn: &Connection, writes: &[&Write]) -> (Vec<Result<u64, St
 /// SQLite may have rolled the transaction back by itself, and the `ROLLBACK` after it
 /// then ends nothing.
 fn begin(conn: &Connection) -> Result<(), StoreError> {
+    // A transaction a failed ROLLBACK left open would take every batch in.
+    rollback(conn);
     run_cached(conn, "BEGIN IMMEDIATE")
 }
 
