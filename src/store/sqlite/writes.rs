@@ -2,7 +2,8 @@
 //! prepared statements kept by the connection (`prepare_cached`): a commit binds its
 //! values to statements SQLite parsed once.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use uuid::Uuid;
 
 use super::failed;
@@ -155,26 +156,17 @@ pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError>
             }
             let answer = key.answer.as_ref();
             let history = answer.and_then(|a| a.history.as_ref());
-            let headers = answer.map(|a| headers_json(&a.headers)).transpose()?;
-            let history_len = history.map(|(_, len, _)| integer(*len)).transpose()?;
-            let turn = key.turn.as_ref().map(json).transpose()?;
+            let answer_values = [
+                answer.map(|a| i64::from(a.status)).into(),
+                answer.map(|a| headers_json(&a.headers)).transpose()?.into(),
+                answer.map(|a| a.body.clone()).into(),
+                history.map(|(session, _, _)| session.to_string()).into(),
+                history.map(|(_, len, _)| integer(*len)).transpose()?.into(),
+                history.map(|(_, _, after)| after.clone()).into(),
+            ];
+            let values = key_values(key)?.into_iter().chain(answer_values);
             conn.prepare_cached(KEEP_KEY)
-                .and_then(|mut keep| {
-                    keep.execute(params![
-                        owner_column(key.owner.as_deref()),
-                        key.key,
-                        key.route,
-                        &key.body_digest[..],
-                        key.created_at.to_rfc3339(),
-                        turn,
-                        answer.map(|a| i64::from(a.status)),
-                        headers,
-                        answer.map(|a| &a.body[..]),
-                        history.map(|(session, _, _)| session.to_string()),
-                        history_len,
-                        history.map(|(_, _, after)| &after[..]),
-                    ])
-                })
+                .and_then(|mut keep| keep.execute(params_from_iter(values)))
                 .map_err(failed)?;
             Ok(1)
         }
@@ -300,20 +292,24 @@ fn record_turn(conn: &Connection, turn: &TurnRow) -> Result<(), StoreError> {
 
 /// Claims a key for a commit (`CLAIM_KEY`).
 fn claim_key(conn: &Connection, key: &KeyRecord) -> Result<(), StoreError> {
-    let turn = key.turn.as_ref().map(json).transpose()?;
+    let values = key_values(key)?;
     conn.prepare_cached(CLAIM_KEY)
-        .and_then(|mut claim| {
-            claim.execute(params![
-                owner_column(key.owner.as_deref()),
-                key.key,
-                key.route,
-                &key.body_digest[..],
-                key.created_at.to_rfc3339(),
-                turn,
-            ])
-        })
+        .and_then(|mut claim| claim.execute(params_from_iter(values)))
         .map_err(failed)?;
     Ok(())
+}
+
+/// A key record's first columns, as `CLAIM_KEY` and `KEEP_KEY` take them: owner, key,
+/// route, body digest, created at, turn.
+fn key_values(key: &KeyRecord) -> Result<[Value; 6], StoreError> {
+    Ok([
+        owner_column(key.owner.as_deref()).to_owned().into(),
+        key.key.clone().into(),
+        key.route.clone().into(),
+        key.body_digest.to_vec().into(),
+        key.created_at.to_rfc3339().into(),
+        key.turn.as_ref().map(json).transpose()?.into(),
+    ])
 }
 
 /// Drops a session's ended turn records past `bounds` (`PRUNE_TURNS`).
