@@ -22,8 +22,8 @@ use uuid::Uuid;
 use super::rows::{
     CLAIM_KEY, Columns, HAND_ROWS_TO_HEIR, HEIR, KEEP_KEY, LOAD_MESSAGES, LOCK_FOR_DELETE,
     PRUNE_TURNS, REBASE_FORKS, REBASE_HEIR, RECORD_TURN, base_of, claim_key_conflict, count,
-    creating, headers_json, integer, json, key_record, message, numbered, owner_column,
-    plain_columns, record_turn_conflict, role_name, session_row, tool_calls, turn_row, unavailable,
+    headers_json, integer, json, key_record, message, numbered, owner_column, record_turn_conflict,
+    role_name, session_row, tool_calls, turn_row,
 };
 use super::{
     CommitRows, Instance, KeyRecord, Lease, SessionPage, SessionRow, StoreError, StoredSession,
@@ -854,7 +854,29 @@ async fn probe_while_unhealthy(pool: PgPool, healthy: Arc<AtomicBool>) {
 }
 
 impl Columns for PgRow {
-    plain_columns!();
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
+
+    fn maybe_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
+
+    fn integer(&self, column: &str) -> Result<i64, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
+
+    fn maybe_integer(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
+
+    fn maybe_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
+
+    fn flag(&self, column: &str) -> Result<bool, StoreError> {
+        self.try_get(column).map_err(unavailable)
+    }
 
     fn id(&self, column: &str) -> Result<Uuid, StoreError> {
         self.try_get(column).map_err(unavailable)
@@ -880,6 +902,21 @@ fn without_password(url: &str) -> String {
         }
         Ok(parsed) => parsed.to_string(),
         Err(_) => "the STORE URL".to_owned(),
+    }
+}
+
+fn unavailable(error: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+/// A new session's insert that failed: its source is gone if the reference to it was
+/// refused (a fork made as its source was deleted).
+fn creating(row: &SessionRow) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |error| match (&error, row.forked_from) {
+        (sqlx::Error::Database(refused), Some(fork)) if refused.is_foreign_key_violation() => {
+            StoreError::Gone(fork.session_id)
+        }
+        _ => unavailable(error),
     }
 }
 

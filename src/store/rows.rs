@@ -20,37 +20,6 @@ pub(super) trait Columns {
     fn time(&self, column: &str) -> Result<Timestamp, StoreError>;
 }
 
-/// The methods of `Columns` for the columns a backend decodes as they are (all but ids
-/// and times): the same text in every backend, so written once.
-macro_rules! plain_columns {
-    () => {
-        fn text(&self, column: &str) -> Result<String, StoreError> {
-            self.try_get(column).map_err(unavailable)
-        }
-
-        fn maybe_text(&self, column: &str) -> Result<Option<String>, StoreError> {
-            self.try_get(column).map_err(unavailable)
-        }
-
-        fn integer(&self, column: &str) -> Result<i64, StoreError> {
-            self.try_get(column).map_err(unavailable)
-        }
-
-        fn maybe_integer(&self, column: &str) -> Result<Option<i64>, StoreError> {
-            self.try_get(column).map_err(unavailable)
-        }
-
-        fn maybe_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            self.try_get(column).map_err(unavailable)
-        }
-
-        fn flag(&self, column: &str) -> Result<bool, StoreError> {
-            self.try_get(column).map_err(unavailable)
-        }
-    };
-}
-pub(super) use plain_columns;
-
 /// A `sessions` row.
 pub(super) fn session_row(row: &impl Columns) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {
@@ -283,21 +252,6 @@ pub(super) fn count<T: TryFrom<i64>>(value: i64) -> Result<T, StoreError> {
 
 pub(super) fn corrupt(what: String) -> StoreError {
     StoreError::Unavailable(format!("unreadable row: {what}"))
-}
-
-pub(super) fn unavailable(error: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(error.to_string())
-}
-
-/// A new session's insert that failed: its source is gone if the reference to it was
-/// refused (a fork made as its source was deleted).
-pub(super) fn creating(row: &SessionRow) -> impl Fn(sqlx::Error) -> StoreError + '_ {
-    move |error| match (&error, row.forked_from) {
-        (sqlx::Error::Database(refused), Some(fork)) if refused.is_foreign_key_violation() => {
-            StoreError::Gone(fork.session_id)
-        }
-        _ => unavailable(error),
-    }
 }
 
 /// Writes a key's record as a commit claims it: the request and the turn, any older

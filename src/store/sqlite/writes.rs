@@ -63,6 +63,7 @@ pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError>
             let forked_from = row.forked_from.as_ref().map(json).transpose()?;
             let (version, stored) = (integer(row.version)?, integer(own_from + messages.len())?);
             let base_len = base.map(|_| integer(own_from)).transpose()?;
+            let (id, updated_at) = (row.id.to_string(), row.updated_at.to_rfc3339());
             conn.prepare_cached(
                 "INSERT INTO sessions (id, owner, provider, model, defaults, tools, metadata,
                                        created_at, updated_at, version, messages, active_at,
@@ -71,7 +72,7 @@ pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError>
             )
             .and_then(|mut insert| {
                 insert.execute(params![
-                    row.id.to_string(),
+                    id,
                     row.owner,
                     row.provider,
                     row.model,
@@ -79,17 +80,17 @@ pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError>
                     tools,
                     metadata,
                     row.created_at.to_rfc3339(),
-                    row.updated_at.to_rfc3339(),
+                    updated_at,
                     version,
                     stored,
-                    row.updated_at.to_rfc3339(),
+                    updated_at,
                     base.map(|id| id.to_string()),
                     base_len,
                     forked_from,
                 ])
             })
             .map_err(|error| creating(row, error))?;
-            insert_messages(conn, row.id, own_from, messages)?;
+            insert_messages(conn, &id, own_from, messages)?;
             Ok(1)
         }
         Write::Commit {
@@ -125,7 +126,7 @@ pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError>
                     found: found.and_then(|v| u64::try_from(v).ok()),
                 });
             }
-            insert_messages(conn, *session, *from, messages)?;
+            insert_messages(conn, &id, *from, messages)?;
             for key in keys {
                 claim_key(conn, key)?;
             }
@@ -215,14 +216,13 @@ const MOVE_VERSION: &str = "
 /// Inserts messages of a session from `from` on, one prepared row at a time.
 fn insert_messages(
     conn: &Connection,
-    session: Uuid,
+    session: &str,
     from: usize,
     messages: &[Message],
 ) -> Result<(), StoreError> {
     if messages.is_empty() {
         return Ok(());
     }
-    let id = session.to_string();
     let mut insert = conn
         .prepare_cached(
             "INSERT INTO messages (session_id, seq, role, content, tool_calls, tool_call_id,
@@ -232,7 +232,7 @@ fn insert_messages(
     for (seq, message) in (from..).zip(messages) {
         insert
             .execute(params![
-                id,
+                session,
                 integer(seq)?,
                 role_name(message.role),
                 &*message.content,
