@@ -41,6 +41,8 @@ pub struct SqliteStore {
     ended: oneshot::Receiver<()>,
     /// Whether the last batch (or probe) committed.
     healthy: Arc<AtomicBool>,
+    /// How long a read waits for its answer (`READ_TIMEOUT`).
+    read_timeout: Duration,
 }
 
 /// Pages the WAL grows to before they are copied back into the file (4 KiB each: about
@@ -51,6 +53,11 @@ const WAL_PAGES: u32 = 10_000;
 /// How long a statement waits for a lock the file's other users hold (at open only:
 /// afterwards this process holds the file alone).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a read waits for its answer, its wait for the thread included, before it
+/// fails (503) rather than hold its request while the disk is stuck: as long as a call
+/// on the Postgres store waits for a connection.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl SqliteStore {
     /// Opens (or creates, with its folder) the file at `path` and brings its schema up
@@ -98,6 +105,7 @@ impl SqliteStore {
             thread,
             ended,
             healthy,
+            read_timeout: READ_TIMEOUT,
         })
     }
 
@@ -209,17 +217,28 @@ impl SqliteStore {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// Runs a read on the connection's thread (between two batches) and waits for it.
+    /// Runs a read on the connection's thread (between two batches) and waits for it,
+    /// `read_timeout` at most (a read given up on still runs, its answer unread).
     async fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (done, answer) = oneshot::channel();
-        self.hand(Job::Read(Box::new(move |conn| {
+        let job = Job::Read(Box::new(move |conn| {
             let _ = done.send(read(conn));
-        })))
-        .await?;
-        answer.await.map_err(|_| stopped())?
+        }));
+        let answered = async {
+            self.hand(job).await?;
+            answer.await.map_err(|_| stopped())?
+        };
+        tokio::time::timeout(self.read_timeout, answered)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "the store did not answer a read within {} s",
+                    self.read_timeout.as_secs_f64()
+                )))
+            })
     }
 
     async fn hand(&self, job: Job) -> Result<(), StoreError> {
@@ -461,6 +480,30 @@ mod tests {
         assert!(store.load(Uuid::new_v4()).await.unwrap().is_none());
         let memory = SqliteStore::open(":memory:").await.unwrap_err();
         assert!(memory.to_string().contains("STORE=memory"), "{memory}");
+    }
+
+    #[tokio::test]
+    async fn a_read_the_thread_does_not_answer_in_time_fails_and_the_next_one_is_answered() {
+        let file = TempFile::new();
+        let mut store = SqliteStore::open(file.path()).await.unwrap();
+        store.read_timeout = Duration::from_millis(200);
+        // A read that holds the thread past the timeout (a stuck disk, as the caller
+        // sees it), and one behind it.
+        let stuck = store.read(|_| {
+            std::thread::sleep(Duration::from_millis(600));
+            Ok(())
+        });
+        let behind = store.load(Uuid::new_v4());
+        let (stuck, behind) = tokio::join!(stuck, behind);
+        for outcome in [stuck.map(|_| ()), behind.map(|_| ())] {
+            let Err(StoreError::Unavailable(why)) = outcome else {
+                panic!("{outcome:?}");
+            };
+            assert!(why.contains("within 0.2 s"), "{why}");
+        }
+        store.read_timeout = READ_TIMEOUT;
+        assert!(store.load(Uuid::new_v4()).await.unwrap().is_none());
+        assert!(store.is_healthy());
     }
 
     /// What a commit's durability rests on, as the store's connection has it.
