@@ -184,8 +184,15 @@ impl TurnRecord {
     }
 
     fn row_of(&self, session: Uuid, state: RecordState) -> Option<TurnRow> {
+        // A completed turn's messages are in the history (and the record's restored
+        // copy settles as the live one did): the record does not write them again.
+        let input = self.input();
+        let input = match state.status {
+            TurnStatus::Completed => input.settled(),
+            _ => TurnInput::clone(&input),
+        };
         let stored = StoredTurn {
-            input: TurnInput::clone(&self.input()),
+            input,
             status: state.status,
             result: state.result,
             error: state.error,
@@ -266,10 +273,7 @@ impl TurnRecord {
             return;
         }
         let before = input.size_estimate();
-        *input = Arc::new(TurnInput {
-            staged: Vec::new(),
-            ..TurnInput::clone(&input)
-        });
+        *input = Arc::new(input.settled());
         self.held
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -627,6 +631,13 @@ mod tests {
             },
         });
         let held_after_completion = account.held();
+        // The row its commit writes, before it settles, leaves the messages out too.
+        let session = Uuid::new_v4();
+        let stored = |row: TurnRow| serde_json::from_str::<StoredTurn>(&row.record).unwrap();
+        let row = completed.to_row_ending(session, TurnStatus::Completed, None);
+        let kept = stored(row.unwrap());
+        assert!(kept.input.staged.is_empty());
+        assert_eq!(kept.input.body, input().body);
         completed.settle();
         assert!(completed.input().staged.is_empty());
         assert_eq!(completed.input().body, input().body, "the body stays");
@@ -645,6 +656,12 @@ mod tests {
         failed.push(TurnEvent::Failed(TurnError::Internal("x".into())));
         failed.settle();
         assert_eq!(failed.input().staged.len(), 1);
+        let kept = stored(failed.to_row(session).unwrap());
+        assert_eq!(
+            kept.input.staged.len(),
+            1,
+            "a retry after a restart runs it"
+        );
     }
 
     #[test]

@@ -94,6 +94,21 @@ impl TurnInput {
     fn staged_size(&self) -> usize {
         self.staged.iter().map(Message::size_estimate).sum()
     }
+
+    /// The input as a completed turn keeps it: without its messages (the history holds
+    /// them, and only a turn that did not complete runs again) and without its key.
+    pub fn settled(&self) -> TurnInput {
+        TurnInput {
+            kind: self.kind,
+            staged: Vec::new(),
+            priority: self.priority,
+            on_busy: self.on_busy,
+            stream: self.stream,
+            body: self.body.clone(),
+            if_match: self.if_match,
+            key: None,
+        }
+    }
 }
 
 /// What one generation returned.
