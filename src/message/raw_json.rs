@@ -39,6 +39,11 @@ impl RawJson {
         self.0.is_empty()
     }
 
+    /// The document without the white space around it: what its `Serialize` writes.
+    pub fn as_json(&self) -> &str {
+        self.0.trim_matches([' ', '\t', '\n', '\r'])
+    }
+
     /// The first character that is not white space (`{`, `[`, `"`, …).
     pub fn opening(&self) -> Option<u8> {
         self.0.bytes().find(|b| !b.is_ascii_whitespace())

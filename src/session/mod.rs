@@ -12,6 +12,7 @@ mod live;
 pub mod records;
 pub mod runtime;
 mod settings;
+mod stored_turn;
 pub mod turn;
 mod turn_lock;
 mod view;
@@ -187,7 +188,7 @@ impl Session {
             .writers
             .iter()
             .filter(|_| store.is_durable())
-            .filter_map(|writer| writer.to_row_ending(self.id, turn.status, turn.result))
+            .map(|writer| writer.to_row_ending(self.id, turn.status, turn.result))
             .collect();
         store
             .commit(CommitRows {

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::events::{EventLog, TurnEvent};
+use super::stored_turn::{self, StoredTurn};
 use super::turn::{TurnError, TurnInput, TurnResult};
 use crate::memory::{Account, Charge};
 use crate::message::Timestamp;
@@ -52,29 +53,6 @@ impl TurnStatus {
             TurnStatus::Rejected => "rejected",
         }
     }
-}
-
-/// An ended turn as the store keeps it (JSON): what it asked for and how it ended.
-/// Its events are not kept: a restored turn has none to replay.
-#[derive(Debug, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StoredTurn {
-    input: TurnInput,
-    status: TurnStatus,
-    result: Option<TurnResult>,
-    error: Option<TurnError>,
-    attempts: u32,
-    started_at: Option<Timestamp>,
-    ended_at: Option<Timestamp>,
-    waited_ms: Option<u64>,
-    provider_ms: Option<u64>,
-    first_token_ms: Option<u64>,
-    held_ms: Option<u64>,
-    retried_by: Option<Uuid>,
-}
-
-fn millis(duration: Option<Duration>) -> Option<u64> {
-    duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The `Instant` that was `at` on the wall clock (as near as now allows; long ago is
@@ -165,8 +143,7 @@ impl TurnRecord {
         state
             .status
             .has_ended()
-            .then(|| self.row_of(session, state))
-            .flatten()
+            .then(|| self.row_of(session, &state, state.result.as_ref()))
     }
 
     /// The record as the store keeps it, as it will be once the commit under way ends
@@ -176,47 +153,20 @@ impl TurnRecord {
         session: Uuid,
         status: TurnStatus,
         result: Option<&TurnResult>,
-    ) -> Option<TurnRow> {
+    ) -> TurnRow {
+        // Before it ends, a turn has no result to copy.
         let mut state = self.snapshot();
-        state.result = result.cloned();
         end(&mut state, status);
-        self.row_of(session, state)
+        self.row_of(session, &state, result)
     }
 
-    fn row_of(&self, session: Uuid, state: RecordState) -> Option<TurnRow> {
-        // A completed turn's messages are in the history (and the record's restored
-        // copy settles as the live one did): the record does not write them again.
-        let input = self.input();
-        let input = match state.status {
-            TurnStatus::Completed => input.settled(),
-            _ => TurnInput::clone(&input),
-        };
-        let stored = StoredTurn {
-            input,
-            status: state.status,
-            result: state.result,
-            error: state.error,
-            attempts: state.attempts,
-            started_at: state.started_at,
-            ended_at: state.ended_at,
-            waited_ms: millis(state.waited),
-            provider_ms: millis(state.provider),
-            first_token_ms: millis(state.first_token),
-            held_ms: millis(state.held),
-            retried_by: state.retried_by,
-        };
-        match serde_json::to_string(&stored) {
-            Ok(record) => Some(TurnRow {
-                session,
-                id: self.id,
-                created_at: self.created_at,
-                status: state.status.name().to_owned(),
-                record,
-            }),
-            Err(error) => {
-                tracing::error!(turn_id = %self.id, %error, "a turn record could not be encoded");
-                None
-            }
+    fn row_of(&self, session: Uuid, state: &RecordState, result: Option<&TurnResult>) -> TurnRow {
+        TurnRow {
+            session,
+            id: self.id,
+            created_at: self.created_at,
+            status: state.status.name().to_owned(),
+            record: stored_turn::record_json(&self.input(), state, result),
         }
     }
 
@@ -634,8 +584,7 @@ mod tests {
         // The row its commit writes, before it settles, leaves the messages out too.
         let session = Uuid::new_v4();
         let stored = |row: TurnRow| serde_json::from_str::<StoredTurn>(&row.record).unwrap();
-        let row = completed.to_row_ending(session, TurnStatus::Completed, None);
-        let kept = stored(row.unwrap());
+        let kept = stored(completed.to_row_ending(session, TurnStatus::Completed, None));
         assert!(kept.input.staged.is_empty());
         assert_eq!(kept.input.body, input().body);
         completed.settle();

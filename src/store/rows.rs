@@ -129,11 +129,13 @@ pub(super) fn base_of(row: &SessionRow) -> (Option<Uuid>, usize) {
 }
 
 /// Drops a session's ended turn records past its bounds: all but the last `records`, and
-/// besides them the last `failed` failed ones. Parameters: session, records, failed
-/// (`$n`, which SQLite reads as named parameters numbered by first use, so one text
-/// serves both backends).
+/// besides them the last `failed` failed ones. A session within `records` (most) is
+/// left at its count, read once, without sorting its records twice. Parameters: session,
+/// records, failed (`$n`, which SQLite reads as named parameters numbered by first use,
+/// so one text serves both backends).
 pub(super) const PRUNE_TURNS: &str = "
     DELETE FROM turns WHERE session_id = $1
+      AND (SELECT count(*) FROM turns WHERE session_id = $1) > $2
       AND id NOT IN (SELECT id FROM turns WHERE session_id = $1
                      ORDER BY created_at DESC, id DESC LIMIT $2)
       AND id NOT IN (SELECT id FROM turns WHERE session_id = $1 AND status = 'failed'
