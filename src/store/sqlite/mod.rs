@@ -168,7 +168,7 @@ impl SqliteStore {
     }
 
     pub async fn count_by_owner(&self) -> Result<Vec<(Option<String>, usize)>, StoreError> {
-        self.read(reads::count_by_owner).await
+        self.read_unbounded(reads::count_by_owner).await
     }
 
     pub async fn keep_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
@@ -223,15 +223,7 @@ impl SqliteStore {
         &self,
         read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (done, answer) = oneshot::channel();
-        let job = Job::Read(Box::new(move |conn| {
-            let _ = done.send(read(conn));
-        }));
-        let answered = async {
-            self.hand(job).await?;
-            answer.await.map_err(|_| stopped())?
-        };
-        tokio::time::timeout(self.read_timeout, answered)
+        tokio::time::timeout(self.read_timeout, self.read_unbounded(read))
             .await
             .unwrap_or_else(|_| {
                 Err(StoreError::Unavailable(format!(
@@ -239,6 +231,20 @@ impl SqliteStore {
                     self.read_timeout.as_secs_f64()
                 )))
             })
+    }
+
+    /// As `read`, waiting as long as it takes: for the count at start, which reads an
+    /// index entry of every stored session, however many there are.
+    async fn read_unbounded<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (done, answer) = oneshot::channel();
+        self.hand(Job::Read(Box::new(move |conn| {
+            let _ = done.send(read(conn));
+        })))
+        .await?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn hand(&self, job: Job) -> Result<(), StoreError> {
