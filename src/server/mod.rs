@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -175,6 +176,7 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(axum::middleware::from_fn(preflight_no_content))
+        .layer(SetResponseHeaderLayer::overriding(header::VARY, CORS_VARY))
         .layer(cors)
         .layer(axum::middleware::from_fn(turn_id::assign))
         .layer(SetSensitiveRequestHeadersLayer::new([
@@ -231,6 +233,12 @@ fn max_connections(configured: usize) -> usize {
 
 /// CORS from `CORS_ALLOW_ORIGINS`: exact origins (echoed, with `Vary: Origin`), or `*`
 /// (never with credentials); none by default. The headers scripts need are exposed.
+/// The `Vary` of every response: what the CORS headers of an answer depend on (the
+/// CORS layer's own default list), so that a cache keeps browsers' answers apart.
+const CORS_VARY: HeaderValue = HeaderValue::from_static(
+    "origin, access-control-request-method, access-control-request-headers",
+);
+
 fn cors(origins: &[String]) -> Result<CorsLayer, ConfigError> {
     let origins: Vec<&str> = origins
         .iter()
@@ -252,6 +260,9 @@ fn cors(origins: &[String]) -> Result<CorsLayer, ConfigError> {
     };
     Ok(CorsLayer::new()
         .allow_origin(allow)
+        // Set as a constant by the layer around it (`CORS_VARY`): the CORS layer would
+        // join the names into a new header on every request.
+        .vary([])
         .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers([
             header::AUTHORIZATION,

@@ -497,6 +497,24 @@ async fn cors_preflight_echoes_an_allowed_origin_and_gives_others_no_allow_heade
     ] {
         assert!(exposed.contains(header), "{header} is exposed: {exposed}");
     }
+    // Every answer, to browsers or not, preflight or not, found or not, says once what
+    // its CORS headers depend on, so that a cache keeps them apart.
+    let plain = app
+        .client
+        .get(app.url("/text/sessions"))
+        .send()
+        .await
+        .unwrap();
+    let missing = app.client.get(app.url("/nowhere")).send().await.unwrap();
+    for response in [&allowed, &other, &simple, &plain, &missing] {
+        let vary: Vec<_> = response.headers().get_all("vary").iter().collect();
+        assert_eq!(
+            vary,
+            ["origin, access-control-request-method, access-control-request-headers"],
+            "{}",
+            response.url()
+        );
+    }
 
     let open = spawn_app_with(|c| c.cors_allow_origins = vec!["*".into()]).await;
     let response = open
