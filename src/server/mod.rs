@@ -231,14 +231,14 @@ fn max_connections(configured: usize) -> usize {
         .clamp(16, 1 << 20)
 }
 
-/// CORS from `CORS_ALLOW_ORIGINS`: exact origins (echoed, with `Vary: Origin`), or `*`
-/// (never with credentials); none by default. The headers scripts need are exposed.
 /// The `Vary` of every response: what the CORS headers of an answer depend on (the
 /// CORS layer's own default list), so that a cache keeps browsers' answers apart.
 const CORS_VARY: HeaderValue = HeaderValue::from_static(
     "origin, access-control-request-method, access-control-request-headers",
 );
 
+/// CORS from `CORS_ALLOW_ORIGINS`: exact origins (echoed, with `Vary: Origin`), or `*`
+/// (never with credentials); none by default. The headers scripts need are exposed.
 fn cors(origins: &[String]) -> Result<CorsLayer, ConfigError> {
     let origins: Vec<&str> = origins
         .iter()

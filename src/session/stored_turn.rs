@@ -111,7 +111,7 @@ pub(super) fn record_json(
 }
 
 /// A duration in whole milliseconds, as the record keeps it.
-pub(super) fn millis(duration: Option<Duration>) -> Option<u64> {
+fn millis(duration: Option<Duration>) -> Option<u64> {
     duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
