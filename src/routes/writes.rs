@@ -6,7 +6,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -60,7 +61,7 @@ async fn post_message(
     State(app): State<AppState>,
     SessionPath { session, id }: SessionPath,
     view: View,
-    headers: HeaderMap,
+    headers: WriteHeaders,
     turn_id: AssignedTurnId,
     key: Option<Extension<PendingKey>>,
     body: Result<JsonBody, ApiError>,
@@ -85,9 +86,9 @@ async fn post_message(
         staged,
         priority: request.priority,
         on_busy: request.on_busy,
-        stream: request.stream || stream::wants_event_stream(&headers),
+        stream: request.stream || headers.event_stream,
         body: body.0,
-        if_match: if_match(&headers)?,
+        if_match: headers.if_match?,
         key: key.map(|Extension(PendingKey(record))| record),
     };
     run(&app, turn_id, session, input, &id, view, |_| {}).await
@@ -117,7 +118,7 @@ async fn post_instructions(
     State(app): State<AppState>,
     SessionPath { session, id }: SessionPath,
     view: View,
-    headers: HeaderMap,
+    headers: WriteHeaders,
     turn_id: AssignedTurnId,
     key: Option<Extension<PendingKey>>,
     body: Result<JsonBody, ApiError>,
@@ -131,9 +132,9 @@ async fn post_instructions(
         staged: staged(&body.0, instructions, None),
         priority: request.priority,
         on_busy: request.on_busy,
-        stream: request.stream || stream::wants_event_stream(&headers),
+        stream: request.stream || headers.event_stream,
         body: body.0,
-        if_match: if_match(&headers)?,
+        if_match: headers.if_match?,
         key: key.map(|Extension(PendingKey(record))| record),
     };
     run(&app, turn_id, session, input, &id, view, |_| {}).await
@@ -159,7 +160,7 @@ async fn post_tool_output(
     State(app): State<AppState>,
     SessionPath { session, id }: SessionPath,
     view: View,
-    headers: HeaderMap,
+    headers: WriteHeaders,
     turn_id: AssignedTurnId,
     key: Option<Extension<PendingKey>>,
     body: Result<JsonBody, ApiError>,
@@ -195,10 +196,30 @@ async fn post_tool_output(
         on_busy: body.on_busy.into(),
         stream: false,
         body: raw.0,
-        if_match: if_match(&headers)?,
+        if_match: headers.if_match?,
         key: key.map(|Extension(PendingKey(record))| record),
     };
     run(&app, turn_id, session, input, &id, view, |_| {}).await
+}
+
+/// What a write reads of its request's headers, read in place (axum's `HeaderMap`
+/// extractor would clone them all): whether `Accept` asks for Server-Sent Events, and
+/// `If-Match`, whose error the write reports after its body's.
+#[derive(Debug)]
+struct WriteHeaders {
+    event_stream: bool,
+    if_match: Result<Option<u64>, ApiError>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WriteHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            event_stream: stream::wants_event_stream(&parts.headers),
+            if_match: if_match(&parts.headers),
+        })
+    }
 }
 
 /// `If-Match: "<version>"` (also `W/"<version>"` or a bare number); `*` or none: any.
