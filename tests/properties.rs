@@ -44,7 +44,8 @@ fn config(name: &str) -> HttpProviderConfig {
 }
 
 static OPENAI: LazyLock<OpenAi> = LazyLock::new(|| OpenAi::new(config("openai")).unwrap());
-static ANTHROPIC: LazyLock<Anthropic> = LazyLock::new(|| Anthropic::new(config("anthropic")));
+static ANTHROPIC: LazyLock<Anthropic> =
+    LazyLock::new(|| Anthropic::new(config("anthropic")).unwrap());
 
 // ---------------------------------------------------------------------------------------
 // Histories

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::{Stream, StreamExt};
+use reqwest::header::{CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
 
 use super::ProviderError;
@@ -34,9 +35,79 @@ impl ReadBounds {
     }
 }
 
+/// Where one provider's requests go, built once: its client, its URL (parsed once) and
+/// the headers every request carries (`Content-Type`, `Host`, the key, marked sensitive
+/// so that no debug output shows it, and any of the provider's own). A request clones
+/// them instead of building them again: hyper would otherwise write `Host` anew for every
+/// request, and a key header would be formatted anew.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    headers: HeaderMap,
+}
+
+/// Why a provider's endpoint could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("the base URL is not a URL: {0}")]
+    Url(#[from] url::ParseError),
+    #[error("the base URL has no host")]
+    NoHost,
+    #[error("the configured API key is not a valid header value")]
+    Key,
+}
+
+impl Endpoint {
+    /// Requests to `url`, each with `headers` and the key header (name and value), if
+    /// any.
+    pub(crate) fn new(
+        timeout: Duration,
+        url: &str,
+        mut headers: HeaderMap,
+        key: Option<(HeaderName, String)>,
+    ) -> Result<Self, EndpointError> {
+        let url = reqwest::Url::parse(url)?;
+        let host = url.host_str().ok_or(EndpointError::NoHost)?;
+        // What hyper-util's client would write: the port only when not the scheme's own
+        // (`Url::port` leaves the default out).
+        let host = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let host = HeaderValue::try_from(host).map_err(|_| EndpointError::NoHost)?;
+        headers.insert(HOST, host);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some((name, key)) = key {
+            let mut value = HeaderValue::try_from(key).map_err(|_| EndpointError::Key)?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        Ok(Self {
+            client: client(timeout),
+            url,
+            headers,
+        })
+    }
+
+    /// A POST of `body` with the endpoint's headers.
+    pub(crate) fn post(&self, body: Bytes) -> reqwest::RequestBuilder {
+        let mut request = reqwest::Request::new(reqwest::Method::POST, self.url.clone());
+        // Room for what reqwest and hyper add (`Accept`, `Content-Length`) and a caller's
+        // own: a clone of the map would be full, and grow on each of them.
+        let headers = request.headers_mut();
+        headers.reserve(self.headers.len() + 3);
+        for (name, value) in &self.headers {
+            headers.insert(name, value.clone());
+        }
+        *request.body_mut() = Some(body.into());
+        reqwest::RequestBuilder::from_parts(self.client.clone(), request)
+    }
+}
+
 /// One client per provider, built once: bounded by the provider timeout, following no
 /// redirects (a key must never be sent on to another host).
-pub(crate) fn client(timeout: Duration) -> reqwest::Client {
+fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))

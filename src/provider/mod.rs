@@ -23,6 +23,7 @@ use utoipa::ToSchema;
 use crate::message::{Defaults, Message, Tool, ToolCall};
 use crate::secret::Secret;
 
+pub use http::EndpointError;
 pub use registry::{ProviderRegistry, UnknownProvider};
 
 /// What a provider is asked: the whole history (committed, then this turn's new

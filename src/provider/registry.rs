@@ -9,7 +9,7 @@ use super::Provider;
 use super::anthropic::Anthropic;
 use super::echo::Echo;
 use super::openai::OpenAi;
-use super::{HttpProviderConfig, ReplyLimits};
+use super::{EndpointError, HttpProviderConfig, ReplyLimits};
 use crate::config::{
     ANTHROPIC_DEFAULT_BASE_URL, Config, ConfigError, OPENAI_DEFAULT_BASE_URL, Secret,
 };
@@ -71,10 +71,9 @@ impl ProviderRegistry {
                 &anthropic_key,
                 Some(config.anthropic_default_model.clone()),
             )?;
-            providers.push((
-                "anthropic".to_owned(),
-                Provider::Anthropic(Anthropic::new(config)),
-            ));
+            let name = config.name.clone();
+            let anthropic = Anthropic::new(config).map_err(|e| endpoint_error(&name, &e))?;
+            providers.push(("anthropic".to_owned(), Provider::Anthropic(anthropic)));
         }
         for endpoint in &config.openai_compatible.0 {
             if providers.iter().any(|(name, _)| *name == endpoint.name) {
@@ -153,8 +152,11 @@ impl ProviderRegistry {
 /// A Chat Completions provider on a checked base URL.
 fn openai(config: HttpProviderConfig) -> Result<OpenAi, ConfigError> {
     let name = config.name.clone();
-    OpenAi::new(config)
-        .map_err(|error| ConfigError::new(format!("{name}: the base URL is not a URL: {error}")))
+    OpenAi::new(config).map_err(|error| endpoint_error(&name, &error))
+}
+
+fn endpoint_error(name: &str, error: &EndpointError) -> ConfigError {
+    ConfigError::new(format!("{name}: {error}"))
 }
 
 /// Only http and https; the trailing slash is dropped.

@@ -104,12 +104,12 @@ mod stream;
 mod tests;
 
 use bytes::Bytes;
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{
-    ChatReply, ChatRequest, HttpProviderConfig, ProviderError, ReplyLimits, StreamSink, http,
+    ChatReply, ChatRequest, EndpointError, HttpProviderConfig, ProviderError, ReplyLimits,
+    StreamSink, http,
 };
-use crate::secret::Secret;
 use reply::WireReply;
 use request::WireRequest;
 
@@ -119,20 +119,28 @@ pub const API_VERSION: &str = "2023-06-01";
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 const MESSAGES_PATH: &str = "/v1/messages";
-const API_KEY_HEADER: &str = "x-api-key";
-const VERSION_HEADER: &str = "anthropic-version";
+const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
+const VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
 
 /// A client for the Anthropic Messages API.
 #[derive(Debug)]
 pub struct Anthropic {
     config: HttpProviderConfig,
-    client: reqwest::Client,
+    endpoint: http::Endpoint,
 }
 
 impl Anthropic {
-    pub fn new(config: HttpProviderConfig) -> Self {
-        let client = http::client(config.timeout);
-        Self { config, client }
+    /// Fails on a base URL that is not a URL or a key that cannot be a header value.
+    pub fn new(config: HttpProviderConfig) -> Result<Self, EndpointError> {
+        let url = format!("{}{MESSAGES_PATH}", config.base_url);
+        let mut headers = HeaderMap::new();
+        headers.insert(VERSION_HEADER, HeaderValue::from_static(API_VERSION));
+        let key = config
+            .api_key
+            .as_ref()
+            .map(|key| (API_KEY_HEADER, key.expose().to_owned()));
+        let endpoint = http::Endpoint::new(config.timeout, &url, headers, key)?;
+        Ok(Self { config, endpoint })
     }
 
     pub fn default_model(&self) -> Option<&str> {
@@ -154,7 +162,7 @@ impl Anthropic {
 
     /// Sends an encoded body to `{base_url}/v1/messages` and decodes the whole reply.
     pub async fn send(&self, body: Bytes) -> Result<ChatReply, ProviderError> {
-        let body = http::send(self.post(body)?, self.config.read_bounds()).await?;
+        let body = http::send(self.endpoint.post(body), self.config.read_bounds()).await?;
         let reply: WireReply = http::decode(&body)?;
         Ok(reply.into_chat_reply())
     }
@@ -167,31 +175,8 @@ impl Anthropic {
         body: Bytes,
         sink: StreamSink<'_>,
     ) -> Result<ChatReply, ProviderError> {
-        let response = http::send_streaming(self.post(body)?, self.config.read_bounds()).await?;
+        let response =
+            http::send_streaming(self.endpoint.post(body), self.config.read_bounds()).await?;
         stream::read(response, self.config.read_bounds(), sink).await
     }
-
-    /// A POST of `body` to `{base_url}/v1/messages` with the version and key headers.
-    fn post(&self, body: Bytes) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let url = format!("{}{MESSAGES_PATH}", self.config.base_url);
-        let request = self
-            .client
-            .post(url)
-            .header(VERSION_HEADER, API_VERSION)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
-        Ok(match &self.config.api_key {
-            Some(key) => request.header(API_KEY_HEADER, key_header(key)?),
-            None => request,
-        })
-    }
-}
-
-/// The key as a header value marked sensitive, so that no debug output shows it.
-fn key_header(key: &Secret) -> Result<HeaderValue, ProviderError> {
-    let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
-        ProviderError::Transport("the configured API key is not a valid header value".into())
-    })?;
-    value.set_sensitive(true);
-    Ok(value)
 }

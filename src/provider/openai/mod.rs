@@ -75,10 +75,11 @@
 //!   reply and handed on in one piece.
 
 use bytes::Bytes;
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap};
 
 use super::{
-    ChatReply, ChatRequest, HttpProviderConfig, ProviderError, ReplyLimits, StreamSink, http,
+    ChatReply, ChatRequest, EndpointError, HttpProviderConfig, ProviderError, ReplyLimits,
+    StreamSink, http,
 };
 use reply::WireReply;
 use request::WireRequest;
@@ -104,27 +105,23 @@ const FUNCTION: &str = "function";
 #[derive(Debug)]
 pub struct OpenAi {
     config: HttpProviderConfig,
-    client: reqwest::Client,
-    /// `{base}/chat/completions`, parsed once (not on every request).
-    endpoint: reqwest::Url,
+    endpoint: http::Endpoint,
 }
 
 impl OpenAi {
-    /// Fails when the base URL is not a URL (the configuration checks it first).
-    pub fn new(config: HttpProviderConfig) -> Result<Self, url::ParseError> {
-        let client = http::client(config.timeout);
-        let endpoint = reqwest::Url::parse(&format!(
+    pub fn new(config: HttpProviderConfig) -> Result<Self, EndpointError> {
+        let url = format!(
             "{}{CHAT_COMPLETIONS_PATH}",
             config.base_url.trim_end_matches('/')
-        ))?;
-        Ok(Self {
-            config,
-            client,
-            endpoint,
-        })
+        );
+        let key = config
+            .api_key
+            .as_ref()
+            .map(|key| (AUTHORIZATION, format!("Bearer {}", key.expose())));
+        let endpoint = http::Endpoint::new(config.timeout, &url, HeaderMap::new(), key)?;
+        Ok(Self { config, endpoint })
     }
 
-    /// The model used when a session names none.
     pub fn default_model(&self) -> Option<&str> {
         self.config.default_model.as_deref()
     }
@@ -162,15 +159,6 @@ impl OpenAi {
     }
 
     fn post(&self, body: Bytes) -> reqwest::RequestBuilder {
-        let request = self
-            .client
-            .post(self.endpoint.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
-        match &self.config.api_key {
-            // `bearer_auth` marks the header sensitive, so it never shows in debug output.
-            Some(key) => request.bearer_auth(key.expose()),
-            None => request,
-        }
+        self.endpoint.post(body)
     }
 }

@@ -18,20 +18,25 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::message::{Defaults, Message, Role, Timestamp, Tool, ToolKind};
+use crate::secret::Secret;
 
 fn client() -> Anthropic {
     client_at("http://127.0.0.1:9", Some("sk-ant-secret"))
 }
 
 fn client_at(base_url: &str, key: Option<&str>) -> Anthropic {
-    Anthropic::new(HttpProviderConfig {
+    Anthropic::new(config_at(base_url, key)).unwrap()
+}
+
+fn config_at(base_url: &str, key: Option<&str>) -> HttpProviderConfig {
+    HttpProviderConfig {
         name: "anthropic".into(),
         base_url: base_url.into(),
         api_key: key.map(Secret::new),
         default_model: Some("claude-sonnet-4-5".into()),
         timeout: Duration::from_secs(5),
         reply_limits: Default::default(),
-    })
+    }
 }
 
 fn encode_with(history: &[Message], tools: &[Tool], params: &Defaults) -> Value {

@@ -75,7 +75,20 @@ async fn send_posts_to_v1_messages_with_the_key_and_version_headers() {
     assert_eq!(headers["x-api-key"], "sk-ant-secret");
     assert_eq!(headers["anthropic-version"], API_VERSION);
     assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["host"], url.trim_start_matches("http://"));
+    for name in ["x-api-key", "anthropic-version", "content-type", "host"] {
+        assert_eq!(headers.get_all(name).iter().count(), 1, "{name}");
+    }
     assert_eq!(payload["messages"][0]["content"][0]["text"], "hi");
+}
+
+#[test]
+fn a_key_that_cannot_be_a_header_is_refused_when_the_provider_is_built() {
+    let error =
+        Anthropic::new(config_at("http://127.0.0.1:9", Some("sk-ant\nsecret"))).unwrap_err();
+
+    assert!(matches!(error, EndpointError::Key), "{error:?}");
+    assert!(!error.to_string().contains("secret"));
 }
 
 #[tokio::test]
@@ -134,9 +147,11 @@ async fn a_provider_that_does_not_answer_in_time_is_a_timeout() {
         std::future::pending::<()>().await
     });
     let timeout = Duration::from_millis(200);
-    let mut provider = client_at(&url, None);
-    provider.config.timeout = timeout;
-    provider.client = http::client(timeout);
+    let provider = Anthropic::new(HttpProviderConfig {
+        timeout,
+        ..config_at(&url, None)
+    })
+    .unwrap();
 
     let error = provider.send(Bytes::from_static(b"{}")).await.unwrap_err();
 

@@ -1,7 +1,7 @@
 //! A whole request over HTTP against a local server: headers, key, upstream errors.
 
 use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HOST};
 use serde_json::json;
 
 use super::*;
@@ -38,6 +38,55 @@ async fn sends_the_body_as_json_with_a_bearer_key_only_when_one_is_configured() 
     let without_key = provider_at(base_url, None);
     let reply = without_key.send(any_body()).await.unwrap();
     assert_eq!(reply.text, r#"none application/json "gpt-test""#);
+}
+
+#[tokio::test]
+async fn every_request_names_its_host_and_carries_each_header_once() {
+    // The headers are built once per provider and copied into each request.
+    let router = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|headers: HeaderMap| async move {
+            let all = |name| {
+                headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            };
+            let seen = json!({"host": all(HOST), "type": all(CONTENT_TYPE),
+                "key": all(AUTHORIZATION), "accept": all(ACCEPT)});
+            axum::Json(json!({"choices": [{"finish_reason": "stop",
+                "message": {"content": seen.to_string()}}]}))
+        }),
+    );
+    let base_url = serve(router).await;
+    let host = base_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_owned();
+    let provider = provider_at(base_url, Some("sk-test"));
+
+    for _ in 0..2 {
+        let reply = provider.send(any_body()).await.unwrap();
+        let seen: Value = serde_json::from_str(&reply.text).unwrap();
+        assert_eq!(
+            seen,
+            json!({"host": [host], "type": ["application/json"],
+                "key": ["Bearer sk-test"], "accept": ["*/*"]})
+        );
+    }
+}
+
+#[test]
+fn a_key_that_cannot_be_a_header_is_refused_when_the_provider_is_built() {
+    let error = OpenAi::new(config(
+        "http://127.0.0.1:9/v1".to_owned(),
+        Some("sk\rsecret"),
+    ))
+    .unwrap_err();
+
+    assert!(matches!(error, EndpointError::Key), "{error:?}");
+    assert!(!error.to_string().contains("secret"));
 }
 
 #[tokio::test]
