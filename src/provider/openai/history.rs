@@ -170,8 +170,9 @@ pub(super) fn wire_messages<'a>(
     messages: impl Iterator<Item = &'a Message> + Clone,
 ) -> Vec<WireMessage<'a>> {
     let mut ids = CallIds::new(messages.clone());
+    // One wire message per message at least (fillers add to it).
+    let mut wire = Vec::with_capacity(messages.size_hint().0);
     let mut messages = messages.peekable();
-    let mut wire = Vec::new();
     while let Some(message) = messages.next() {
         if message.role != Role::Assistant || message.tool_calls.is_empty() {
             wire.push(WireMessage::plain(message));
