@@ -58,10 +58,15 @@ impl ToolCall {
     }
 }
 
+/// Roughly the bytes [`write_history`] writes for `messages`.
+pub fn history_size_hint(messages: &[Message]) -> usize {
+    2 + messages.iter().map(Message::json_size_hint).sum::<usize>()
+}
+
 /// Appends `messages` as a JSON array, as serde would write it (room for it all is
 /// reserved first).
 pub fn write_history(out: &mut Vec<u8>, messages: &[Message]) {
-    out.reserve(2 + messages.iter().map(Message::json_size_hint).sum::<usize>());
+    out.reserve(history_size_hint(messages));
     json_text::write_array(out, messages, |out, message| message.write_json(out));
 }
 

@@ -150,11 +150,18 @@ pub fn session(session: &Arc<Session>, status: StatusCode) -> Response {
     })
 }
 
+/// Room for an answer's frame around its session (and result).
+const FRAME_SIZE_HINT: usize = 96;
+
 impl WriteJson for SessionResponse<'_> {
     fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(br#"{"success":true,"session":"#);
         self.session.write_json(out);
         out.push(b'}');
+    }
+
+    fn size_hint(&self) -> usize {
+        FRAME_SIZE_HINT + self.session.json_size_hint()
     }
 }
 
@@ -162,11 +169,19 @@ impl WriteJson for WriteResponse<'_> {
     fn write_json(&self, out: &mut Vec<u8>) {
         write_turn_answer(out, self.turn_id, Some(self.result), self.session);
     }
+
+    fn size_hint(&self) -> usize {
+        FRAME_SIZE_HINT + self.result.json_size_hint() + self.session.json_size_hint()
+    }
 }
 
 impl WriteJson for ToolOutputResponse<'_> {
     fn write_json(&self, out: &mut Vec<u8>) {
         write_turn_answer(out, self.turn_id, None, self.session);
+    }
+
+    fn size_hint(&self) -> usize {
+        FRAME_SIZE_HINT + self.session.json_size_hint()
     }
 }
 
@@ -196,8 +211,9 @@ pub struct JsonBody(Vec<u8>);
 
 impl JsonBody {
     pub fn of(answer: &impl WriteJson) -> Self {
-        // Room for a small answer; a history reserves room for itself.
-        let mut out = Vec::with_capacity(512);
+        // Room for the whole answer at once where it says how much (at least for a
+        // small one), so that it is not copied as it grows.
+        let mut out = Vec::with_capacity(answer.size_hint().max(512));
         answer.write_json(&mut out);
         Self(out)
     }
@@ -226,7 +242,11 @@ impl IntoResponse for JsonBody {
 
 /// `ETag: "<version>"`: the session version a response shows, for `If-Match`.
 pub fn with_etag(response: &mut Response, version: u64) {
-    if let Ok(value) = HeaderValue::from_str(&format!("\"{version}\"")) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(version).as_bytes();
+    let mut quoted = [b'"'; 22]; // 20 digits at most, between quotes
+    quoted[1..=digits.len()].copy_from_slice(digits);
+    if let Ok(value) = HeaderValue::from_bytes(&quoted[..digits.len() + 2]) {
         response.headers_mut().insert(header::ETAG, value);
     }
 }

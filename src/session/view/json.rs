@@ -64,7 +64,16 @@ impl SessionStatus {
     }
 }
 
+/// Room for a head: its ids, names, times and small settings (large tool schemas or
+/// metadata may need more).
+const HEAD_SIZE_HINT: usize = 640;
+
 impl SessionView<'_> {
+    /// Roughly the bytes [`write_json`](Self::write_json) writes.
+    pub fn json_size_hint(&self) -> usize {
+        HEAD_SIZE_HINT + message::history_size_hint(self.messages)
+    }
+
     /// Appends the session as JSON, its history included.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.push(b'{');
@@ -75,6 +84,13 @@ impl SessionView<'_> {
 }
 
 impl WrittenSession<'_> {
+    /// Roughly the bytes [`write_json`](Self::write_json) writes.
+    pub fn json_size_hint(&self) -> usize {
+        HEAD_SIZE_HINT
+            + message::history_size_hint(self.new_messages)
+            + self.messages.map_or(0, message::history_size_hint)
+    }
+
     /// Appends the session as JSON: what the write appended, and the history unless
     /// the write asked for the delta.
     pub fn write_json(&self, out: &mut Vec<u8>) {
@@ -87,6 +103,12 @@ impl WrittenSession<'_> {
 }
 
 impl TurnResult {
+    /// Roughly the bytes [`write_json`](Self::write_json) writes.
+    pub fn json_size_hint(&self) -> usize {
+        const FRAME: usize = 200;
+        FRAME + self.size_estimate()
+    }
+
     /// Appends the result as JSON, as serde would write it.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.push(b'{');
