@@ -3,6 +3,7 @@
 //! each see their own counts. What is measured is decided by the callers; this module
 //! only names, labels and encodes.
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -96,6 +97,32 @@ pub struct Metrics {
     pub joined_writers: Histogram,
     pub feed_followers: Gauge,
     pub feed_resyncs: Counter,
+    /// Each provider's series of every call, looked up once (see [`ProviderMetrics`]).
+    providers: RwLock<Vec<Arc<ProviderMetrics>>>,
+}
+
+/// The series of one provider that every call moves (its duration, its tokens), kept
+/// once looked up: a family's lookup copies the provider's name into its labels and
+/// hashes them, on every call otherwise.
+#[derive(Debug)]
+pub struct ProviderMetrics {
+    name: String,
+    duration: Histogram,
+    input_tokens: Counter,
+    output_tokens: Counter,
+}
+
+impl ProviderMetrics {
+    /// Records one provider call.
+    pub fn call(&self, took: Duration) {
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts tokens in and out.
+    pub fn tokens(&self, input: u64, output: u64) {
+        self.input_tokens.inc_by(input);
+        self.output_tokens.inc_by(output);
+    }
 }
 
 impl Default for Metrics {
@@ -132,6 +159,7 @@ impl Metrics {
             joined_writers: Histogram::new([2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0]),
             feed_followers: Gauge::default(),
             feed_resyncs: Counter::default(),
+            providers: RwLock::default(),
             registry: Registry::default(),
         };
         let m = &metrics;
@@ -284,16 +312,46 @@ impl Metrics {
         self.turns.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
-    /// Records one provider call.
-    pub fn provider_call(&self, provider: &str, took: Duration) {
-        self.provider_duration
-            .get_or_create(&ProviderLabel {
-                provider: provider.to_owned(),
-            })
-            .observe(took.as_secs_f64());
+    /// The series of `provider` that every call moves.
+    pub fn provider(&self, provider: &str) -> Arc<ProviderMetrics> {
+        let known = self
+            .providers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = known.iter().find(|p| p.name == provider) {
+            return found.clone();
+        }
+        drop(known);
+        let mut known = self
+            .providers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = known.iter().find(|p| p.name == provider) {
+            return found.clone();
+        }
+        let tokens = |direction| {
+            self.tokens
+                .get_or_create(&TokenLabels {
+                    provider: provider.to_owned(),
+                    direction,
+                })
+                .clone()
+        };
+        let series = Arc::new(ProviderMetrics {
+            name: provider.to_owned(),
+            duration: self
+                .provider_duration
+                .get_or_create(&ProviderLabel {
+                    provider: provider.to_owned(),
+                })
+                .clone(),
+            input_tokens: tokens("input"),
+            output_tokens: tokens("output"),
+        });
+        known.push(series.clone());
+        series
     }
 
-    /// Counts a failed provider call.
     pub fn provider_error(&self, provider: &str, kind: &'static str) {
         self.provider_errors
             .get_or_create(&ProviderErrorLabels {
@@ -310,17 +368,5 @@ impl Metrics {
                 provider: provider.to_owned(),
             })
             .inc();
-    }
-
-    /// Counts tokens in and out.
-    pub fn tokens(&self, provider: &str, input: u64, output: u64) {
-        for (direction, count) in [("input", input), ("output", output)] {
-            self.tokens
-                .get_or_create(&TokenLabels {
-                    provider: provider.to_owned(),
-                    direction,
-                })
-                .inc_by(count);
-        }
     }
 }

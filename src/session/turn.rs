@@ -254,8 +254,10 @@ pub fn start(
         }
     };
     let span = tracing::info_span!("turn", session_id = %session.id, turn_id = %id);
-    let task =
-        runtime.spawn(run(session, record.clone(), ticket, runtime.clone()).instrument(span));
+    // Boxed: the turn's future is large (the provider call is in it), and the task would
+    // otherwise move it whole into its cell and write it whole again when it ends.
+    let turn = Box::pin(run(session, record.clone(), ticket, runtime.clone()).instrument(span));
+    let task = runtime.spawn(turn);
     Ok(Turn { id, record, task })
 }
 
@@ -705,6 +707,7 @@ async fn generate(
     let settings = &runtime.settings;
     let deadline = Instant::now() + settings.provider_timeout;
     let mut retries = 0;
+    let metrics = runtime.metrics.provider(provider);
     let reply = loop {
         let started = Instant::now();
         let attempt = call_once(session, call.clone(), writers, stream);
@@ -713,7 +716,7 @@ async fn generate(
             .unwrap_or(Err(ProviderError::Timeout(settings.provider_timeout)));
         let took = started.elapsed();
         writers.provider_call(took);
-        runtime.metrics.provider_call(provider, took);
+        metrics.call(took);
         let error = match reply {
             Ok(reply) => break reply,
             Err(error) => error,
@@ -736,11 +739,7 @@ async fn generate(
         runtime.metrics.provider_retry(provider);
         tokio::time::sleep(wait).await;
     };
-    runtime.metrics.tokens(
-        provider,
-        reply.usage.input_tokens,
-        reply.usage.output_tokens,
-    );
+    metrics.tokens(reply.usage.input_tokens, reply.usage.output_tokens);
     Ok(TurnResult {
         text: reply.text,
         tool_calls: reply.tool_calls,
