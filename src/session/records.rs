@@ -5,6 +5,7 @@
 //! always kept.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -363,12 +364,18 @@ pub struct Retention {
     pub events_ttl: Duration,
 }
 
+/// How many turns may start between two prunings of a session's records (see
+/// [`TurnRecords::start`]).
+const PRUNE_EVERY: usize = 8;
+
 /// The recent turns of one session, oldest first.
 #[derive(Debug)]
 pub struct TurnRecords {
     retention: Retention,
     account: Account,
     records: Mutex<VecDeque<Arc<TurnRecord>>>,
+    /// Turns started since the records were last pruned.
+    unpruned: AtomicUsize,
 }
 
 impl TurnRecords {
@@ -377,6 +384,7 @@ impl TurnRecords {
             retention,
             account,
             records: Mutex::new(VecDeque::new()),
+            unpruned: AtomicUsize::new(0),
         }
     }
 
@@ -407,21 +415,23 @@ impl TurnRecords {
         }
     }
 
-    /// Records a new turn that waits for (or is about to take) the lock.
+    /// Records a new turn that waits for (or is about to take) the lock. The records
+    /// are pruned every [`PRUNE_EVERY`] starts, not on each: pruning walks every record
+    /// kept (up to `TURNS_KEEP`), which would cost a long session more on every turn than
+    /// the rest of its bookkeeping. Reading them (`get`, `list`) prunes first, so what is
+    /// shown is always within the bounds; what is held may pass them by a few turns.
     pub fn start(&self, id: Uuid, input: Arc<TurnInput>) -> Arc<TurnRecord> {
-        self.add(TurnRecord::new(
+        let record = Arc::new(TurnRecord::new(
             id,
             input,
             TurnStatus::Waiting,
             &self.account,
-        ))
-    }
-
-    fn add(&self, record: TurnRecord) -> Arc<TurnRecord> {
-        let record = Arc::new(record);
+        ));
         let mut records = self.records();
         records.push_back(record.clone());
-        self.prune(&mut records);
+        if self.unpruned.fetch_add(1, Ordering::Relaxed) + 1 >= PRUNE_EVERY {
+            self.prune(&mut records);
+        }
         record
     }
 
@@ -444,6 +454,7 @@ impl TurnRecords {
     /// failed ones, none older than `max_age`. Events go sooner: only the last `events`
     /// ended turns keep theirs, for `events_ttl`.
     fn prune(&self, records: &mut VecDeque<Arc<TurnRecord>>) {
+        self.unpruned.store(0, Ordering::Relaxed);
         let now = Instant::now();
         let retention = self.retention;
         let ends: Vec<_> = records.iter().map(|record| record.ended()).collect();
@@ -611,6 +622,18 @@ mod tests {
             1,
             "a retry after a restart runs it"
         );
+    }
+
+    #[test]
+    fn what_is_held_passes_the_bounds_by_fewer_turns_than_start_between_two_prunings() {
+        let records = TurnRecords::new(retention(), unbounded());
+        let bound = retention().records + retention().failed;
+        for i in 0..5 * PRUNE_EVERY {
+            ended(&records, i % 3 == 0);
+            let held = records.records().len();
+            assert!(held < bound + PRUNE_EVERY, "held {held} after {i}");
+        }
+        assert!(records.list().len() <= bound, "what is shown stays within");
     }
 
     #[test]
