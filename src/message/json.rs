@@ -5,6 +5,9 @@
 use super::{Message, Role, ToolCall};
 use crate::json_text;
 
+/// Room for what a message or a tool call writes around its texts.
+const FRAME: usize = 80;
+
 impl Message {
     /// Appends the message as JSON, as serde would write it.
     pub fn write_json(&self, out: &mut Vec<u8>) {
@@ -33,7 +36,6 @@ impl Message {
     /// Roughly the bytes [`write_json`](Self::write_json) writes: its texts, plus room
     /// for the rest.
     fn json_size_hint(&self) -> usize {
-        const FRAME: usize = 80;
         FRAME
             + self.content.len()
             + self.tool_call_id.as_ref().map_or(0, String::len)
@@ -64,9 +66,13 @@ pub fn history_size_hint(messages: &[Message]) -> usize {
 }
 
 /// Appends `messages` as a JSON array, as serde would write it (room for it all is
-/// reserved first).
+/// made first, where it is not there).
 pub fn write_history(out: &mut Vec<u8>, messages: &[Message]) {
-    out.reserve(history_size_hint(messages));
+    // An answer that made room for itself has made it for this: the walk over the
+    // history for its hint is made only where the room is short of its least.
+    if out.capacity() - out.len() < messages.len() * FRAME {
+        out.reserve(history_size_hint(messages));
+    }
     json_text::write_array(out, messages, |out, message| message.write_json(out));
 }
 
