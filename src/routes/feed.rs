@@ -215,7 +215,7 @@ fn event_data(session: &Session, event: &FeedEvent) -> (&'static str, serde_json
         TurnEvent::Completed { result, .. } => (
             "turn.completed",
             turn(TurnData::Result {
-                result: result.as_ref(),
+                result: result.as_deref(),
             }),
         ),
         TurnEvent::Cancelled { result, .. } => (

@@ -85,7 +85,7 @@ fn event_data(
             "turn.completed",
             session.render(Some(*commit), |view| {
                 let data = CompletedData {
-                    result: result.as_ref(),
+                    result: result.as_deref(),
                     session: view,
                 };
                 Ok(responses::JsonBody::of(&data).into_string())

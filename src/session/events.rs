@@ -30,14 +30,14 @@ pub enum TurnEvent {
     ToolCall(ToolCall),
     /// Committed; the session as of `commit` goes with it. No result for tool outputs.
     Completed {
-        result: Option<TurnResult>,
+        result: Option<Arc<TurnResult>>,
         commit: Commit,
     },
     /// Nothing was committed.
     Failed(TurnError),
     /// Stopped by a cancel: `result` holds the partial text, `commit` what was kept.
     Cancelled {
-        result: TurnResult,
+        result: Arc<TurnResult>,
         commit: Option<Commit>,
     },
 }
@@ -49,7 +49,7 @@ impl TurnEvent {
             TurnEvent::ToolCall(call) => call.size_estimate(),
             TurnEvent::TextDelta(text) => ITEM_OVERHEAD + text.len(),
             TurnEvent::Completed { result, .. } => {
-                ITEM_OVERHEAD + result.as_ref().map_or(0, TurnResult::size_estimate)
+                ITEM_OVERHEAD + result.as_deref().map_or(0, TurnResult::size_estimate)
             }
             TurnEvent::Cancelled { result, .. } => ITEM_OVERHEAD + result.size_estimate(),
             TurnEvent::Waiting { .. } | TurnEvent::Started | TurnEvent::Failed(_) => ITEM_OVERHEAD,
@@ -144,7 +144,12 @@ impl EventLog {
             state.events.push(event);
             state.events.len()
         };
-        self.appended.send_replace(count);
+        // Only followers wait on it, and telling them wakes eight lists of waiters: with
+        // none there is no one to tell (one that comes later subscribes before it reads
+        // the log, and so finds this event there or is told of it).
+        if self.appended.receiver_count() > 0 {
+            self.appended.send_replace(count);
+        }
     }
 
     /// Waits for the turn to end; its terminal event.

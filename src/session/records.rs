@@ -85,7 +85,7 @@ pub struct TurnRecord {
 #[derive(Debug, Clone)]
 pub struct RecordState {
     pub status: TurnStatus,
-    pub result: Option<TurnResult>,
+    pub result: Option<Arc<TurnResult>>,
     pub error: Option<TurnError>,
     /// Provider calls made (retries included).
     pub attempts: u32,
@@ -144,7 +144,7 @@ impl TurnRecord {
         state
             .status
             .has_ended()
-            .then(|| self.row_of(session, &state, state.result.as_ref()))
+            .then(|| self.row_of(session, &state, state.result.as_deref()))
     }
 
     /// The record as the store keeps it, as it will be once the commit under way ends
@@ -187,7 +187,7 @@ impl TurnRecord {
         };
         {
             let mut state = record.state();
-            state.result = stored.result;
+            state.result = stored.result.map(Arc::new);
             state.error = stored.error;
             state.attempts = stored.attempts;
             state.started_at = stored.started_at;
@@ -261,7 +261,7 @@ impl TurnRecord {
                 }
                 TurnEvent::Completed { result, .. } => {
                     state.result = result.clone();
-                    self.hold(result.as_ref().map_or(0, TurnResult::size_estimate));
+                    self.hold(result.as_deref().map_or(0, TurnResult::size_estimate));
                     end(&mut state, TurnStatus::Completed);
                 }
                 TurnEvent::Failed(error) => {
@@ -525,7 +525,7 @@ mod tests {
             record.push(TurnEvent::Failed(TurnError::Internal("x".into())));
         } else {
             record.push(TurnEvent::Cancelled {
-                result: TurnResult {
+                result: Arc::new(TurnResult {
                     text: String::new(),
                     tool_calls: Vec::new(),
                     finish_reason: crate::provider::FinishReason::Cancelled,
@@ -534,7 +534,7 @@ mod tests {
                     model: "echo-1".into(),
                     messages_sent: None,
                     joined: None,
-                },
+                }),
                 commit: None,
             });
         }

@@ -146,8 +146,9 @@ impl TurnResult {
 #[derive(Debug, Clone)]
 pub struct TurnOutcome {
     pub turn_id: Uuid,
-    /// The generation's result; `None` for tool outputs.
-    pub result: Option<TurnResult>,
+    /// The generation's result; `None` for tool outputs. Shared with the turn's
+    /// terminal event and its record.
+    pub result: Option<Arc<TurnResult>>,
     /// Where the commit left the history.
     pub commit: Commit,
 }
@@ -413,11 +414,11 @@ fn ending(
             commit: outcome.commit,
         },
         Err(TurnError::Cancelled { partial, commit }) => TurnEvent::Cancelled {
-            result: cancelled(partial.clone()),
+            result: Arc::new(cancelled(partial.clone())),
             commit: *commit,
         },
         Err(TurnError::Lock(LockError::Cancelled)) => TurnEvent::Cancelled {
-            result: cancelled(String::new()),
+            result: Arc::new(cancelled(String::new())),
             commit: None,
         },
         Err(error) => TurnEvent::Failed(error.clone()),
@@ -552,7 +553,7 @@ async fn execute(
             .await?;
             Ok(TurnOutcome {
                 turn_id,
-                result: Some(result),
+                result: Some(Arc::new(result)),
                 commit,
             })
         }

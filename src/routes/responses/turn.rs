@@ -67,7 +67,7 @@ impl TurnView {
             priority: input.priority,
             position: position.filter(|_| state.status == TurnStatus::Waiting),
             input: input.body.clone(),
-            result: state.result,
+            result: state.result.as_deref().cloned(),
             error: state
                 .error
                 .map(|e| ApiError::from_turn(e, &session_id.to_string()).detail()),
