@@ -145,11 +145,7 @@ impl FromRequestParts<AppState> for SessionPath {
             .find(|(name, _)| *name == "id")
             .map(|(_, value)| value.to_owned())
             .unwrap_or_default();
-        let caller = parts
-            .extensions
-            .get::<Caller>()
-            .copied()
-            .unwrap_or_default();
+        let caller = caller_of(parts);
         tracing::Span::current().record("session_id", id.as_str());
         let session = match Uuid::parse_str(&id) {
             Ok(uuid) => live_or_stored(app, uuid).await?,
@@ -160,6 +156,24 @@ impl FromRequestParts<AppState> for SessionPath {
         app.sessions.touch(&session);
         Ok(Self { session, id })
     }
+}
+
+/// Who is calling, as the key check named them; anyone where no keys are configured
+/// (the check is then not in the stack at all).
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(caller_of(parts))
+    }
+}
+
+fn caller_of(parts: &Parts) -> Caller {
+    parts
+        .extensions
+        .get::<Caller>()
+        .copied()
+        .unwrap_or_default()
 }
 
 /// The session id of a path under `/text/session/{id}`, for the middleware that runs

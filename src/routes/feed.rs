@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -347,9 +346,8 @@ pub struct EventsTokenResponse {
 async fn events_token(
     State(app): State<AppState>,
     SessionPath { session, .. }: SessionPath,
-    caller: Option<Extension<Caller>>,
+    caller: Caller,
 ) -> axum::Json<EventsTokenResponse> {
-    let caller = caller.map(|Extension(caller)| caller).unwrap_or_default();
     let ttl = app.events_token_ttl;
     let expires_at = Timestamp::from_unix_millis(
         Timestamp::now().unix_millis() + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),

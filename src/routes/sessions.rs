@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -43,7 +43,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 )]
 async fn create_session(
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     OptionalJsonBody(body): OptionalJsonBody<CreateSessionRequest>,
 ) -> Result<Response, ApiError> {
     let new = NewSession {
@@ -195,7 +195,7 @@ const MAX_PAGE: usize = 1000;
 )]
 async fn list_sessions(
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;

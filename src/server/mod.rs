@@ -7,16 +7,17 @@
 
 mod connections;
 mod playground;
+mod preflight;
 mod timed_io;
 
 use std::future::Future;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
-use axum::response::Response;
+use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, header};
 use axum::{Extension, Router};
 use tokio::net::TcpListener;
+use tower::util::MapRequestLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -33,6 +34,7 @@ use crate::routes::OpenApiJson;
 use crate::routes::middleware::auth::DOCS_PATH;
 use crate::routes::middleware::{auth, body, forward, idempotency, turn_id};
 use crate::store::{Instance, Store, StoreError};
+use preflight::PreflightNoContentLayer;
 
 pub use connections::ConnectionLimits;
 
@@ -171,34 +173,36 @@ fn router(state: AppState, cors: CorsLayer) -> Router {
     // one boxed service, not one per layer.
     let layers = tower::ServiceBuilder::new()
         .layer(Extension(OpenApiJson(openapi::document_json().into())))
-        .layer(axum::middleware::map_request(drop_unfit_request_id))
+        .layer(MapRequestLayer::new(drop_unfit_request_id))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(axum::middleware::from_fn(preflight_no_content))
+        .layer(PreflightNoContentLayer)
         .layer(SetResponseHeaderLayer::overriding(header::VARY, CORS_VARY))
         .layer(cors)
-        .layer(axum::middleware::from_fn(turn_id::assign))
+        .layer(turn_id::AssignLayer)
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
         ]))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ))
+        // With no keys configured every request is open, and without the layer a
+        // handler's `Caller` is the open one (`routes::extract`).
+        .option_layer(
+            state
+                .api_keys
+                .enabled()
+                .then(|| axum::middleware::from_fn_with_state(state.clone(), auth::require_key)),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             body::read_whole,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            forward::forward,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::idempotency,
-        ));
+        // Only an instance with an address (several serving one store) forwards.
+        .option_layer(
+            (!state.runtime.store.instance_addr().is_empty())
+                .then(|| axum::middleware::from_fn_with_state(state.clone(), forward::forward)),
+        )
+        .layer(idempotency::IdempotencyLayer(state.clone()));
     routes
         .merge(api_reference())
         .merge(playground::routes())
@@ -290,7 +294,7 @@ const MAX_REQUEST_ID_CHARS: usize = 128;
 
 /// A client's `x-request-id` longer than `MAX_REQUEST_ID_CHARS`, or with anything but
 /// visible ASCII, is dropped, so the request gets a new one.
-async fn drop_unfit_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+fn drop_unfit_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
     let unfit = request.headers().get(&REQUEST_ID).is_some_and(|id| {
         let id = id.as_bytes();
         id.is_empty() || id.len() > MAX_REQUEST_ID_CHARS || !id.iter().all(u8::is_ascii_graphic)
@@ -299,22 +303,6 @@ async fn drop_unfit_request_id(mut request: axum::extract::Request) -> axum::ext
         request.headers_mut().remove(&REQUEST_ID);
     }
     request
-}
-
-/// CORS preflights are answered `204 No Content`.
-async fn preflight_no_content(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let preflight = request.method() == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let mut response = next.run(request).await;
-    if preflight && response.status() == StatusCode::OK {
-        *response.status_mut() = StatusCode::NO_CONTENT;
-    }
-    response
 }
 
 async fn route_not_found(uri: Uri) -> ApiError {

@@ -21,14 +21,19 @@
 //! answer rendered again from it (as JSON, the session as of that commit): the turn
 //! never runs twice.
 
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use futures::{SinkExt, StreamExt};
+use futures::future::{BoxFuture, Either};
+use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -65,10 +70,64 @@ const NOT_REPLAYED: [&str; 4] = [
     "transfer-encoding",
 ];
 
-pub async fn idempotency(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    if request.method() != Method::POST {
-        return next.run(request).await;
+/// The `Idempotency-Key` layer: a `POST` with the header goes through [`idempotency`];
+/// every other request passes through untouched (no boxed future, no clone of the
+/// stack below it), as nearly every request does.
+#[derive(Debug, Clone)]
+pub struct IdempotencyLayer(pub AppState);
+
+impl<S> Layer<S> for IdempotencyLayer {
+    type Service = Idempotency<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Idempotency {
+            app: self.0.clone(),
+            inner,
+        }
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct Idempotency<S> {
+    app: AppState,
+    inner: S,
+}
+
+impl<S> Service<Request> for Idempotency<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if request.method() != Method::POST || !request.headers().contains_key(&IDEMPOTENCY_KEY) {
+            return Either::Left(self.inner.call(request));
+        }
+        let next = Next(BoxCloneSyncService::new(self.inner.clone()));
+        Either::Right(idempotency(self.app.clone(), request, next).map(Ok).boxed())
+    }
+}
+
+/// The rest of the stack, for a request the layer handles.
+struct Next(BoxCloneSyncService<Request, Response, Infallible>);
+
+impl Next {
+    async fn run(self, request: Request) -> Response {
+        match self.0.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+async fn idempotency(app: AppState, request: Request, next: Next) -> Response {
     let Some(value) = request.headers().get(&IDEMPOTENCY_KEY) else {
         return next.run(request).await;
     };

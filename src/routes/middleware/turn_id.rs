@@ -6,12 +6,15 @@
 //! stored `Idempotency-Key` answer, one relayed from another process) keeps its own.
 
 use std::convert::Infallible;
+use std::task::{Context, Poll};
 
 use axum::extract::{FromRequestParts, Request};
 use axum::http::Method;
 use axum::http::request::Parts;
-use axum::middleware::Next;
 use axum::response::Response;
+use futures::FutureExt;
+use futures::future::{Either, Join, Map, Ready, join, ready};
+use tower::{Layer, Service};
 use uuid::Uuid;
 
 use crate::routes::responses::{TURN_ID_HEADER, with_turn_id};
@@ -20,18 +23,61 @@ use crate::routes::responses::{TURN_ID_HEADER, with_turn_id};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AssignedTurnId(pub Uuid);
 
-/// Gives a write its turn id, and puts it on the answer if the answer names none.
-pub async fn assign(mut request: Request, next: Next) -> Response {
-    if request.method() != Method::POST || !is_write(request.uri().path()) {
-        return next.run(request).await;
+/// Gives a write its turn id, and puts it on the answer if the answer names none. A
+/// layer of its own rather than a `from_fn` middleware: every other request goes
+/// through it untouched (no boxed future, no clone of what it wraps).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AssignLayer;
+
+impl<S> Layer<S> for AssignLayer {
+    type Service = Assign<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Assign { inner }
     }
-    let id = Uuid::new_v4();
-    request.extensions_mut().insert(AssignedTurnId(id));
-    let mut response = next.run(request).await;
-    if !response.headers().contains_key(TURN_ID_HEADER) {
-        with_turn_id(&mut response, id);
+}
+
+#[derive(Debug, Clone)]
+pub struct Assign<S> {
+    inner: S,
+}
+
+type Answer<E> = Result<Response, E>;
+
+/// A write's answer, named by [`named`] once it comes.
+type Named<F, E> = Map<Join<F, Ready<Uuid>>, fn((Answer<E>, Uuid)) -> Answer<E>>;
+
+impl<S> Service<Request> for Assign<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<S::Future, Named<S::Future, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
-    response
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        if request.method() != Method::POST || !is_write(request.uri().path()) {
+            return Either::Left(self.inner.call(request));
+        }
+        let id = Uuid::new_v4();
+        request.extensions_mut().insert(AssignedTurnId(id));
+        let answer = self.inner.call(request);
+        Either::Right(join(answer, ready(id)).map(named as fn(_) -> _))
+    }
+}
+
+/// The answer, with `x-turn-id` unless it names a turn already.
+fn named<E>((answer, id): (Answer<E>, Uuid)) -> Answer<E> {
+    answer.map(|mut response| {
+        if !response.headers().contains_key(TURN_ID_HEADER) {
+            with_turn_id(&mut response, id);
+        }
+        response
+    })
 }
 
 /// `/text/session/{id}/message`, `…/instructions`, `…/tool-output`, and a retry

@@ -297,7 +297,8 @@ pub fn with_overhead(response: &mut Response, record: &crate::session::records::
 
 /// Adds the `x-turn-id` header.
 pub fn with_turn_id(response: &mut Response, turn_id: Uuid) {
-    if let Ok(value) = HeaderValue::from_str(&turn_id.to_string()) {
+    let mut text = Uuid::encode_buffer();
+    if let Ok(value) = HeaderValue::from_str(turn_id.hyphenated().encode_lower(&mut text)) {
         response.headers_mut().insert(TURN_ID_HEADER, value);
     }
 }
