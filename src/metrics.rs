@@ -352,6 +352,7 @@ impl Metrics {
         series
     }
 
+    /// Counts a failed provider call.
     pub fn provider_error(&self, provider: &str, kind: &'static str) {
         self.provider_errors
             .get_or_create(&ProviderErrorLabels {

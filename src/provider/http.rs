@@ -37,7 +37,7 @@ impl ReadBounds {
 
 /// Where one provider's requests go, built once: its client, its URL (parsed once) and
 /// the headers every request carries (`Content-Type`, `Host`, the key, marked sensitive
-/// so that no debug output shows it, and any of the provider's own). A request clones
+/// so that no debug output shows it, and any of the provider's own). A request copies
 /// them instead of building them again: hyper would otherwise write `Host` anew for every
 /// request, and a key header would be formatted anew.
 #[derive(Debug)]

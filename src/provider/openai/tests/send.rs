@@ -65,6 +65,10 @@ async fn every_request_names_its_host_and_carries_each_header_once() {
         .trim_end_matches("/v1")
         .to_owned();
     let provider = provider_at(base_url, Some("sk-test"));
+    assert!(
+        !format!("{provider:?}").contains("sk-test"),
+        "the key header is marked sensitive"
+    );
 
     for _ in 0..2 {
         let reply = provider.send(any_body()).await.unwrap();
