@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::http::Extensions;
 use axum::http::header;
 use axum::http::request::Parts;
 use serde::Deserialize;
@@ -145,7 +146,7 @@ impl FromRequestParts<AppState> for SessionPath {
             .find(|(name, _)| *name == "id")
             .map(|(_, value)| value.to_owned())
             .unwrap_or_default();
-        let caller = caller_of(parts);
+        let caller = caller_of(&parts.extensions);
         tracing::Span::current().record("session_id", id.as_str());
         let session = match Uuid::parse_str(&id) {
             Ok(uuid) => live_or_stored(app, uuid).await?,
@@ -164,16 +165,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(caller_of(parts))
+        Ok(caller_of(&parts.extensions))
     }
 }
 
-fn caller_of(parts: &Parts) -> Caller {
-    parts
-        .extensions
-        .get::<Caller>()
-        .copied()
-        .unwrap_or_default()
+/// The caller a request's extensions name; anyone where the key check did not run.
+pub(crate) fn caller_of(extensions: &Extensions) -> Caller {
+    extensions.get::<Caller>().copied().unwrap_or_default()
 }
 
 /// The session id of a path under `/text/session/{id}`, for the middleware that runs

@@ -109,6 +109,8 @@ pub struct OpenAi {
 }
 
 impl OpenAi {
+    /// Fails when the base URL is not a URL (the configuration checks it first) or the
+    /// key cannot be a header value.
     pub fn new(config: HttpProviderConfig) -> Result<Self, EndpointError> {
         let url = format!(
             "{}{CHAT_COMPLETIONS_PATH}",
@@ -122,6 +124,7 @@ impl OpenAi {
         Ok(Self { config, endpoint })
     }
 
+    /// The model used when a session names none.
     pub fn default_model(&self) -> Option<&str> {
         self.config.default_model.as_deref()
     }
@@ -147,18 +150,14 @@ impl OpenAi {
         body: Bytes,
         sink: StreamSink<'_>,
     ) -> Result<ChatReply, ProviderError> {
-        let request = self.post(body).header(ACCEPT, "text/event-stream");
+        let request = self.endpoint.post(body).header(ACCEPT, "text/event-stream");
         let response = http::send_streaming(request, self.config.read_bounds()).await?;
         stream::read(response, self.config.read_bounds(), sink).await
     }
 
     /// Sends an encoded body and reads the whole reply.
     pub async fn send(&self, body: Bytes) -> Result<ChatReply, ProviderError> {
-        let answer = http::send(self.post(body), self.config.read_bounds()).await?;
+        let answer = http::send(self.endpoint.post(body), self.config.read_bounds()).await?;
         http::decode::<WireReply>(&answer)?.into_reply()
-    }
-
-    fn post(&self, body: Bytes) -> reqwest::RequestBuilder {
-        self.endpoint.post(body)
     }
 }

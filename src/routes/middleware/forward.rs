@@ -37,10 +37,9 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 pub async fn forward(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    // Alone on its store (the common case), or already forwarded: nothing to look at.
-    if app.runtime.store.instance_addr().is_empty()
-        || request.headers().contains_key(&FORWARDED_INSTANCE)
-    {
+    // Only in the stack of an instance with an address (`server::router`); a request
+    // already forwarded is served here.
+    if request.headers().contains_key(&FORWARDED_INSTANCE) {
         return next.run(request).await;
     }
     let Some(id) = session_of(request.uri().path()) else {

@@ -38,9 +38,9 @@ use tower::{Layer, Service, ServiceExt};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::idempotency::{Fingerprint, Lookup, StoredAnswer, StoredBody};
-use crate::keys::{Caller, KeyId};
+use crate::keys::KeyId;
 use crate::message::Timestamp;
-use crate::routes::extract::{live_or_stored, session_of};
+use crate::routes::extract::{caller_of, live_or_stored, session_of};
 use crate::routes::responses::{self, HistoryInAnswer, View};
 use crate::session::turn::TurnOutcome;
 use crate::session::{Commit, Session};
@@ -107,11 +107,16 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        if request.method() != Method::POST || !request.headers().contains_key(&IDEMPOTENCY_KEY) {
+        let key = request.headers().get(&IDEMPOTENCY_KEY).cloned();
+        let Some(key) = key.filter(|_| request.method() == Method::POST) else {
             return Either::Left(self.inner.call(request));
-        }
+        };
         let next = Next(BoxCloneSyncService::new(self.inner.clone()));
-        Either::Right(idempotency(self.app.clone(), request, next).map(Ok).boxed())
+        Either::Right(
+            idempotency(self.app.clone(), key, request, next)
+                .map(Ok)
+                .boxed(),
+        )
     }
 }
 
@@ -127,20 +132,13 @@ impl Next {
     }
 }
 
-async fn idempotency(app: AppState, request: Request, next: Next) -> Response {
-    let Some(value) = request.headers().get(&IDEMPOTENCY_KEY) else {
-        return next.run(request).await;
-    };
-    let key = match valid_key(value) {
+/// A `POST` with `Idempotency-Key: value`.
+async fn idempotency(app: AppState, value: HeaderValue, request: Request, next: Next) -> Response {
+    let key = match valid_key(&value) {
         Ok(key) => key,
         Err(error) => return error.into_response(),
     };
-    let owner = request
-        .extensions()
-        .get::<Caller>()
-        .copied()
-        .unwrap_or_default()
-        .0;
+    let owner = caller_of(request.extensions()).0;
     let route_matched = request.extensions().get::<MatchedPath>().is_some();
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, app.max_body_bytes).await else {
