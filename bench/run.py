@@ -256,7 +256,9 @@ def make_sessions(service, count, history=0):
 WRK_SCRIPT = """
 local paths = {}
 for line in io.lines(os.getenv("BENCH_PATHS")) do paths[#paths + 1] = line end
-local body = os.getenv("BENCH_BODY")
+local file = io.open(os.getenv("BENCH_BODY"))
+local body = file:read("*a")
+file:close()
 local headers = { ["content-type"] = "application/json" }
 local i = 0
 request = function()
@@ -271,13 +273,16 @@ def to_ms(value):
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url, paths, body, connections=CONNECTIONS, duration=DURATION):
-    """Requests/s and latency percentiles (ms) of POSTs to `paths` (taken in turn)."""
+def wrk(url, paths, body, connections=CONNECTIONS, duration=DURATION, cpu=LOAD_CPU):
+    """Requests/s and latency percentiles (ms) of POSTs to `paths` (taken in turn), from
+    wrk on `cpu` (the load generator's core unless told)."""
     (WORK / "paths.txt").write_text("\n".join(paths) + "\n")
     (WORK / "wrk.lua").write_text(WRK_SCRIPT)
-    env = dict(os.environ, BENCH_PATHS=str(WORK / "paths.txt"), BENCH_BODY=json.dumps(body))
+    # In a file, not the environment: one variable holds 128 KiB at most.
+    (WORK / "body.json").write_text(json.dumps(body))
+    env = dict(os.environ, BENCH_PATHS=str(WORK / "paths.txt"), BENCH_BODY=str(WORK / "body.json"))
     out = subprocess.run(
-        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
+        ["taskset", "-c", cpu, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
          "--latency", "-s", str(WORK / "wrk.lua"), url],
         check=True, capture_output=True, text=True, env=env).stdout
     if "Non-2xx" in out or "Socket errors" in out:
@@ -306,6 +311,14 @@ def oha(oha_bin, url, paths, body, rate, duration=DURATION):
 
 
 # ------------------------------------------------------------------ the cases
+
+def provider_request(history):
+    """A Chat Completions request as the service sends it for a session that
+    `make_sessions` made with `history` messages, on its next write."""
+    stored = [{"role": "system", "content": MESSAGE_500}] * (history - 1) + [
+        {"role": "assistant", "content": "Hello from the mock."}]
+    return {"model": "mock-1", "messages": [*stored, {"role": "user", "content": "hello"}]}
+
 
 def message_paths(ids, query=""):
     return [f"/text/session/{sid}/message{query}" for sid in ids]
@@ -400,6 +413,13 @@ def run():
             for history in (10, 1000):
                 service_case(f"history {history}, delta", sessions=SESSIONS, history=history,
                              query="?view=delta")
+            # The most any gateway could do with 1,000-message turns on this harness:
+            # wrk, on the service's core, posting straight to the mock a request of the
+            # size the service sends the provider, and nothing else. Its rate bounds the
+            # service's, whatever the service's own work.
+            log("== the provider's request at 1000 messages, straight to the mock")
+            results["request 1000"] = wrk(mock.url, ["/v1/chat/completions"],
+                                          provider_request(1000), cpu=SERVICE_CPU)
         if "latency" in CASES:
             log("== service: concurrency 1")
             runs = []
@@ -565,6 +585,10 @@ def print_table(r, started_load):
             lines.append((f"/message?view=delta, {history} messages of 500 B",
                           f"{rate(name):,.0f} turns/s", "history 10, delta",
                           ratio(rate(name), rate("history 10, delta"))))
+    if "request 1000" in r:
+        lines.append(("  the provider's request at 1000 messages, straight to the mock",
+                      f"{rate('request 1000'):,.0f} req/s", "history 10, delta",
+                      ratio(rate("request 1000"), rate("history 10, delta"))))
     for name in ("relay c1", "service c1"):
         if name in r:
             x = r[name]
