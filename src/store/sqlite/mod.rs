@@ -8,6 +8,7 @@
 
 mod reads;
 mod thread;
+mod wal_writes;
 mod writes;
 
 use std::path::Path;
@@ -308,11 +309,14 @@ async fn migrate(options: SqliteConnectOptions, path: &str) -> Result<(), StoreE
 /// second process is refused at its start rather than at its first commit. The WAL is
 /// copied back into the file every `WAL_PAGES` pages rather than SQLite's 1,000: a page
 /// written several times between two checkpoints is copied once, and the checkpoint's
-/// own `fsync` comes less often. Its page cache holds `CACHE_KIB`.
+/// own `fsync` comes less often. Its page cache holds `CACHE_KIB`. Its writes to the WAL
+/// reach the file in one piece per commit (`wal_writes`).
 fn connect(file: &Path, path: &str) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
+    wal_writes::register().map_err(StoreError::Unavailable)?;
+    let conn = Connection::open_with_flags_and_vfs(
         file,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        wal_writes::NAME,
     )
     .map_err(|e| in_use_or_unavailable(path, &e.to_string()))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
@@ -386,18 +390,18 @@ pub mod fault_injection {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A store file of its own, removed (with its WAL) when dropped.
-    struct TempFile(std::path::PathBuf);
+    pub(super) struct TempFile(std::path::PathBuf);
 
     impl TempFile {
-        fn new() -> Self {
+        pub(super) fn new() -> Self {
             Self(std::env::temp_dir().join(format!("text-session-store-{}.db", Uuid::new_v4())))
         }
 
-        fn path(&self) -> &str {
+        pub(super) fn path(&self) -> &str {
             self.0.to_str().unwrap()
         }
     }
