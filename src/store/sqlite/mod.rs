@@ -51,13 +51,6 @@ pub struct SqliteStore {
 /// SQLite's 1,000: `pwrite` 14.1 → 12.1 and `pread` 7.0 → 4.9 per write.
 const WAL_PAGES: u32 = 10_000;
 
-/// SQLite's page cache for the store's connection, in KiB (SQLite's default: 2,000). The
-/// pages a write touches (its session's row, its last messages, its turn records, the
-/// activity index) are spread over every active session: with 1,000 of them under load
-/// (`bench/store_writes.py`), the default cache read 6.6 pages per write back from the
-/// file (`pread`, 2 µs each), this one 1.9. It fills only as pages are used.
-const CACHE_KIB: u32 = 32 * 1024;
-
 /// How long a statement waits for a lock the file's other users hold (at open only:
 /// afterwards this process holds the file alone).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -309,8 +302,10 @@ async fn migrate(options: SqliteConnectOptions, path: &str) -> Result<(), StoreE
 /// second process is refused at its start rather than at its first commit. The WAL is
 /// copied back into the file every `WAL_PAGES` pages rather than SQLite's 1,000: a page
 /// written several times between two checkpoints is copied once, and the checkpoint's
-/// own `fsync` comes less often. Its page cache holds `CACHE_KIB`. Its writes to the WAL
-/// reach the file in one piece per commit (`wal_writes`).
+/// own `fsync` comes less often. Its writes to the WAL reach the file together, once per
+/// commit (`wal_writes`). Its page cache is SQLite's default (2,000 KiB): a larger one
+/// read fewer pages back but cost as much in SQLite's walk of the whole cache after
+/// commits that split a page (BENCHMARKS.md, "Tried and not kept").
 fn connect(file: &Path, path: &str) -> Result<Connection, StoreError> {
     wal_writes::register().map_err(StoreError::Unavailable)?;
     let conn = Connection::open_with_flags_and_vfs(
@@ -326,8 +321,7 @@ fn connect(file: &Path, path: &str) -> Result<Connection, StoreError> {
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
-         PRAGMA wal_autocheckpoint = {WAL_PAGES};
-         PRAGMA cache_size = -{CACHE_KIB};"
+         PRAGMA wal_autocheckpoint = {WAL_PAGES};"
     ))
     .map_err(|e| in_use_or_unavailable(path, &e.to_string()))?;
     thread::write_probe(&conn).map_err(|e| in_use_or_unavailable(path, &e.to_string()))?;
@@ -544,7 +538,6 @@ pub(super) mod tests {
                     pragma("foreign_keys")?,
                     pragma("locking_mode")?,
                     pragma("wal_autocheckpoint")?,
-                    pragma("cache_size")?,
                 ])
             })
             .await
@@ -557,7 +550,6 @@ pub(super) mod tests {
                 Integer(1),
                 Text("exclusive".into()),
                 Integer(WAL_PAGES.into()),
-                Integer(-i64::from(CACHE_KIB)),
             ]
         );
     }
