@@ -224,15 +224,16 @@ macro_rules! handed_on_then {
     }};
 }
 
-/// Calls the default VFS's method, with nothing to hand on first.
+/// Calls the default VFS's method, with nothing to hand on first; `$missing` if the
+/// default VFS has none.
 macro_rules! passed_on {
-    ($file:expr, $method:ident, $($arg:expr),*) => {{
+    ($file:expr, $method:ident or $missing:expr $(, $arg:expr)*) => {{
         // SAFETY: SQLite calls this with a file `open` opened (`parts`).
         unsafe {
             let (inner, _) = parts($file);
             match methods(inner).$method {
-                Some(method) => method(inner, $($arg),*),
-                None => ffi::SQLITE_ERROR,
+                Some(method) => method(inner $(, $arg)*),
+                None => $missing,
             }
         }
     }};
@@ -305,35 +306,23 @@ unsafe extern "C" fn file_control(
 }
 
 unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    passed_on!(file, xLock, level)
+    passed_on!(file, xLock or ffi::SQLITE_ERROR, level)
 }
 
 unsafe extern "C" fn unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    passed_on!(file, xUnlock, level)
+    passed_on!(file, xUnlock or ffi::SQLITE_ERROR, level)
 }
 
 unsafe extern "C" fn check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
-    passed_on!(file, xCheckReservedLock, out)
+    passed_on!(file, xCheckReservedLock or ffi::SQLITE_ERROR, out)
 }
 
 unsafe extern "C" fn sector_size(file: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: SQLite calls this with a file `open` opened (`parts`).
-    unsafe {
-        let (inner, _) = parts(file);
-        methods(inner)
-            .xSectorSize
-            .map_or(4096, |method| method(inner))
-    }
+    passed_on!(file, xSectorSize or 4096)
 }
 
 unsafe extern "C" fn device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: SQLite calls this with a file `open` opened (`parts`).
-    unsafe {
-        let (inner, _) = parts(file);
-        methods(inner)
-            .xDeviceCharacteristics
-            .map_or(0, |method| method(inner))
-    }
+    passed_on!(file, xDeviceCharacteristics or 0)
 }
 
 /// Hands on what is gathered and closes the default VFS's file; SQLite frees the handle.
