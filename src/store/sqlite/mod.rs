@@ -384,7 +384,7 @@ pub mod fault_injection {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
 
     /// A store file of its own, removed (with its WAL) when dropped.
