@@ -302,8 +302,8 @@ async fn migrate(options: SqliteConnectOptions, path: &str) -> Result<(), StoreE
 /// second process is refused at its start rather than at its first commit. The WAL is
 /// copied back into the file every `WAL_PAGES` pages rather than SQLite's 1,000: a page
 /// written several times between two checkpoints is copied once, and the checkpoint's
-/// own `fsync` comes less often. Its writes to the WAL reach the file together, once per
-/// commit (`wal_writes`). Its page cache is SQLite's default (2,000 KiB): a larger one
+/// own `fsync` comes less often. Its writes to the WAL reach the file together before
+/// each commit's sync (`wal_writes`). Its page cache is SQLite's default (2,000 KiB): a larger one
 /// read fewer pages back but cost as much in SQLite's walk of the whole cache after
 /// commits that split a page (BENCHMARKS.md, "Tried and not kept").
 fn connect(file: &Path, path: &str) -> Result<Connection, StoreError> {
