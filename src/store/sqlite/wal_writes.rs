@@ -77,7 +77,8 @@ struct WalFile {
     /// Its `pMethods` is `WAL_METHODS`; SQLite calls them with a pointer to this.
     handle: ffi::sqlite3_file,
     inner: *mut ffi::sqlite3_file,
-    gathered: *mut Gathered,
+    /// Written by `open`, dropped by `close` (SQLite owns the memory).
+    gathered: Gathered,
 }
 
 /// Writes not yet handed on: `bytes`, to go at `at`.
@@ -142,10 +143,10 @@ unsafe extern "C" fn open(
         ptr::write(ptr::addr_of_mut!((*wal).inner), inner);
         ptr::write(
             ptr::addr_of_mut!((*wal).gathered),
-            Box::into_raw(Box::new(Gathered {
+            Gathered {
                 at: 0,
                 bytes: Vec::new(),
-            })),
+            },
         );
         (*wal).handle.pMethods = &WAL_METHODS;
         ffi::SQLITE_OK
@@ -161,7 +162,7 @@ unsafe fn parts<'a>(file: *mut ffi::sqlite3_file) -> (*mut ffi::sqlite3_file, &'
     // time, so the gathered writes are borrowed by one call at a time.
     unsafe {
         let wal = file.cast::<WalFile>();
-        ((*wal).inner, &mut *(*wal).gathered)
+        ((*wal).inner, &mut (*wal).gathered)
     }
 }
 
@@ -206,21 +207,18 @@ unsafe fn hand_on(inner: *mut ffi::sqlite3_file, gathered: &mut Gathered) -> c_i
     written
 }
 
-/// Hands on what is gathered, then calls the default VFS's method.
+/// Hands on what is gathered, then calls the default VFS's method (`passed_on`).
 macro_rules! handed_on_then {
-    ($file:expr, $method:ident, $($arg:expr),*) => {{
+    ($file:expr, $method:ident $(, $arg:expr)*) => {{
         // SAFETY: SQLite calls this with a file `open` opened (`parts`).
-        unsafe {
+        let handed = unsafe {
             let (inner, gathered) = parts($file);
-            let handed = hand_on(inner, gathered);
-            if handed != ffi::SQLITE_OK {
-                return handed;
-            }
-            match methods(inner).$method {
-                Some(method) => method(inner, $($arg),*),
-                None => ffi::SQLITE_ERROR,
-            }
+            hand_on(inner, gathered)
+        };
+        if handed != ffi::SQLITE_OK {
+            return handed;
         }
+        passed_on!($file, $method or ffi::SQLITE_ERROR $(, $arg)*)
     }};
 }
 
@@ -327,8 +325,8 @@ unsafe extern "C" fn device_characteristics(file: *mut ffi::sqlite3_file) -> c_i
 
 /// Hands on what is gathered and closes the default VFS's file; SQLite frees the handle.
 unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: SQLite calls this once, with a file `open` opened; the gathered writes were
-    // boxed by `open` and are not used after this.
+    // SAFETY: SQLite calls this once, with a file `open` opened; the gathered writes
+    // `open` wrote are not used after this.
     unsafe {
         let (inner, gathered) = parts(file);
         let handed = hand_on(inner, gathered);
@@ -336,8 +334,7 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
             .xClose
             .map_or(ffi::SQLITE_OK, |method| method(inner));
         let wal = file.cast::<WalFile>();
-        drop(Box::from_raw((*wal).gathered));
-        (*wal).gathered = ptr::null_mut();
+        ptr::drop_in_place(ptr::addr_of_mut!((*wal).gathered));
         (*wal).handle.pMethods = ptr::null();
         if handed != ffi::SQLITE_OK {
             handed
