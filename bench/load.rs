@@ -641,12 +641,7 @@ async fn store_commits(url: &str, tasks: usize, commits: usize) {
                     keys: &[],
                     turns: std::slice::from_ref(&record),
                     // As a turn does: every 16th commit brings the records within bounds.
-                    prune: version
-                        .is_multiple_of(PRUNE_TURNS_EVERY)
-                        .then_some(TurnBounds {
-                            records: 100,
-                            failed: 50,
-                        }),
+                    prune: version.is_multiple_of(PRUNE_TURNS_EVERY).then_some(BOUNDS),
                     epoch: None,
                 };
                 let began = Instant::now();
@@ -675,7 +670,7 @@ async fn store_commits(url: &str, tasks: usize, commits: usize) {
     // Every commit is there: the version moved once per commit, two messages each.
     for id in ids {
         let stored = store
-            .load(id)
+            .load(id, BOUNDS)
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|| panic!("session {id} is not stored"));
@@ -695,6 +690,12 @@ async fn store_commits(url: &str, tasks: usize, commits: usize) {
         store.close().await;
     }
 }
+
+/// The bounds of a session's turn records (the defaults).
+const BOUNDS: TurnBounds = TurnBounds {
+    records: 100,
+    failed: 50,
+};
 
 /// A new session on the echo provider, as the store keeps it.
 fn echo_session() -> SessionRow {

@@ -17,6 +17,12 @@ use text_session_api::store::{
 };
 use uuid::Uuid;
 
+/// The bounds records are loaded with where a test does not set them (the defaults).
+const KEEP: TurnBounds = TurnBounds {
+    records: 100,
+    failed: 50,
+};
+
 /// Where a test's store lives; it can be opened again (after the last one was closed).
 enum Backend {
     Sqlite(std::path::PathBuf),
@@ -77,6 +83,7 @@ on_every_backend!(
     a_session_and_its_commits_read_back_whole_after_the_store_is_reopened,
     a_joined_turns_commit_writes_every_writers_key_and_record,
     a_fork_shares_its_sources_rows_and_outlives_the_source,
+    completed_turns_records_read_back_newest_within_bounds_and_stay_with_their_session,
     a_commit_from_a_stale_version_or_length_changes_nothing,
     a_deleted_session_is_gone_with_its_messages,
     a_keys_sessions_are_listed_newest_first_in_pages,
@@ -184,7 +191,7 @@ async fn postgres_a_commit_racing_a_lease_taken_over_waits_for_it_and_is_fenced(
             found: Some(2)
         })
     );
-    let stored = store.load(session.id).await.unwrap().unwrap();
+    let stored = store.load(session.id, KEEP).await.unwrap().unwrap();
     assert!(stored.messages.is_empty(), "nothing of the fenced commit");
 }
 
@@ -217,7 +224,10 @@ async fn postgres_deletes_in_one_tree_of_forks_at_once_neither_deadlock_nor_lose
         committed.unwrap();
         let mut expected = history[..8].to_vec();
         expected.extend(b_turn);
-        assert_eq!(store.load(b.id).await.unwrap().unwrap().messages, expected);
+        assert_eq!(
+            store.load(b.id, KEEP).await.unwrap().unwrap().messages,
+            expected
+        );
         assert!(store.is_healthy());
     }
 }
@@ -313,7 +323,7 @@ async fn postgres_leases_give_a_session_one_owner_and_fence_the_commits_of_one_t
     })
     .await
     .unwrap();
-    let stored = b.load(session.id).await.unwrap().unwrap();
+    let stored = b.load(session.id, KEEP).await.unwrap().unwrap();
     let expected: Vec<Message> = first.into_iter().chain(second).collect();
     assert_eq!(stored.messages, expected, "no trace of the fenced commit");
     // Handed back, a lease is taken at once (no takeover: nobody died); a process at the same address as a holder
@@ -390,7 +400,7 @@ async fn a_session_and_its_commits_read_back_whole_after_the_store_is_reopened(b
     store.close().await;
 
     let store = backend.open().await;
-    let stored = store.load(session.id).await.unwrap().unwrap();
+    let stored = store.load(session.id, KEEP).await.unwrap().unwrap();
     assert_eq!(stored.row.version, 3);
     let expected: Vec<Message> = instructions
         .into_iter()
@@ -411,7 +421,7 @@ async fn a_session_and_its_commits_read_back_whole_after_the_store_is_reopened(b
             ..session
         }
     );
-    assert_eq!(store.load(Uuid::new_v4()).await.unwrap(), None);
+    assert_eq!(store.load(Uuid::new_v4(), KEEP).await.unwrap(), None);
     store.close().await;
 }
 
@@ -433,7 +443,7 @@ async fn a_commit_from_a_stale_version_or_length_changes_nothing(backend: Backen
     );
     let wrong_place = store.commit(commit(&session, 1, 2, &turn("three"))).await;
     assert!(matches!(wrong_place, Err(StoreError::VersionMoved { .. })));
-    let stored = store.load(session.id).await.unwrap().unwrap();
+    let stored = store.load(session.id, KEEP).await.unwrap().unwrap();
     assert_eq!((stored.row.version, stored.messages.len()), (2, 2));
     let gone = store.commit(commit(&row(None), 0, 1, &turn("x"))).await;
     assert_eq!(
@@ -453,10 +463,10 @@ async fn a_deleted_session_is_gone_with_its_messages(backend: Backend) {
     store.create(&session, &turn("x")).await.unwrap();
     assert!(store.delete(session.id).await.unwrap());
     assert!(!store.delete(session.id).await.unwrap());
-    assert_eq!(store.load(session.id).await.unwrap(), None);
+    assert_eq!(store.load(session.id, KEEP).await.unwrap(), None);
     // The same id stored again starts from nothing: no message of the old one is left.
     store.create(&session, &[]).await.unwrap();
-    let stored = store.load(session.id).await.unwrap().unwrap();
+    let stored = store.load(session.id, KEEP).await.unwrap().unwrap();
     assert!(stored.messages.is_empty());
     store.close().await;
 }
@@ -527,7 +537,7 @@ async fn many_sessions_commit_at_once_and_each_gets_its_own_outcome(backend: Bac
         assert_eq!(outcome.is_ok(), n % 5 != 0, "{n}: {outcome:?}");
     }
     for (n, session) in sessions.iter().enumerate() {
-        let stored = store.load(session.id).await.unwrap().unwrap();
+        let stored = store.load(session.id, KEEP).await.unwrap().unwrap();
         let expected = if n % 5 == 0 { (1, 0) } else { (2, 2) };
         assert_eq!((stored.row.version, stored.messages.len()), expected, "{n}");
     }
@@ -729,7 +739,7 @@ async fn a_joined_turns_commit_writes_every_writers_key_and_record(backend: Back
             Some(claim)
         );
     }
-    let stored = store.load(session.id).await.unwrap().unwrap();
+    let stored = store.load(session.id, KEEP).await.unwrap().unwrap();
     assert_eq!(stored.turns, records);
     assert_eq!(stored.messages.len(), 2);
     store.close().await;
@@ -818,7 +828,7 @@ async fn a_fork_shares_its_sources_rows_and_outlives_the_source(backend: Backend
         all
     };
     async fn load(store: &Store, id: Uuid) -> text_session_api::store::StoredSession {
-        store.load(id).await.unwrap().unwrap()
+        store.load(id, KEEP).await.unwrap().unwrap()
     }
     assert_eq!(
         load(&store, source.id).await.messages,
@@ -837,7 +847,7 @@ async fn a_fork_shares_its_sources_rows_and_outlives_the_source(backend: Backend
         store.create(&late, &[]).await,
         Err(StoreError::Gone(source.id))
     );
-    assert_eq!(store.load(late.id).await.unwrap(), None);
+    assert_eq!(store.load(late.id, KEEP).await.unwrap(), None);
     assert!(store.is_healthy());
     assert_eq!(own_rows(&backend, &mut store, a.id).await, 152);
     assert_eq!(load(&store, a.id).await.messages, a_whole);
@@ -853,7 +863,69 @@ async fn a_fork_shares_its_sources_rows_and_outlives_the_source(backend: Backend
         whole(&history[..60], &b_turn)
     );
     assert!(store.delete(b.id).await.unwrap());
-    assert_eq!(store.load(b.id).await.unwrap(), None);
+    assert_eq!(store.load(b.id, KEEP).await.unwrap(), None);
+    store.close().await;
+}
+
+async fn completed_turns_records_read_back_newest_within_bounds_and_stay_with_their_session(
+    backend: Backend,
+) {
+    let store = backend.open().await;
+    let source = row(None);
+    store.create(&source, &[]).await.unwrap();
+    let mut records = Vec::new();
+    for n in 0..5 {
+        let record = turn_row(&source, n, "completed");
+        let messages = turn(&format!("m{n}"));
+        store
+            .commit(CommitRows {
+                turns: std::slice::from_ref(&record),
+                ..commit(&source, 2 * n as usize, n as u64 + 1, &messages)
+            })
+            .await
+            .unwrap();
+        records.push(record);
+    }
+    let bounds = TurnBounds {
+        records: 2,
+        failed: 0,
+    };
+    let loaded = store.load(source.id, bounds).await.unwrap().unwrap().turns;
+    assert!(
+        loaded.ends_with(&records[3..]),
+        "the newest two, oldest first"
+    );
+    assert!(loaded.iter().all(|turn| records.contains(turn)));
+    assert_eq!(
+        store.load(source.id, KEEP).await.unwrap().unwrap().turns,
+        records
+    );
+
+    // A fork shares the source's rows, not its turns; nor does it take them over as
+    // the source's heir.
+    let fork = fork_of(&source, 6, 10);
+    store.create(&fork, &[]).await.unwrap();
+    assert!(
+        store
+            .load(fork.id, KEEP)
+            .await
+            .unwrap()
+            .unwrap()
+            .turns
+            .is_empty()
+    );
+    let own = turn_row(&fork, 5, "completed");
+    store
+        .commit(CommitRows {
+            turns: std::slice::from_ref(&own),
+            ..commit(&fork, 10, 1, &turn("on the fork"))
+        })
+        .await
+        .unwrap();
+    assert!(store.delete(source.id).await.unwrap());
+    let fork_now = store.load(fork.id, KEEP).await.unwrap().unwrap();
+    assert_eq!(fork_now.turns, [own]);
+    assert_eq!(fork_now.messages.len(), 12);
     store.close().await;
 }
 
@@ -890,7 +962,7 @@ async fn sessions_are_counted_per_owner_and_idle_ones_expire_by_their_last_activ
     assert!(!store.expire(a2.id, soon).await.unwrap(), "active since");
     assert!(store.expire(none.id, soon).await.unwrap());
     assert!(!store.expire(none.id, soon).await.unwrap(), "gone already");
-    assert_eq!(store.load(none.id).await.unwrap(), None);
+    assert_eq!(store.load(none.id, KEEP).await.unwrap(), None);
     assert_eq!(store.idle(later, 10).await.unwrap().len(), 2);
     assert_eq!(
         store.count_by_owner().await.unwrap(),
@@ -949,7 +1021,7 @@ async fn ended_turn_records_read_back_with_their_session_within_their_bounds(bac
     store.close().await;
 
     let store = backend.open().await;
-    let stored = store.load(session.id).await.unwrap().unwrap();
+    let stored = store.load(session.id, KEEP).await.unwrap().unwrap();
     assert_eq!(stored.turns, [committed, retried.clone()]);
 
     // Past the bounds: the last 3 of any status, and besides them the last 2 failed.
@@ -967,24 +1039,25 @@ async fn ended_turn_records_read_back_with_their_session_within_their_bounds(bac
     let last = turn_row(&session, 10, "rejected");
     store.record_turn(&last, Some(bounds)).await.unwrap();
     rows.push(last);
-    let kept: Vec<i64> = store
-        .load(session.id)
-        .await
-        .unwrap()
-        .unwrap()
-        .turns
+    let loaded = store.load(session.id, bounds).await.unwrap().unwrap().turns;
+    let (completed, kept): (Vec<_>, Vec<_>) =
+        loaded.iter().partition(|turn| turn.status == "completed");
+    let kept: Vec<i64> = kept
         .iter()
         .map(|t| t.created_at.unix_millis() - 1_700_000_000_000)
         .collect();
-    // Failed: 1, 3, 6, 9 (the last two are 6 and 9); the last three: 8, 9, 10.
+    // Failed: 1, 3, 6, 9 (the last two are 6 and 9); the last three: 8, 9, 10. A store
+    // may give completed ones besides, as many as the bounds keep at most (SQLite keeps
+    // them on their message rows); the session prunes them when it restores them.
     assert_eq!(kept, [6, 8, 9, 10]);
+    assert!(completed.len() <= bounds.records);
 
     // Deleting the session takes its records with it.
     assert!(store.delete(session.id).await.unwrap());
     store.create(&session, &[]).await.unwrap();
     assert!(
         store
-            .load(session.id)
+            .load(session.id, KEEP)
             .await
             .unwrap()
             .unwrap()
@@ -1027,7 +1100,7 @@ async fn a_commit_with_many_messages_and_one_that_prunes_read_back_whole(backend
     store.close().await;
 
     let store = backend.open().await;
-    let stored = store.load(session.id).await.unwrap().unwrap();
+    let stored = store.load(session.id, KEEP).await.unwrap().unwrap();
     assert_eq!(stored.row.version, 3);
     let expected: Vec<Message> = many.into_iter().chain(after).collect();
     assert_eq!(stored.messages, expected);

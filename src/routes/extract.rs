@@ -209,7 +209,7 @@ pub(crate) async fn live_or_stored(
         Some(Lease::Elsewhere { addr }) => return Err(ApiError::SessionMoved(addr)),
     };
     let Some(stored) = store
-        .load(id)
+        .load(id, app.settings.turns.bounds())
         .await
         .inspect_err(|error| metrics.store_error(error.kind()))?
     else {

@@ -364,6 +364,16 @@ pub struct Retention {
     pub events_ttl: Duration,
 }
 
+impl Retention {
+    /// The bounds ended records are kept within, as the store applies them.
+    pub fn bounds(&self) -> TurnBounds {
+        TurnBounds {
+            records: self.records,
+            failed: self.failed,
+        }
+    }
+}
+
 /// How many turns may start between two prunings of a session's records (see
 /// [`TurnRecords::start`]).
 const PRUNE_EVERY: usize = 8;
@@ -409,10 +419,7 @@ impl TurnRecords {
 
     /// The bounds records are kept within, as the store applies them.
     pub fn bounds(&self) -> TurnBounds {
-        TurnBounds {
-            records: self.retention.records,
-            failed: self.retention.failed,
-        }
+        self.retention.bounds()
     }
 
     /// Records a new turn that waits for (or is about to take) the lock. The records

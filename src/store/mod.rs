@@ -314,11 +314,17 @@ impl Store {
         }
     }
 
-    /// The session and its whole history, if stored.
-    pub async fn load(&self, id: Uuid) -> Result<Option<StoredSession>, StoreError> {
+    /// The session and its whole history, if stored, with its ended turn records: at
+    /// least those `bounds` keep (a store may give more, oldest first; the session
+    /// applies its bounds when it restores them).
+    pub async fn load(
+        &self,
+        id: Uuid,
+        bounds: TurnBounds,
+    ) -> Result<Option<StoredSession>, StoreError> {
         match self {
             Store::Memory => Ok(None),
-            Store::Sqlite(store) => store.load(id).await,
+            Store::Sqlite(store) => store.load(id, bounds).await,
             Store::Postgres(store) => store.load(id).await,
         }
     }
@@ -513,7 +519,19 @@ mod tests {
             forked_from: None,
         };
         memory.create(&row, &[]).await.unwrap();
-        assert_eq!(memory.load(row.id).await.unwrap(), None);
+        assert_eq!(
+            memory
+                .load(
+                    row.id,
+                    TurnBounds {
+                        records: 100,
+                        failed: 50
+                    }
+                )
+                .await
+                .unwrap(),
+            None
+        );
         assert!(
             memory
                 .list(None, 10, None)

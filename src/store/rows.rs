@@ -83,7 +83,8 @@ pub(super) const LOAD_MESSAGES: &str = "
         SELECT s.id, COALESCE(s.base_len, 0), CASE WHEN c.lo < c.hi THEN c.lo ELSE c.hi END,
                s.base_id
         FROM sessions s JOIN chain c ON s.id = c.base_id)
-    SELECT m.* FROM chain c
+    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.interrupted, m.created_at
+    FROM chain c
     JOIN messages m ON m.session_id = c.id AND m.seq >= c.lo AND m.seq < c.hi
     ORDER BY m.seq";
 

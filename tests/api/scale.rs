@@ -178,7 +178,8 @@ async fn seed_the_rest_by_sql(url: &str, start: i64, ids: &[Uuid]) {
         "CREATE TEMP VIEW seed_messages AS
          SELECT n, id AS session_id, m AS seq, role, head || n || tail AS content,
                 NULL AS tool_calls, NULL AS tool_call_id, 0 AS interrupted,
-                second || after AS created_at
+                second || after AS created_at,
+                NULL AS turn_id, NULL AS turn_created_at, NULL AS turn_record
          FROM temp.seed, temp.seqs"
             .to_owned(),
     ];
@@ -210,8 +211,8 @@ async fn seed_the_rest_by_sql(url: &str, start: i64, ids: &[Uuid]) {
     let session_columns = "id, owner, provider, model, defaults, tools, metadata, created_at, \
                            updated_at, version, messages, active_at, base_id, base_len, \
                            forked_from";
-    let message_columns =
-        "session_id, seq, role, content, tool_calls, tool_call_id, interrupted, created_at";
+    let message_columns = "session_id, seq, role, content, tool_calls, tool_call_id, interrupted, \
+                           created_at, turn_id, turn_created_at, turn_record";
     for (table, key, columns) in [
         ("sessions", "id", session_columns),
         ("messages", "session_id", message_columns),

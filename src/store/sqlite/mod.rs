@@ -191,8 +191,15 @@ impl SqliteStore {
             .await
     }
 
-    pub async fn load(&self, id: Uuid) -> Result<Option<StoredSession>, StoreError> {
-        self.read(move |conn| reads::load(conn, id)).await
+    /// A session as `Store::load` says: its completed turns' records, the newest
+    /// `bounds.records` of them, with the others (`reads::load`).
+    pub async fn load(
+        &self,
+        id: Uuid,
+        bounds: TurnBounds,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        self.read(move |conn| reads::load(conn, id, bounds.records))
+            .await
     }
 
     /// Removes a session and its history; whether it was stored.
@@ -387,6 +394,12 @@ pub mod fault_injection {
 mod tests {
     use super::*;
 
+    /// The bounds records are loaded with (the defaults).
+    const KEEP: TurnBounds = TurnBounds {
+        records: 100,
+        failed: 50,
+    };
+
     /// A store file of its own, removed (with its WAL) when dropped.
     pub(super) struct TempFile(std::path::PathBuf);
 
@@ -475,7 +488,7 @@ mod tests {
         assert!(matches!(outcomes[1], Err(StoreError::Unavailable(_))));
         assert!(matches!(outcomes[2], Err(StoreError::VersionMoved { .. })));
         for id in [a, b] {
-            let stored = store.load(id).await.unwrap().unwrap();
+            let stored = store.load(id, KEEP).await.unwrap().unwrap();
             assert_eq!((stored.row.version, stored.messages.len()), (1, 1));
         }
     }
@@ -489,7 +502,7 @@ mod tests {
             .await;
         assert!(matches!(panicked, Err(StoreError::Unavailable(_))));
         assert!(store.is_healthy());
-        assert!(store.load(Uuid::new_v4()).await.unwrap().is_none());
+        assert!(store.load(Uuid::new_v4(), KEEP).await.unwrap().is_none());
         let memory = SqliteStore::open(":memory:").await.unwrap_err();
         assert!(memory.to_string().contains("STORE=memory"), "{memory}");
     }
@@ -505,7 +518,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(600));
             Ok(())
         });
-        let behind = store.load(Uuid::new_v4());
+        let behind = store.load(Uuid::new_v4(), KEEP);
         let (stuck, behind) = tokio::join!(stuck, behind);
         for outcome in [stuck.map(|_| ()), behind.map(|_| ())] {
             let Err(StoreError::Unavailable(why)) = outcome else {
@@ -514,7 +527,7 @@ mod tests {
             assert!(why.contains("within 0.2 s"), "{why}");
         }
         store.read_timeout = READ_TIMEOUT;
-        assert!(store.load(Uuid::new_v4()).await.unwrap().is_none());
+        assert!(store.load(Uuid::new_v4(), KEEP).await.unwrap().is_none());
         assert!(store.is_healthy());
     }
 

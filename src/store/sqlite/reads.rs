@@ -1,6 +1,8 @@
 //! The reads, run on the connection's thread between batches (the file is held by that
 //! one connection), and how a row's columns are decoded.
 
+use std::collections::HashSet;
+
 use rusqlite::types::FromSql;
 use rusqlite::{Connection, Params, Row};
 use uuid::Uuid;
@@ -11,10 +13,16 @@ use crate::store::rows::{
     Columns, LOAD_MESSAGES, corrupt, count, integer, key_record, message, owner_column,
     session_row, turn_row,
 };
-use crate::store::{KeyRecord, SessionPage, StoreError, StoredSession};
+use crate::store::{KeyRecord, SessionPage, StoreError, StoredSession, TurnRow};
 
-/// A session with its history and its turn records, if it is stored.
-pub(super) fn load(conn: &Connection, id: Uuid) -> Result<Option<StoredSession>, StoreError> {
+/// A session with its history and its turn records, if it is stored: those of `turns`
+/// (turns that did not complete) and the newest `completed` of those on its own message
+/// rows (`COMPLETED_TURNS`), oldest first.
+pub(super) fn load(
+    conn: &Connection,
+    id: Uuid,
+    completed: usize,
+) -> Result<Option<StoredSession>, StoreError> {
     let key = id.to_string();
     let Some(row) = first(conn, "SELECT * FROM sessions WHERE id = ?", [&key], |row| {
         session_row(row)
@@ -22,17 +30,42 @@ pub(super) fn load(conn: &Connection, id: Uuid) -> Result<Option<StoredSession>,
     else {
         return Ok(None);
     };
+    let mut turns = all(
+        conn,
+        "SELECT * FROM turns WHERE session_id = ?",
+        [&key],
+        |row| turn_row(row),
+    )?;
+    let kept: HashSet<Uuid> = turns.iter().map(|turn| turn.id).collect();
+    let on_messages = all(conn, COMPLETED_TURNS, (&key, integer(completed)?), |row| {
+        Ok(TurnRow {
+            session: id,
+            id: row.id("turn_id")?,
+            created_at: row.time("turn_created_at")?,
+            status: "completed".to_owned(),
+            record: row.text("turn_record")?,
+        })
+    })?;
+    // A record written again by itself (`Write::RecordTurn`) stands in for its first.
+    turns.extend(
+        on_messages
+            .into_iter()
+            .filter(|turn| !kept.contains(&turn.id)),
+    );
+    turns.sort_unstable_by_key(|turn| (turn.created_at, turn.id));
     Ok(Some(StoredSession {
         row,
         messages: all(conn, LOAD_MESSAGES, [&key], |row| message(row))?,
-        turns: all(
-            conn,
-            "SELECT * FROM turns WHERE session_id = ? ORDER BY created_at, id",
-            [&key],
-            |row| turn_row(row),
-        )?,
+        turns,
     }))
 }
+
+/// A session's newest completed turn records, kept on its own message rows (a fork's
+/// shared rows are its source's). Parameters: session, how many.
+const COMPLETED_TURNS: &str = "
+    SELECT turn_id, turn_created_at, turn_record FROM messages
+    WHERE session_id = ? AND turn_id IS NOT NULL
+    ORDER BY seq DESC LIMIT ?";
 
 /// Sessions idle since before `before`, the longest idle first: id and owner.
 pub(super) fn idle(

@@ -9,8 +9,8 @@ use uuid::Uuid;
 use super::failed;
 use crate::message::{Message, Timestamp};
 use crate::store::rows::{
-    CLAIM_KEY, HAND_ROWS_TO_HEIR, HEIR, KEEP_KEY, PRUNE_TURNS, REBASE_FORKS, REBASE_HEIR,
-    RECORD_TURN, base_of, headers_json, integer, json, owner_column, role_name, tool_calls,
+    CLAIM_KEY, HEIR, KEEP_KEY, PRUNE_TURNS, REBASE_FORKS, REBASE_HEIR, RECORD_TURN, base_of,
+    headers_json, integer, json, owner_column, role_name, tool_calls,
 };
 use crate::store::{KeyRecord, SessionRow, StoreError, TurnBounds, TurnRow};
 
@@ -90,7 +90,7 @@ pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError>
                 ])
             })
             .map_err(|error| creating(row, error))?;
-            insert_messages(conn, &id, own_from, messages)?;
+            insert_messages(conn, &id, own_from, messages, &[])?;
             Ok(1)
         }
         Write::Commit {
@@ -126,7 +126,13 @@ pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError>
                     found: found.and_then(|v| u64::try_from(v).ok()),
                 });
             }
-            insert_messages(conn, &id, *from, messages)?;
+            // Completed turns' records go on the rows the commit adds, one each (a commit
+            // adds at least a row per writer, so none is left for `turns` but by a
+            // commit that adds none).
+            let (completed, others): (Vec<&TurnRow>, Vec<&TurnRow>) =
+                turns.iter().partition(|turn| turn.status == COMPLETED);
+            let on_rows = completed.len().min(messages.len());
+            insert_messages(conn, &id, *from, messages, &completed[..on_rows])?;
             for key in keys {
                 claim_key(conn, key)?;
             }
@@ -135,7 +141,10 @@ pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError>
             if let Some(bounds) = prune {
                 prune_turns(conn, &id, *bounds)?;
             }
-            for turn in turns {
+            for turn in others
+                .into_iter()
+                .chain(completed[on_rows..].iter().copied())
+            {
                 record_turn(conn, turn)?;
             }
             Ok(1)
@@ -213,12 +222,25 @@ const MOVE_VERSION: &str = "
                         messages = messages + ?4
     WHERE id = ?1 AND version = ?5 AND messages = ?6";
 
-/// Inserts messages of a session from `from` on, one prepared row at a time.
+/// The rows a deleted session's heir shares become its own (as Postgres's
+/// `HAND_ROWS_TO_HEIR`), without the records of the session's completed turns: those
+/// were its turns, not the heir's. Parameters: heir, session, rows shared.
+const HAND_ROWS_TO_HEIR: &str = "
+    UPDATE messages SET session_id = ?1, turn_id = NULL, turn_created_at = NULL,
+                        turn_record = NULL
+    WHERE session_id = ?2 AND seq < ?3";
+
+/// The status of a turn whose record goes on a message row (migration `0010`).
+const COMPLETED: &str = "completed";
+
+/// Inserts messages of a session from `from` on, one prepared row at a time, the
+/// records of `completed` turns on the first of them, one a row.
 fn insert_messages(
     conn: &Connection,
     session: &str,
     from: usize,
     messages: &[Message],
+    completed: &[&TurnRow],
 ) -> Result<(), StoreError> {
     if messages.is_empty() {
         return Ok(());
@@ -226,10 +248,13 @@ fn insert_messages(
     let mut insert = conn
         .prepare_cached(
             "INSERT INTO messages (session_id, seq, role, content, tool_calls, tool_call_id,
-                                   interrupted, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                   interrupted, created_at, turn_id, turn_created_at,
+                                   turn_record)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .map_err(failed)?;
-    for (seq, message) in (from..).zip(messages) {
+    for (i, (seq, message)) in (from..).zip(messages).enumerate() {
+        let turn = completed.get(i);
         insert
             .execute(params![
                 session,
@@ -240,6 +265,9 @@ fn insert_messages(
                 message.tool_call_id,
                 message.interrupted,
                 message.created_at.to_rfc3339(),
+                turn.map(|turn| turn.id.to_string()),
+                turn.map(|turn| turn.created_at.to_rfc3339()),
+                turn.map(|turn| turn.record.as_str()),
             ])
             .map_err(failed)?;
     }

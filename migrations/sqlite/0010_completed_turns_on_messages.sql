@@ -1,0 +1,9 @@
+-- A completed turn's record goes on the first message row its commit adds instead of a
+-- row of its own in `turns`: the commit writes that leaf anyway, and a leaf of `turns`
+-- per turn was a third of the pages a commit wrote (BENCHMARKS.md). `turns` keeps the
+-- records of turns that did not complete (failed, cancelled, rejected: those a retry
+-- runs again), pruned as before; a session's completed records are read back newest
+-- first, as many as it keeps. The columns are NULL on every other row.
+ALTER TABLE messages ADD COLUMN turn_id TEXT;
+ALTER TABLE messages ADD COLUMN turn_created_at TEXT;  -- RFC 3339
+ALTER TABLE messages ADD COLUMN turn_record TEXT;      -- JSON, as in `turns`.record
