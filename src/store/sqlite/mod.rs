@@ -494,6 +494,71 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn completed_records_past_the_bounds_are_cleared_from_their_rows_as_the_records_are_pruned()
+     {
+        use crate::message::{Message, Role};
+        let file = TempFile::new();
+        let store = SqliteStore::open(file.path()).await.unwrap();
+        let id = Uuid::new_v4();
+        let create = Write::Create {
+            row: session(id),
+            messages: Vec::new(),
+        };
+        store.write(create).await.unwrap();
+        let bounds = TurnBounds {
+            records: 5,
+            failed: 0,
+        };
+        let mut records = Vec::new();
+        for n in 0..40_u64 {
+            // A millisecond apart: records are read back in creation order.
+            let now = Timestamp::from_unix_millis(1_700_000_000_000 + n as i64).unwrap();
+            let record = TurnRow {
+                session: id,
+                id: Uuid::new_v4(),
+                created_at: now,
+                status: "completed".into(),
+                record: format!("{{\"n\":{n}}}"),
+            };
+            records.push(record.clone());
+            let commit = Write::Commit {
+                session: id,
+                from_version: 1 + n,
+                version: 2 + n,
+                from: 2 * n as usize,
+                messages: vec![
+                    Message::text(Role::User, format!("m{n}"), now),
+                    Message::text(Role::Assistant, format!("r{n}"), now),
+                ],
+                updated_at: now,
+                keys: Vec::new(),
+                turns: vec![record],
+                // As sessions do: now and then (every 8 commits here).
+                prune: (n % 8 == 7).then_some(bounds),
+            };
+            store.write(commit).await.unwrap();
+        }
+        // The last pruning (with turn 39) kept turns 35 to 39 (rows 70 to 78) and cleared
+        // the others, and the next one starts past row 68.
+        let (on_rows, from) = store
+            .read(move |conn| {
+                conn.query_row(
+                    "SELECT (SELECT count(*) FROM messages WHERE turn_id IS NOT NULL),
+                            (SELECT turns_from FROM sessions WHERE id = ?)",
+                    [id.to_string()],
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+                )
+                .map_err(failed)
+            })
+            .await
+            .unwrap();
+        assert_eq!((on_rows, from), (5, 69));
+        let stored = store.load(id, KEEP).await.unwrap().unwrap();
+        assert_eq!(stored.turns, records[35..]);
+        assert_eq!(stored.messages.len(), 80);
+    }
+
+    #[tokio::test]
     async fn a_read_that_panics_fails_alone_and_an_in_memory_file_is_refused() {
         let file = TempFile::new();
         let store = SqliteStore::open(file.path()).await.unwrap();

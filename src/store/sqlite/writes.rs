@@ -340,14 +340,45 @@ fn key_values(key: &KeyRecord) -> Result<[Value; 6], StoreError> {
     ])
 }
 
-/// Drops a session's ended turn records past `bounds` (`PRUNE_TURNS`).
+/// Drops a session's ended turn records past `bounds`: those of `turns`
+/// (`PRUNE_TURNS`), and the completed ones on its rows older than the newest
+/// `bounds.records`, from where the last pruning stopped (`CLEAR_COMPLETED`), so that a
+/// pruning reads the records kept and the rows added since, however long the history.
 fn prune_turns(conn: &Connection, session: &str, bounds: TurnBounds) -> Result<(), StoreError> {
     let (records, failed_ones) = (integer(bounds.records)?, integer(bounds.failed)?);
     conn.prepare_cached(PRUNE_TURNS)
         .and_then(|mut prune| prune.execute(params![session, records, failed_ones]))
         .map_err(failed)?;
+    let newest_dropped: Option<i64> = conn
+        .prepare_cached(
+            "SELECT seq FROM messages WHERE session_id = ? AND turn_id IS NOT NULL
+             ORDER BY seq DESC LIMIT 1 OFFSET ?",
+        )
+        .and_then(|mut select| {
+            select
+                .query_row(params![session, records], |row| row.get(0))
+                .optional()
+        })
+        .map_err(failed)?;
+    if let Some(seq) = newest_dropped {
+        for sql in CLEAR_COMPLETED {
+            conn.prepare_cached(sql)
+                .and_then(|mut clear| clear.execute(params![session, seq]))
+                .map_err(failed)?;
+        }
+    }
     Ok(())
 }
+
+/// Clears the completed turn records on a session's rows from where the last clearing
+/// stopped (`sessions.turns_from`) up to a row, that one included, and notes where it
+/// stopped. Parameters: session, the row.
+const CLEAR_COMPLETED: [&str; 2] = [
+    "UPDATE messages SET turn_id = NULL, turn_created_at = NULL, turn_record = NULL
+     WHERE session_id = ?1 AND turn_id IS NOT NULL AND seq <= ?2
+       AND seq >= (SELECT turns_from FROM sessions WHERE id = ?1)",
+    "UPDATE sessions SET turns_from = ?2 + 1 WHERE id = ?1",
+];
 
 /// A new session's insert that failed: its source is gone if the reference to it was
 /// refused (a fork made as its source was deleted).
