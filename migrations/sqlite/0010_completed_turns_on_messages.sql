@@ -8,7 +8,9 @@
 ALTER TABLE messages ADD COLUMN turn_id TEXT;
 ALTER TABLE messages ADD COLUMN turn_created_at TEXT;  -- RFC 3339
 ALTER TABLE messages ADD COLUMN turn_record TEXT;      -- JSON, as in `turns`.record
--- Records past a session's bounds are cleared from its rows when its records are pruned:
--- from `turns_from` (where the last pruning stopped) up to the oldest record kept, so a
--- pruning reads only the rows added since the one before.
+-- Records past a session's bounds are cleared from its rows when its records are pruned,
+-- if `turns_on_rows` (how many its rows hold, counted by each commit) is past them: from
+-- `turns_from` (where the last pruning stopped) up to the oldest record kept, so a
+-- pruning reads only the records kept and the rows added since the one before.
 ALTER TABLE sessions ADD COLUMN turns_from INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN turns_on_rows INTEGER NOT NULL DEFAULT 0;

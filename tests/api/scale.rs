@@ -172,7 +172,8 @@ async fn seed_the_rest_by_sql(url: &str, start: i64, ids: &[Uuid]) {
                     second || '.000Z' AS created_at, second || format('.%03dZ', {count}) AS updated_at,
                     version, {count} AS messages,
                     second || format('.%03dZ', {count}) AS active_at,
-                    NULL AS base_id, NULL AS base_len, NULL AS forked_from, 0 AS turns_from
+                    NULL AS base_id, NULL AS base_len, NULL AS forked_from, 0 AS turns_from,
+                    0 AS turns_on_rows
              FROM temp.seed, temp.template"
         ),
         "CREATE TEMP VIEW seed_messages AS
@@ -210,7 +211,7 @@ async fn seed_the_rest_by_sql(url: &str, start: i64, ids: &[Uuid]) {
     // The views give what the store wrote, both ways.
     let session_columns = "id, owner, provider, model, defaults, tools, metadata, created_at, \
                            updated_at, version, messages, active_at, base_id, base_len, \
-                           forked_from, turns_from";
+                           forked_from, turns_from, turns_on_rows";
     let message_columns = "session_id, seq, role, content, tool_calls, tool_call_id, interrupted, \
                            created_at, turn_id, turn_created_at, turn_record";
     for (table, key, columns) in [

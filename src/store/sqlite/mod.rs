@@ -539,20 +539,17 @@ mod tests {
             store.write(commit).await.unwrap();
         }
         // The last pruning (with turn 39) kept turns 35 to 39 (rows 70 to 78) and cleared
-        // the others, and the next one starts past row 68.
-        let (on_rows, from) = store
-            .read(move |conn| {
-                conn.query_row(
-                    "SELECT (SELECT count(*) FROM messages WHERE turn_id IS NOT NULL),
-                            (SELECT turns_from FROM sessions WHERE id = ?)",
-                    [id.to_string()],
-                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
-                )
-                .map_err(failed)
-            })
-            .await
-            .unwrap();
-        assert_eq!((on_rows, from), (5, 69));
+        // the others, and the next one starts past row 68; a commit since counts its own.
+        let counts = move |conn: &Connection| {
+            conn.query_row(
+                "SELECT (SELECT count(*) FROM messages WHERE turn_id IS NOT NULL),
+                        turns_from, turns_on_rows FROM sessions WHERE id = ?",
+                [id.to_string()],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get(2)?)),
+            )
+            .map_err(failed)
+        };
+        assert_eq!(store.read(counts).await.unwrap(), (5, 69, 5));
         let stored = store.load(id, KEEP).await.unwrap().unwrap();
         assert_eq!(stored.turns, records[35..]);
         assert_eq!(stored.messages.len(), 80);

@@ -108,12 +108,27 @@ pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError>
             let at = updated_at.to_rfc3339();
             let (to, added) = (integer(*version)?, integer(messages.len())?);
             let (expected_version, expected_len) = (integer(*from_version)?, integer(*from)?);
+            // Completed turns' records go on the rows the commit adds, one each (a commit
+            // adds at least a row per writer, so none is left for `turns` but by a
+            // commit that adds none).
+            let (completed, others): (Vec<&TurnRow>, Vec<&TurnRow>) =
+                turns.iter().partition(|turn| turn.status == COMPLETED);
+            let on_rows = completed.len().min(messages.len());
+            let counted = integer(on_rows)?;
             // The move of the version is the guard: it applies only from the version
             // and length the commit started from, and nothing else is written if not.
             let moved = conn
                 .prepare_cached(MOVE_VERSION)
                 .and_then(|mut update| {
-                    update.execute(params![id, to, at, added, expected_version, expected_len])
+                    update.execute(params![
+                        id,
+                        to,
+                        at,
+                        added,
+                        expected_version,
+                        expected_len,
+                        counted,
+                    ])
                 })
                 .map_err(failed)?;
             if moved == 0 {
@@ -126,12 +141,6 @@ pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError>
                     found: found.and_then(|v| u64::try_from(v).ok()),
                 });
             }
-            // Completed turns' records go on the rows the commit adds, one each (a commit
-            // adds at least a row per writer, so none is left for `turns` but by a
-            // commit that adds none).
-            let (completed, others): (Vec<&TurnRow>, Vec<&TurnRow>) =
-                turns.iter().partition(|turn| turn.status == COMPLETED);
-            let on_rows = completed.len().min(messages.len());
             insert_messages(conn, &id, *from, messages, &completed[..on_rows])?;
             for key in keys {
                 claim_key(conn, key)?;
@@ -215,11 +224,13 @@ pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError>
 /// (`postgres.rs`), it moves the activity every time: SQLite rewrites an index entry
 /// whenever its column is set, to the same value or not, and a second statement to move
 /// it less often costs what it saves (BENCHMARKS.md, "Tried and not kept").
-/// Parameters: session, version, time, messages added, version and length it started
-/// from.
+/// It also counts the completed turns' records the commit puts on its rows
+/// (`turns_on_rows`, which tells a pruning whether any are past the bounds). Parameters:
+/// session, version, time, messages added, version and length it started from, records
+/// put on rows.
 const MOVE_VERSION: &str = "
     UPDATE sessions SET version = ?2, updated_at = ?3, active_at = ?3,
-                        messages = messages + ?4
+                        messages = messages + ?4, turns_on_rows = turns_on_rows + ?7
     WHERE id = ?1 AND version = ?5 AND messages = ?6";
 
 /// The rows a deleted session's heir shares become its own (as Postgres's
@@ -341,44 +352,53 @@ fn key_values(key: &KeyRecord) -> Result<[Value; 6], StoreError> {
 }
 
 /// Drops a session's ended turn records past `bounds`: those of `turns`
-/// (`PRUNE_TURNS`), and the completed ones on its rows older than the newest
-/// `bounds.records`, from where the last pruning stopped (`CLEAR_COMPLETED`), so that a
-/// pruning reads the records kept and the rows added since, however long the history.
+/// (`PRUNE_TURNS`), and, if its rows hold more completed ones than `bounds.records`, those
+/// older than the newest `bounds.records` (`CLEAR_COMPLETED`), from where the last
+/// pruning stopped: a pruning reads the records kept and the rows added since, however
+/// long the history, and nothing at all while the rows hold no more than the bounds.
 fn prune_turns(conn: &Connection, session: &str, bounds: TurnBounds) -> Result<(), StoreError> {
     let (records, failed_ones) = (integer(bounds.records)?, integer(bounds.failed)?);
     conn.prepare_cached(PRUNE_TURNS)
         .and_then(|mut prune| prune.execute(params![session, records, failed_ones]))
         .map_err(failed)?;
     let newest_dropped: Option<i64> = conn
-        .prepare_cached(
-            "SELECT seq FROM messages WHERE session_id = ? AND turn_id IS NOT NULL
-             ORDER BY seq DESC LIMIT 1 OFFSET ?",
-        )
+        .prepare_cached(NEWEST_DROPPED)
         .and_then(|mut select| {
             select
                 .query_row(params![session, records], |row| row.get(0))
                 .optional()
         })
-        .map_err(failed)?;
+        .map_err(failed)?
+        .flatten();
     if let Some(seq) = newest_dropped {
-        for sql in CLEAR_COMPLETED {
-            conn.prepare_cached(sql)
-                .and_then(|mut clear| clear.execute(params![session, seq]))
-                .map_err(failed)?;
-        }
+        conn.prepare_cached(CLEAR_COMPLETED)
+            .and_then(|mut clear| clear.execute(params![session, seq]))
+            .and_then(|_| {
+                conn.prepare_cached(
+                    "UPDATE sessions SET turns_from = ?2 + 1, turns_on_rows = ?3 WHERE id = ?1",
+                )
+            })
+            .and_then(|mut noted| noted.execute(params![session, seq, records]))
+            .map_err(failed)?;
     }
     Ok(())
 }
 
+/// The row of the newest completed record past the newest `records` of a session, if
+/// its rows hold more than `records`. Parameters: session, records.
+const NEWEST_DROPPED: &str = "
+    SELECT (SELECT seq FROM messages WHERE session_id = ?1 AND turn_id IS NOT NULL
+            ORDER BY seq DESC LIMIT 1 OFFSET ?2)
+    FROM sessions WHERE id = ?1 AND turns_on_rows > ?2";
+
 /// Clears the completed turn records on a session's rows from where the last clearing
-/// stopped (`sessions.turns_from`) up to a row, that one included, and notes where it
-/// stopped. Parameters: session, the row.
-const CLEAR_COMPLETED: [&str; 2] = [
-    "UPDATE messages SET turn_id = NULL, turn_created_at = NULL, turn_record = NULL
-     WHERE session_id = ?1 AND turn_id IS NOT NULL AND seq <= ?2
-       AND seq >= (SELECT turns_from FROM sessions WHERE id = ?1)",
-    "UPDATE sessions SET turns_from = ?2 + 1 WHERE id = ?1",
-];
+/// stopped (`sessions.turns_from`) up to a row, that one included (the caller then notes
+/// where it stopped, and that the rows hold as many as the bounds keep). Parameters:
+/// session, the row.
+const CLEAR_COMPLETED: &str = "
+    UPDATE messages SET turn_id = NULL, turn_created_at = NULL, turn_record = NULL
+    WHERE session_id = ?1 AND turn_id IS NOT NULL AND seq <= ?2
+      AND seq >= (SELECT turns_from FROM sessions WHERE id = ?1)";
 
 /// A new session's insert that failed: its source is gone if the reference to it was
 /// refused (a fork made as its source was deleted).
