@@ -51,6 +51,10 @@ pub struct SqliteStore {
 /// SQLite's 1,000: `pwrite` 14.1 → 12.1 and `pread` 7.0 → 4.9 per write.
 const WAL_PAGES: u32 = 10_000;
 
+/// The status of a turn whose record goes on a message row instead of a row of `turns`
+/// (migration `0010`).
+const COMPLETED: &str = "completed";
+
 /// How long a statement waits for a lock the file's other users hold (at open only:
 /// afterwards this process holds the file alone).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);

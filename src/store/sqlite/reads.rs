@@ -7,7 +7,7 @@ use rusqlite::types::FromSql;
 use rusqlite::{Connection, Params, Row};
 use uuid::Uuid;
 
-use super::failed;
+use super::{COMPLETED, failed};
 use crate::message::Timestamp;
 use crate::store::rows::{
     Columns, LOAD_MESSAGES, corrupt, count, integer, key_record, message, owner_column,
@@ -42,7 +42,7 @@ pub(super) fn load(
             session: id,
             id: row.id("turn_id")?,
             created_at: row.time("turn_created_at")?,
-            status: "completed".to_owned(),
+            status: COMPLETED.to_owned(),
             record: row.text("turn_record")?,
         })
     })?;

@@ -6,7 +6,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use uuid::Uuid;
 
-use super::failed;
+use super::{COMPLETED, failed};
 use crate::message::{Message, Timestamp};
 use crate::store::rows::{
     CLAIM_KEY, HEIR, KEEP_KEY, PRUNE_TURNS, REBASE_FORKS, REBASE_HEIR, RECORD_TURN, base_of,
@@ -240,9 +240,6 @@ const HAND_ROWS_TO_HEIR: &str = "
     UPDATE messages SET session_id = ?1, turn_id = NULL, turn_created_at = NULL,
                         turn_record = NULL
     WHERE session_id = ?2 AND seq < ?3";
-
-/// The status of a turn whose record goes on a message row (migration `0010`).
-const COMPLETED: &str = "completed";
 
 /// Inserts messages of a session from `from` on, one prepared row at a time, the
 /// records of `completed` turns on the first of them, one a row.
