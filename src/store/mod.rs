@@ -519,19 +519,11 @@ mod tests {
             forked_from: None,
         };
         memory.create(&row, &[]).await.unwrap();
-        assert_eq!(
-            memory
-                .load(
-                    row.id,
-                    TurnBounds {
-                        records: 100,
-                        failed: 50
-                    }
-                )
-                .await
-                .unwrap(),
-            None
-        );
+        let bounds = TurnBounds {
+            records: 100,
+            failed: 50,
+        };
+        assert_eq!(memory.load(row.id, bounds).await.unwrap(), None);
         assert!(
             memory
                 .list(None, 10, None)

@@ -90,7 +90,7 @@ pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError>
                 ])
             })
             .map_err(|error| creating(row, error))?;
-            insert_messages(conn, &id, own_from, messages, &[])?;
+            insert_messages(conn, &id, own_from, messages, std::iter::empty())?;
             Ok(1)
         }
         Write::Commit {
@@ -111,9 +111,8 @@ pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError>
             // Completed turns' records go on the rows the commit adds, one each (a commit
             // adds at least a row per writer, so none is left for `turns` but by a
             // commit that adds none).
-            let (completed, others): (Vec<&TurnRow>, Vec<&TurnRow>) =
-                turns.iter().partition(|turn| turn.status == COMPLETED);
-            let on_rows = completed.len().min(messages.len());
+            let completed = || turns.iter().filter(|turn| turn.status == COMPLETED);
+            let on_rows = completed().count().min(messages.len());
             let counted = integer(on_rows)?;
             // The move of the version is the guard: it applies only from the version
             // and length the commit started from, and nothing else is written if not.
@@ -141,7 +140,7 @@ pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError>
                     found: found.and_then(|v| u64::try_from(v).ok()),
                 });
             }
-            insert_messages(conn, &id, *from, messages, &completed[..on_rows])?;
+            insert_messages(conn, &id, *from, messages, completed())?;
             for key in keys {
                 claim_key(conn, key)?;
             }
@@ -150,10 +149,8 @@ pub(super) fn apply(conn: &Connection, write: &Write) -> Result<u64, StoreError>
             if let Some(bounds) = prune {
                 prune_turns(conn, &id, *bounds)?;
             }
-            for turn in others
-                .into_iter()
-                .chain(completed[on_rows..].iter().copied())
-            {
+            let not_completed = turns.iter().filter(|turn| turn.status != COMPLETED);
+            for turn in not_completed.chain(completed().skip(on_rows)) {
                 record_turn(conn, turn)?;
             }
             Ok(1)
@@ -242,13 +239,14 @@ const HAND_ROWS_TO_HEIR: &str = "
     WHERE session_id = ?2 AND seq < ?3";
 
 /// Inserts messages of a session from `from` on, one prepared row at a time, the
-/// records of `completed` turns on the first of them, one a row.
-fn insert_messages(
+/// records of `completed` turns on the first of them, one a row (as many as there are
+/// rows).
+fn insert_messages<'a>(
     conn: &Connection,
     session: &str,
     from: usize,
     messages: &[Message],
-    completed: &[&TurnRow],
+    mut completed: impl Iterator<Item = &'a TurnRow>,
 ) -> Result<(), StoreError> {
     if messages.is_empty() {
         return Ok(());
@@ -261,8 +259,8 @@ fn insert_messages(
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .map_err(failed)?;
-    for (i, (seq, message)) in (from..).zip(messages).enumerate() {
-        let turn = completed.get(i);
+    for (seq, message) in (from..).zip(messages) {
+        let turn = completed.next();
         insert
             .execute(params![
                 session,
