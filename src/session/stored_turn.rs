@@ -14,21 +14,32 @@ use crate::json_text;
 use crate::message::{self, Timestamp};
 
 /// An ended turn as the store keeps it: what it asked for and how it ended. Its events
-/// are not kept: a restored turn has none to replay.
+/// are not kept: a restored turn has none to replay. A field that holds nothing (or the
+/// input's default) is left out, and reads back as that; records written before fields
+/// were left out (with their `null`s) read the same.
 #[derive(Debug, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct StoredTurn {
     pub input: TurnInput,
     pub status: TurnStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<TurnResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<TurnError>,
     pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waited_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_token_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retried_by: Option<Uuid>,
 }
 
@@ -43,45 +54,49 @@ pub(super) fn record_json(
     let completed = state.status == TurnStatus::Completed;
     let body = input.body.as_json();
     let staged: &[message::Message] = if completed { &[] } else { &input.staged };
-    let mut out = Vec::with_capacity(400 + body.len() + result.map_or(0, |r| r.text.len()));
+    let mut out = Vec::with_capacity(300 + body.len() + result.map_or(0, |r| r.text.len()));
     out.extend_from_slice(br#"{"input":{"kind":"#);
     out.extend_from_slice(match input.kind {
         TurnKind::Message => br#""message""#,
         TurnKind::Instructions => br#""instructions""#,
         TurnKind::ToolOutput => br#""tool-output""#,
     });
-    out.extend_from_slice(br#","staged":"#);
-    message::write_history(&mut out, staged);
-    out.extend_from_slice(br#","priority":"#);
-    out.extend_from_slice(match input.priority {
-        Priority::High => br#""high""#,
-        Priority::Normal => br#""normal""#,
-        Priority::Low => br#""low""#,
-    });
-    out.extend_from_slice(br#","onBusy":"#);
-    out.extend_from_slice(match input.on_busy {
-        OnBusy::Wait => br#""wait""#,
-        OnBusy::Reject => br#""reject""#,
-        OnBusy::Interrupt => br#""interrupt""#,
-        OnBusy::Join => br#""join""#,
-    });
-    out.extend_from_slice(if input.stream {
-        br#","stream":true,"body":"#
-    } else {
-        br#","stream":false,"body":"#
-    });
+    if !staged.is_empty() {
+        out.extend_from_slice(br#","staged":"#);
+        message::write_history(&mut out, staged);
+    }
+    match input.priority {
+        Priority::High => out.extend_from_slice(br#","priority":"high""#),
+        Priority::Normal => {}
+        Priority::Low => out.extend_from_slice(br#","priority":"low""#),
+    }
+    match input.on_busy {
+        OnBusy::Wait => {}
+        OnBusy::Reject => out.extend_from_slice(br#","onBusy":"reject""#),
+        OnBusy::Interrupt => out.extend_from_slice(br#","onBusy":"interrupt""#),
+        OnBusy::Join => out.extend_from_slice(br#","onBusy":"join""#),
+    }
+    if input.stream {
+        out.extend_from_slice(br#","stream":true"#);
+    }
+    out.extend_from_slice(br#","body":"#);
     out.extend_from_slice(body.as_bytes());
-    out.extend_from_slice(br#","ifMatch":"#);
-    write_option(&mut out, input.if_match, json_text::write_u64);
+    write_some(
+        &mut out,
+        br#","ifMatch":"#,
+        input.if_match,
+        json_text::write_u64,
+    );
     out.extend_from_slice(br#"},"status":""#);
     out.extend_from_slice(state.status.name().as_bytes());
-    out.extend_from_slice(br#"","result":"#);
-    write_option(&mut out, result, |out, result| result.write_json(out));
-    out.extend_from_slice(br#","error":"#);
+    out.push(b'"');
+    write_some(&mut out, br#","result":"#, result, |out, result| {
+        result.write_json(out)
+    });
     // Rare (a turn that failed): serde's own writing, which cannot fail for it.
-    match state.error.as_ref().map(serde_json::to_vec) {
-        Some(Ok(error)) => out.extend_from_slice(&error),
-        _ => out.extend_from_slice(b"null"),
+    if let Some(Ok(error)) = state.error.as_ref().map(serde_json::to_vec) {
+        out.extend_from_slice(br#","error":"#);
+        out.extend_from_slice(&error);
     }
     out.extend_from_slice(br#","attempts":"#);
     json_text::write_u64(&mut out, u64::from(state.attempts));
@@ -90,8 +105,7 @@ pub(super) fn record_json(
         (br#","endedAt":"#, state.ended_at),
     ];
     for (name, at) in times {
-        out.extend_from_slice(name);
-        write_option(&mut out, at, |out, at| at.write_json(out));
+        write_some(&mut out, name, at, |out, at| at.write_json(out));
     }
     let durations = [
         (&br#","waitedMs":"#[..], state.waited),
@@ -100,11 +114,14 @@ pub(super) fn record_json(
         (br#","heldMs":"#, state.held),
     ];
     for (name, duration) in durations {
-        out.extend_from_slice(name);
-        write_option(&mut out, millis(duration), json_text::write_u64);
+        write_some(&mut out, name, millis(duration), json_text::write_u64);
     }
-    out.extend_from_slice(br#","retriedBy":"#);
-    write_option(&mut out, state.retried_by, json_text::write_uuid);
+    write_some(
+        &mut out,
+        br#","retriedBy":"#,
+        state.retried_by,
+        json_text::write_uuid,
+    );
     out.push(b'}');
     // Only JSON text and UTF-8 texts went in.
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
@@ -115,10 +132,16 @@ fn millis(duration: Option<Duration>) -> Option<u64> {
     duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn write_option<T>(out: &mut Vec<u8>, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
-    match value {
-        Some(value) => write(out, value),
-        None => out.extend_from_slice(b"null"),
+/// `name` and `value` when there is one; nothing when there is none.
+fn write_some<T>(
+    out: &mut Vec<u8>,
+    name: &[u8],
+    value: Option<T>,
+    write: impl FnOnce(&mut Vec<u8>, T),
+) {
+    if let Some(value) = value {
+        out.extend_from_slice(name);
+        write(out, value);
     }
 }
 
@@ -293,5 +316,44 @@ mod tests {
                 by_serde(TurnInput::clone(&waiting.input()), &state, None)
             );
         }
+    }
+
+    #[test]
+    fn a_completed_record_leaves_out_what_it_would_read_back_as_anyway() {
+        let plain = TurnInput {
+            if_match: None,
+            stream: false,
+            priority: Priority::Normal,
+            on_busy: OnBusy::Wait,
+            ..input(TurnKind::Message, r#"{"content":"hi"}"#)
+        };
+        let record = records().start(Uuid::new_v4(), Arc::new(plain));
+        let mut state = record.snapshot();
+        state.status = TurnStatus::Completed;
+        state.attempts = 1;
+        // A completed turn's staged messages are in the history: left out too.
+        let written = record_json(&record.input(), &state, None);
+        assert_eq!(
+            written,
+            r#"{"input":{"kind":"message","body":{"content":"hi"}},"status":"completed","attempts":1}"#
+        );
+    }
+
+    #[test]
+    fn a_record_written_with_every_field_reads_back_as_the_one_without() {
+        // As records were written before empty fields were left out.
+        let full = r#"{"input":{"kind":"message","staged":[],"priority":"normal",
+            "onBusy":"wait","stream":false,"body":{"content":"hi"},"ifMatch":null},
+            "status":"completed","result":null,"error":null,"attempts":1,
+            "startedAt":null,"endedAt":"2026-12-01T10:00:00.000Z","waitedMs":0,
+            "providerMs":null,"firstTokenMs":null,"heldMs":3,"retriedBy":null}"#;
+        let read: StoredTurn = serde_json::from_str(full).unwrap();
+        let compact = serde_json::to_string(&read).unwrap();
+        assert_eq!(
+            compact,
+            r#"{"input":{"kind":"message","body":{"content":"hi"}},"status":"completed","attempts":1,"endedAt":"2026-12-01T10:00:00.000Z","waitedMs":0,"heldMs":3}"#
+        );
+        let again: StoredTurn = serde_json::from_str(&compact).unwrap();
+        assert_eq!(serde_json::to_string(&again).unwrap(), compact);
     }
 }

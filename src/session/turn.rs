@@ -51,19 +51,29 @@ pub struct TurnInput {
     pub kind: TurnKind,
     /// What the write appends before any reply, in order. Timestamps are set when the
     /// turn takes the lock.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub staged: Vec<Message>,
+    #[serde(default, skip_serializing_if = "is_default")]
     pub priority: Priority,
+    #[serde(default, skip_serializing_if = "is_default")]
     pub on_busy: OnBusy,
     /// Call the provider in its streaming mode.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub stream: bool,
     /// The request body as received, for the turn's record (the staged texts share
     /// its buffer where they can).
     pub body: RawJson,
     /// `If-Match`: the version the session must be at when the turn takes the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub if_match: Option<u64>,
     /// The `Idempotency-Key` record of the request, written with the turn's commit.
     #[serde(skip)]
     pub key: Option<KeyRecord>,
+}
+
+/// Whether a field of a turn's record holds what it reads back as when left out.
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 impl TurnInput {
