@@ -271,6 +271,9 @@ impl Provider {
 
     /// Encodes the request; runs synchronously while the history is borrowed.
     pub fn prepare(&self, request: &ChatRequest<'_>) -> Result<PreparedCall, ProviderError> {
+        if !matches!(self, Provider::Echo(_)) {
+            crate::message::warm_texts(request.messages());
+        }
         match self {
             Provider::Echo(_) => Ok(PreparedCall::Echo(echo::Echo::reply(request))),
             Provider::OpenAi(p) => p.encode(request).map(PreparedCall::Http),
