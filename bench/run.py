@@ -16,7 +16,9 @@ Settings (environment): DURATION seconds per case (10), CONNECTIONS (64), SESSIO
 RUNS of the concurrency-1 latency cases, whose median is shown (5), ROUNDS of the relay
 and many-sessions cases, taken in turn, whose medians are shown (3), SOAK seconds of the
 soak (120), CASES (comma list of case names to run; all by default: mock, relay, many,
-hot, growth, latency, rate, memory, soak).
+hot, growth, latency, rate, memory, soak), SERVICE_BIN (the service's binary to measure;
+the one this checkout builds by default: bench/compare.py sets it to measure two builds
+in turn).
 """
 
 import http.client
@@ -45,6 +47,7 @@ SOAK = int(os.environ.get("SOAK", "120"))
 CASES = set(filter(None, os.environ.get("CASES", "").split(","))) or {
     "mock", "relay", "many", "hot", "growth", "latency", "rate", "memory", "soak"}
 LOAD_CPU, SERVICE_CPU = "0", "1"
+SERVICE_BIN = Path(os.environ.get("SERVICE_BIN", ROOT / "target/release/text-session-api"))
 MESSAGE_500 = "x" * 490 + " 500 bytes"  # one stored message of the growth cases
 MOCK_REPLY = json.dumps({
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "mock-1",
@@ -206,7 +209,7 @@ def start_service(mock, store="memory", wrap=(), **settings):
         "MAX_SESSIONS_PER_KEY": "100000",
         **{k: str(v) for k, v in settings.items()},
     }
-    return Process("service", [*wrap, str(ROOT / "target/release/text-session-api"),
+    return Process("service", [*wrap, str(SERVICE_BIN),
                                "--bind", "127.0.0.1:0"], SERVICE_CPU, env=env)
 
 
