@@ -42,8 +42,9 @@ def build(revision):
     if binary.exists():
         return binary
     tree = BUILDS / "tree"
-    if tree.exists():
-        harness.sh("git", "worktree", "remove", "--force", str(tree), cwd=harness.ROOT)
+    # What a run stopped midway left behind.
+    shutil.rmtree(tree, ignore_errors=True)
+    harness.sh("git", "worktree", "prune", cwd=harness.ROOT)
     harness.log(f"== building {revision} ({commit[:12]})")
     harness.sh("git", "worktree", "add", "--detach", "--quiet", str(tree), commit,
                cwd=harness.ROOT)

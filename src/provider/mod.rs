@@ -271,6 +271,7 @@ impl Provider {
 
     /// Encodes the request; runs synchronously while the history is borrowed.
     pub fn prepare(&self, request: &ChatRequest<'_>) -> Result<PreparedCall, ProviderError> {
+        // The HTTP providers write every text sent; the echo provider reads the last.
         if !matches!(self, Provider::Echo(_)) {
             crate::message::warm_texts(request.messages());
         }
