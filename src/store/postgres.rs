@@ -14,8 +14,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Postgres, Row, Transaction};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -125,16 +125,16 @@ const MAX_CONNECTIONS: u32 = 16;
 /// How long a call waits for a connection before it fails (503).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How often a store that failed is tried again.
+/// How often the store is tried, on a connection of its own.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// A store in a PostgreSQL database.
 #[derive(Debug)]
 pub struct PostgresStore {
     pool: PgPool,
-    /// Whether the last call reached the database.
+    /// Whether the last call or probe reached the database.
     healthy: Arc<AtomicBool>,
-    /// Tries the database again every second while it is unhealthy.
+    /// Tries the database every second (`probe`).
     prober: JoinHandle<()>,
     /// This process, as the leases name it.
     instance: Instance,
@@ -156,7 +156,7 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| StoreError::Refused(format!("STORE: cannot reach {shown}: {e}")))?;
         MIGRATOR.run(&pool).await.map_err(|e| match e {
@@ -166,7 +166,7 @@ impl PostgresStore {
             other => StoreError::Refused(format!("STORE: migrating {shown}: {other}")),
         })?;
         let healthy = Arc::new(AtomicBool::new(true));
-        let prober = tokio::spawn(probe_while_unhealthy(pool.clone(), healthy.clone()));
+        let prober = tokio::spawn(probe(options, healthy.clone()));
         Ok(Self {
             pool,
             healthy,
@@ -175,8 +175,7 @@ impl PostgresStore {
         })
     }
 
-    /// Whether the last call reached the database (after a failure, a probe tries every
-    /// second).
+    /// Whether the last call or probe reached the database (a probe tries every second).
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
     }
@@ -840,15 +839,41 @@ fn message_arrays(n: usize) -> String {
 }
 
 /// Every second while the store is unhealthy, sees whether the database answers again.
-async fn probe_while_unhealthy(pool: PgPool, healthy: Arc<AtomicBool>) {
+/// Tries the database every second, on a connection of its own, and notes whether it
+/// answered. A store that failed shows as healthy again once it answers; one that went
+/// away while no call failed (calls waiting for a connection of the pool, which keeps
+/// trying until `ACQUIRE_TIMEOUT`) shows as unhealthy within a second.
+async fn probe(options: PgConnectOptions, healthy: Arc<AtomicBool>) {
+    let mut held: Option<PgConnection> = None;
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
-        if healthy.load(Ordering::Acquire) {
-            continue;
+        let answered = tokio::time::timeout(PROBE_EVERY, async {
+            // A connection kept from the last probe may have died with a restart: then
+            // a fresh one is tried at once.
+            if let Some(conn) = held.as_mut() {
+                if sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok() {
+                    return true;
+                }
+                held = None;
+            }
+            let Ok(mut conn) = PgConnection::connect_with(&options).await else {
+                return false;
+            };
+            let answered = sqlx::query("SELECT 1").execute(&mut conn).await.is_ok();
+            held = answered.then_some(conn);
+            answered
+        })
+        .await
+        .unwrap_or(false);
+        if !answered {
+            held = None;
         }
-        if sqlx::query("SELECT 1").execute(&pool).await.is_ok() {
-            tracing::info!("the store answers again");
-            healthy.store(true, Ordering::Release);
+        match (healthy.swap(answered, Ordering::AcqRel), answered) {
+            (false, true) => tracing::info!("the store answers again"),
+            (true, false) => {
+                tracing::error!("the store does not answer; /readyz is 503 until it does")
+            }
+            _ => {}
         }
     }
 }
