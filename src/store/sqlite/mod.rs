@@ -47,9 +47,14 @@ pub struct SqliteStore {
 }
 
 /// Pages the WAL grows to before they are copied back into the file (4 KiB each: about
-/// 40 MiB). Measured on 1,000 sessions under load (`bench/store_writes.py`), against
-/// SQLite's 1,000: `pwrite` 14.1 → 12.1 and `pread` 7.0 → 4.9 per write.
-const WAL_PAGES: u32 = 10_000;
+/// 160 MiB). The fewer checkpoints, the fewer copies of a page written many times in
+/// between, and the fewer waits for the file's `fsync` that every commit queues behind.
+/// Measured on 1,000 sessions under load: against SQLite's 1,000 pages, 10,000 took
+/// `pwrite` 14.1 → 12.1 and `pread` 7.0 → 4.9 per write (`bench/store_writes.py`);
+/// against 10,000, 40,000 took 5 % more turns a second (BENCHMARKS.md, "A larger WAL").
+/// What it costs: the WAL file's room on disk (SQLite removes it at a clean close), and
+/// after a crash, the read of that much log at the next start.
+const WAL_PAGES: u32 = 40_000;
 
 /// The status of a turn whose record goes on a message row instead of a row of `turns`
 /// (migration `0010`).
