@@ -383,9 +383,30 @@ const PRUNE_EVERY: usize = 8;
 pub struct TurnRecords {
     retention: Retention,
     account: Account,
-    records: Mutex<VecDeque<Arc<TurnRecord>>>,
+    records: Mutex<VecDeque<Kept>>,
     /// Turns started since the records were last pruned.
     unpruned: AtomicUsize,
+}
+
+/// A record as its session keeps it, with what pruning learned of it that cannot change:
+/// how it ended, and that its events were let go. A pruning then asks a record neither
+/// again: each asking locks the record, which with many sessions is a miss of the
+/// cache, and most records were asked at the pruning before.
+#[derive(Debug)]
+struct Kept {
+    record: Arc<TurnRecord>,
+    ended: Option<(Instant, TurnStatus)>,
+    forgotten: bool,
+}
+
+impl Kept {
+    fn new(record: Arc<TurnRecord>) -> Self {
+        Self {
+            record,
+            ended: None,
+            forgotten: false,
+        }
+    }
 }
 
 impl TurnRecords {
@@ -398,7 +419,7 @@ impl TurnRecords {
         }
     }
 
-    fn records(&self) -> MutexGuard<'_, VecDeque<Arc<TurnRecord>>> {
+    fn records(&self) -> MutexGuard<'_, VecDeque<Kept>> {
         self.records.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -408,7 +429,7 @@ impl TurnRecords {
         let mut records = self.records();
         for row in rows {
             match TurnRecord::restored(row, &self.account) {
-                Ok(record) => records.push_back(Arc::new(record)),
+                Ok(record) => records.push_back(Kept::new(Arc::new(record))),
                 Err(error) => {
                     tracing::warn!(turn_id = %row.id, %error, "a stored turn record is unreadable; left out")
                 }
@@ -435,7 +456,7 @@ impl TurnRecords {
             &self.account,
         ));
         let mut records = self.records();
-        records.push_back(record.clone());
+        records.push_back(Kept::new(record.clone()));
         if self.unpruned.fetch_add(1, Ordering::Relaxed) + 1 >= PRUNE_EVERY {
             self.prune(&mut records);
         }
@@ -446,40 +467,46 @@ impl TurnRecords {
     pub fn get(&self, id: Uuid) -> Option<Arc<TurnRecord>> {
         let mut records = self.records();
         self.prune(&mut records);
-        records.iter().find(|r| r.id == id).cloned()
+        records
+            .iter()
+            .find(|kept| kept.record.id == id)
+            .map(|kept| kept.record.clone())
     }
 
     /// Every remembered turn, oldest first.
     pub fn list(&self) -> Vec<Arc<TurnRecord>> {
         let mut records = self.records();
         self.prune(&mut records);
-        records.iter().cloned().collect()
+        records.iter().map(|kept| kept.record.clone()).collect()
     }
 
     /// Drops what is past the bounds, newest first: waiting and running turns always
     /// stay; of the ended ones, the last `records` and besides them the last `failed`
     /// failed ones, none older than `max_age`. Events go sooner: only the last `events`
     /// ended turns keep theirs, for `events_ttl`.
-    fn prune(&self, records: &mut VecDeque<Arc<TurnRecord>>) {
+    fn prune(&self, records: &mut VecDeque<Kept>) {
         self.unpruned.store(0, Ordering::Relaxed);
         let now = Instant::now();
         let retention = self.retention;
-        let ends: Vec<_> = records.iter().map(|record| record.ended()).collect();
-        let (total_ended, total_failed) = ends.iter().flatten().fold((0, 0), |(e, f), (_, s)| {
-            (e + 1, f + usize::from(*s == TurnStatus::Failed))
+        for kept in records.iter_mut().filter(|kept| kept.ended.is_none()) {
+            kept.ended = kept.record.ended();
+        }
+        let ends = records.iter().filter_map(|kept| kept.ended);
+        let (total_ended, total_failed) = ends.fold((0, 0), |(e, f), (_, s)| {
+            (e + 1, f + usize::from(s == TurnStatus::Failed))
         });
         // Walked oldest first, so the rank from the newest is what is left to come.
         let (mut ended_left, mut failed_left) = (total_ended, total_failed);
-        let mut ends = ends.into_iter();
-        records.retain(|record| {
-            let Some((ended, status)) = ends.next().flatten() else {
+        records.retain_mut(|kept| {
+            let Some((ended, status)) = kept.ended else {
                 return true;
             };
             let rank = ended_left;
             ended_left -= 1;
             let age = now.duration_since(ended);
-            if rank > retention.events || age > retention.events_ttl {
-                record.events.forget();
+            if !kept.forgotten && (rank > retention.events || age > retention.events_ttl) {
+                kept.record.events.forget();
+                kept.forgotten = true;
             }
             let dead_letter = status == TurnStatus::Failed && {
                 let failed_rank = failed_left;
