@@ -51,7 +51,8 @@ pub struct SqliteStore {
 /// between, and the fewer waits for the file's `fsync` that every commit queues behind.
 /// Measured on 1,000 sessions under load: against SQLite's 1,000 pages, 10,000 took
 /// `pwrite` 14.1 → 12.1 and `pread` 7.0 → 4.9 per write (`bench/store_writes.py`);
-/// against 10,000, 40,000 took 3 to 5 % more turns a second (BENCHMARKS.md, "A larger WAL, …").
+/// against 10,000, 40,000 took 3 to 5 % more turns a second (BENCHMARKS.md, "A larger
+/// WAL, …").
 /// What it costs: the WAL file's room on disk (SQLite removes it at a clean close), and
 /// after a crash, the read of that much log at the next start.
 const WAL_PAGES: u32 = 40_000;
