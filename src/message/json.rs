@@ -60,18 +60,10 @@ impl ToolCall {
     }
 }
 
-/// Roughly the bytes [`write_history`] writes for `messages`, found in a walk that also
-/// reads ahead the first byte of every text, as [`warm_texts`] does: the walk touches each
-/// message anyway, and one walk costs less than two.
+/// Roughly the bytes [`write_history`] writes for `messages`, found in the walk that
+/// reads their texts ahead ([`warm_texts`]): one walk costs less than two.
 fn history_size_hint(messages: &[Message]) -> usize {
-    let mut any = 0u8;
-    let mut size = 2;
-    for message in messages {
-        any ^= message.content.as_bytes().first().copied().unwrap_or(0);
-        size += message.json_size_hint();
-    }
-    std::hint::black_box(any);
-    size
+    2 + read_ahead(messages, Message::json_size_hint)
 }
 
 /// Reads the first byte of every text of `messages`, ahead of writing them out. Each
@@ -81,11 +73,22 @@ fn history_size_hint(messages: &[Message]) -> usize {
 /// time; these reads, independent of each other, have their misses overlap, and the
 /// writing that follows finds the texts in the cache.
 pub fn warm_texts<'a>(messages: impl IntoIterator<Item = &'a Message>) {
-    let mut any = 0u8;
+    read_ahead(messages, |_| 0);
+}
+
+/// Reads the first byte of every text of `messages` (`warm_texts`), and sums `size` of
+/// each on the way.
+fn read_ahead<'a>(
+    messages: impl IntoIterator<Item = &'a Message>,
+    size: impl Fn(&Message) -> usize,
+) -> usize {
+    let (mut any, mut sum) = (0u8, 0);
     for message in messages {
         any ^= message.content.as_bytes().first().copied().unwrap_or(0);
+        sum += size(message);
     }
     std::hint::black_box(any);
+    sum
 }
 
 /// Appends `messages` as a JSON array, as serde would write it (room for it all is
