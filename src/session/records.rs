@@ -597,6 +597,27 @@ mod tests {
     }
 
     #[test]
+    fn a_turn_still_running_at_one_pruning_is_pruned_by_a_later_one_once_it_ended() {
+        let records = TurnRecords::new(retention(), unbounded());
+        let id = Uuid::new_v4();
+        let running = records.start(id, Arc::new(input()));
+        running.push(TurnEvent::Started);
+        assert_eq!(records.list().len(), 1, "a running turn stays");
+        running.push(TurnEvent::Failed(TurnError::Internal("x".into())));
+        // Past the failed ones kept besides the others, and past the events kept.
+        let newer: Vec<_> = (0..2).map(|_| ended(&records, true)).collect();
+        let kept: Vec<_> = records.list().iter().map(|r| r.id).collect();
+        assert_eq!(kept, [id, newer[0], newer[1]], "within the bounds yet");
+        assert!(
+            running.events.is_forgotten(),
+            "past the 2 that keep their events"
+        );
+        let newest: Vec<_> = (0..3).map(|_| ended(&records, false)).collect();
+        let kept: Vec<_> = records.list().iter().map(|r| r.id).collect();
+        assert_eq!(kept, [newer[0], newer[1], newest[0], newest[1], newest[2]]);
+    }
+
+    #[test]
     fn a_completed_turn_lets_go_of_its_messages_and_a_failed_one_keeps_them_for_a_retry() {
         let account = unbounded();
         let with_message = || {
