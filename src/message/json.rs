@@ -60,9 +60,10 @@ impl ToolCall {
     }
 }
 
-/// Roughly the bytes [`write_history`] writes for `messages`, found in the walk that
-/// reads their texts ahead ([`warm_texts`]): one walk costs less than two.
-fn history_size_hint(messages: &[Message]) -> usize {
+/// Roughly the bytes [`write_history`] writes for `messages`, found in a walk that reads
+/// their texts ahead too ([`warm_texts`]): one walk costs less than two, and room made
+/// with it spares [`write_history`] its own.
+pub fn history_size_hint(messages: &[Message]) -> usize {
     2 + read_ahead(messages, Message::json_size_hint)
 }
 
@@ -91,15 +92,13 @@ fn read_ahead<'a>(
     sum
 }
 
-/// Appends `messages` as a JSON array, as serde would write it (room for it all is
-/// made first, where it is not there).
+/// Appends `messages` as a JSON array, as serde would write it. Room for it all is made
+/// first, in the walk that reads the texts ahead ([`history_size_hint`]), unless the
+/// caller made it already (at least the least each message takes): with that same walk,
+/// which has read them.
 pub fn write_history(out: &mut Vec<u8>, messages: &[Message]) {
-    // The room is found in the walk that reads the texts ahead, unless the caller made
-    // it already (at least the least each message takes).
     if out.capacity() - out.len() < messages.len() * FRAME {
         out.reserve(history_size_hint(messages));
-    } else {
-        warm_texts(messages);
     }
     json_text::write_array(out, messages, |out, message| message.write_json(out));
 }

@@ -14,7 +14,7 @@ mod timestamp;
 /// request body it arrived in (see [`RawJson::texts`]), so a stored message
 /// and the turn record that keeps its request hold the text once.
 pub use bytestring::ByteString as Text;
-pub use json::{warm_texts, write_history};
+pub use json::{history_size_hint, warm_texts, write_history};
 pub use raw_json::{NotJson, RawJson};
 pub use timestamp::Timestamp;
 

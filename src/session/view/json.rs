@@ -69,11 +69,10 @@ impl SessionStatus {
 const HEAD_SIZE_HINT: usize = 640;
 
 impl SessionView<'_> {
-    /// Room for what [`write_json`](Self::write_json) writes before the history: the
-    /// history's own is made as it is written ([`message::write_history`]), in the walk
-    /// that reads its texts ahead, rather than in a walk of its own here.
+    /// Roughly the bytes [`write_json`](Self::write_json) writes (its walk over the
+    /// history reads the texts ahead of their writing: [`message::history_size_hint`]).
     pub fn json_size_hint(&self) -> usize {
-        HEAD_SIZE_HINT
+        HEAD_SIZE_HINT + message::history_size_hint(self.messages)
     }
 
     /// Appends the session as JSON, its history included.
@@ -86,10 +85,12 @@ impl SessionView<'_> {
 }
 
 impl WrittenSession<'_> {
-    /// Room for what [`write_json`](Self::write_json) writes but the histories (as
+    /// Roughly the bytes [`write_json`](Self::write_json) writes (as
     /// [`SessionView::json_size_hint`]).
     pub fn json_size_hint(&self) -> usize {
         HEAD_SIZE_HINT
+            + message::history_size_hint(self.new_messages)
+            + self.messages.map_or(0, message::history_size_hint)
     }
 
     /// Appends the session as JSON: what the write appended, and the history unless
