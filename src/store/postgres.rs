@@ -838,7 +838,6 @@ fn message_arrays(n: usize) -> String {
     )
 }
 
-/// Every second while the store is unhealthy, sees whether the database answers again.
 /// Tries the database every second, on a connection of its own, and notes whether it
 /// answered. A store that failed shows as healthy again once it answers; one that went
 /// away while no call failed (calls waiting for a connection of the pool, which keeps
