@@ -488,13 +488,16 @@ impl TurnRecords {
         self.unpruned.store(0, Ordering::Relaxed);
         let now = Instant::now();
         let retention = self.retention;
-        for kept in records.iter_mut().filter(|kept| kept.ended.is_none()) {
-            kept.ended = kept.record.ended();
+        let (mut total_ended, mut total_failed) = (0, 0);
+        for kept in records.iter_mut() {
+            if kept.ended.is_none() {
+                kept.ended = kept.record.ended();
+            }
+            if let Some((_, status)) = kept.ended {
+                total_ended += 1;
+                total_failed += usize::from(status == TurnStatus::Failed);
+            }
         }
-        let ends = records.iter().filter_map(|kept| kept.ended);
-        let (total_ended, total_failed) = ends.fold((0, 0), |(e, f), (_, s)| {
-            (e + 1, f + usize::from(s == TurnStatus::Failed))
-        });
         // Walked oldest first, so the rank from the newest is what is left to come.
         let (mut ended_left, mut failed_left) = (total_ended, total_failed);
         records.retain_mut(|kept| {
