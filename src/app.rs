@@ -147,7 +147,8 @@ fn memory_budget(config: &Config, keys_on: bool) -> Arc<MemoryBudget> {
         0 => budget,
         bytes => bytes,
     };
-    MemoryBudget::new(budget, per_key)
+    let caches = config.history_cache_bytes.min(budget / 8);
+    MemoryBudget::with_caches(budget, per_key, caches)
 }
 
 /// The live sessions; with a durable store, at most `MAX_LIVE_SESSIONS` of them.

@@ -5,6 +5,9 @@
 //! every exit. Writes ask `admit` first: past a key's quota they are refused for that
 //! key alone; past the budget, for everyone until memory is freed. The counts are
 //! estimates (text lengths plus a fixed overhead per item), not allocator figures.
+//!
+//! Beside it, a budget of its own for what is kept only to answer faster (histories
+//! kept written as JSON): a cache that does not fit is let go, never a write refused.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,21 +39,31 @@ pub struct MemoryBudget {
     per_key: usize,
     total: AtomicUsize,
     owners: Mutex<HashMap<Option<KeyId>, Arc<AtomicUsize>>>,
+    /// The budget of what is kept only to answer faster (see [`Account::caches`]),
+    /// apart from this one; `None`: nothing is kept so.
+    caches: Option<Arc<MemoryBudget>>,
 }
 
 impl MemoryBudget {
     pub fn new(budget: usize, per_key: usize) -> Arc<Self> {
+        Self::with_caches(budget, per_key, 0)
+    }
+
+    /// A budget, with `caches` bytes beside it for what is kept only to answer faster
+    /// (0: nothing is).
+    pub fn with_caches(budget: usize, per_key: usize, caches: usize) -> Arc<Self> {
         Arc::new(Self {
             budget,
             per_key,
             total: AtomicUsize::new(0),
             owners: Mutex::default(),
+            caches: (caches > 0).then(|| Self::new(caches, caches)),
         })
     }
 
     /// No bound (tests and tools).
     pub fn unbounded() -> Arc<Self> {
-        Self::new(usize::MAX, usize::MAX)
+        Self::with_caches(usize::MAX, usize::MAX, usize::MAX)
     }
 
     /// The account of one API key (`None`: callers when no keys are configured).
@@ -71,6 +84,11 @@ impl MemoryBudget {
     /// Bytes held in all.
     pub fn held(&self) -> usize {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// Bytes held by caches (see [`Account::caches`]).
+    pub fn held_by_caches(&self) -> usize {
+        self.caches.as_ref().map_or(0, |caches| caches.held())
     }
 
     /// The budget in bytes.
@@ -107,6 +125,17 @@ impl Account {
     /// Bytes this key holds.
     pub fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
+    }
+
+    /// The account for what is kept only to answer faster, on a budget of its own
+    /// (`HISTORY_CACHE_BYTES`) that clients' data never competes with: a cache that
+    /// does not fit is not kept, and no write is refused for one. `None` when caches
+    /// are off.
+    pub fn caches(&self) -> Option<Account> {
+        self.budget
+            .caches
+            .as_ref()
+            .map(|caches| caches.account(None))
     }
 
     /// A charge of `bytes` on this account, given back when it is dropped.
@@ -152,6 +181,11 @@ impl Charge {
     /// What this holder holds.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// The account the bytes are held on.
+    pub fn account(&self) -> &Account {
+        &self.account
     }
 }
 

@@ -87,6 +87,7 @@ pub struct Metrics {
     pub provider_slots_waiting: Gauge,
     pub memory_held: Gauge,
     pub memory_budget: Gauge,
+    pub history_cache: Gauge,
     pub sessions_stored: Gauge,
     pub store_commit: Histogram,
     pub store_errors: Family<StoreErrorLabel, Counter>,
@@ -148,6 +149,7 @@ impl Metrics {
             tokens: Family::default(),
             provider_slots_waiting: Gauge::default(),
             memory_held: Gauge::default(),
+            history_cache: Gauge::default(),
             memory_budget: Gauge::default(),
             sessions_stored: Gauge::default(),
             store_commit: store_histogram(),
@@ -228,6 +230,11 @@ impl Metrics {
             "memory_budget_bytes",
             "MEMORY_BUDGET_BYTES: past it new writes are refused",
             m.memory_budget.clone(),
+        );
+        registry.register(
+            "history_cache_bytes",
+            "Bytes of histories kept already written as JSON (bounded by HISTORY_CACHE_BYTES)",
+            m.history_cache.clone(),
         );
         registry.register(
             "sessions_stored",

@@ -107,6 +107,9 @@ async fn metrics(State(app): State<AppState>, headers: axum::http::HeaderMap) ->
         .set(i64::try_from(app.sessions.existing()).unwrap_or(i64::MAX));
     metrics.memory_held.set(app.memory.held() as i64);
     metrics
+        .history_cache
+        .set(i64::try_from(app.memory.held_by_caches()).unwrap_or(i64::MAX));
+    metrics
         .memory_budget
         .set(app.memory.budget().min(i64::MAX as usize) as i64);
     metrics

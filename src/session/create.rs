@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::feed::Feed;
 use super::records::TurnRecords;
 use super::settings::Settings;
-use super::{History, Session, TurnLock};
+use super::{EncodedHistory, History, Session, TurnLock};
 use crate::keys::KeyId;
 use crate::memory::Account;
 use crate::message::{Defaults, ForkedFrom, Message, Role, Timestamp, Tool};
@@ -202,6 +202,7 @@ impl Session {
                 messages,
                 updated_at: row.updated_at,
                 version: row.version,
+                encoded: Mutex::new(EncodedHistory::new(account.caches())),
             }),
             turn_lock: TurnLock::new(settings.max_waiting_per_session),
             turns: TurnRecords::new(settings.turns, account.clone()),

@@ -40,7 +40,9 @@ pub use create::{
 pub use live::{LiveSessions, SessionLimit};
 pub use settings::{Limits, Settings};
 pub use turn_lock::{CancelMode, LockError, LockStatus, OnBusy, Priority, RANK_NAMES, TurnLock};
-pub use view::{SessionHead, SessionStatus, SessionSummary, SessionView, WrittenSession};
+pub use view::{
+    EncodedHistory, SessionHead, SessionStatus, SessionSummary, SessionView, WrittenSession,
+};
 
 /// One chat session: fixed settings, its committed history and its turn lock.
 #[derive(Debug)]
@@ -87,6 +89,9 @@ pub struct History {
     pub updated_at: Timestamp,
     /// Bumped on every commit.
     pub version: u64,
+    /// `messages` as the API writes them, kept for the answers that carry them (locked
+    /// only while an answer is written, under the history's read lock).
+    pub encoded: Mutex<EncodedHistory>,
 }
 
 /// Every this many commits, a session's stored turn records are brought back within

@@ -517,3 +517,53 @@ async fn past_the_memory_budget_writes_get_503_with_retry_after_until_memory_is_
     assert_eq!(response.status(), StatusCode::OK, "memory was given back");
     assert!(messages > 5);
 }
+
+#[tokio::test]
+async fn full_answers_keep_the_history_as_json_within_a_budget_of_its_own_given_back_on_delete() {
+    let app = spawn_app_with(|c| c.history_cache_bytes = 4_000).await;
+    let id = app.create_session(json!({})).await;
+    let (status, _) = app.message(&id, json!({"content": "one"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(app.state.memory.held_by_caches() > 0, "the history is kept");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("text_session_history_cache_bytes"),
+        "{metrics}"
+    );
+
+    // Past the budget the session lets go of what it kept; its answers stay whole, and
+    // the same as what a read of the session shows.
+    let long = "z".repeat(5_000);
+    let (status, answer) = app.message(&id, json!({"content": long})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(app.state.memory.held_by_caches(), 0);
+    let messages = answer["session"]["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4);
+    assert_eq!(messages[2]["content"], json!(long));
+    assert_eq!(
+        answer["session"]["messages"],
+        json!(app.messages(&id).await)
+    );
+    let (status, again) = app.message(&id, json!({"content": "three"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["session"]["messages"].as_array().unwrap().len(), 6);
+    assert_eq!(app.state.memory.held_by_caches(), 0, "not kept again");
+
+    // Another session is kept, and gives its bytes back when deleted.
+    let other = app.create_session(json!({})).await;
+    let (_, kept) = app.message(&other, json!({"content": "two"})).await;
+    assert!(app.state.memory.held_by_caches() > 0);
+    assert_eq!(
+        kept["session"]["messages"],
+        json!(app.messages(&other).await)
+    );
+    assert_eq!(
+        app.delete(&format!("/text/session/{other}")).await.status(),
+        StatusCode::OK
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.state.memory.held_by_caches() > 0 {
+        assert!(Instant::now() < deadline, "the kept JSON was given back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

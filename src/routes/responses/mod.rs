@@ -308,7 +308,7 @@ mod tests {
     use super::*;
     use crate::message::{Defaults, ForkedFrom, Message, Role, Timestamp, Tool, ToolCall};
     use crate::provider::{FinishReason, Usage};
-    use crate::session::{SessionHead, SessionStatus};
+    use crate::session::{EncodedHistory, SessionHead, SessionStatus};
 
     fn history() -> Vec<Message> {
         let at = Timestamp::from_unix_millis(1_795_000_000_123).unwrap();
@@ -426,11 +426,16 @@ mod tests {
                         session: &view,
                     });
                 }
-                for whole in [None, Some(history)] {
+                // The history kept as JSON writes what the messages write.
+                let budget = crate::memory::MemoryBudget::unbounded();
+                let mut kept = EncodedHistory::new(budget.account(None).caches());
+                let kept = kept.members(history);
+                for (whole, json) in [(None, None), (Some(history), None), (Some(history), kept)] {
                     let written = WrittenSession {
                         head,
                         new_messages: &history[history.len().min(2)..],
                         messages: whole,
+                        messages_json: json,
                     };
                     same_as_serde(&WriteResponse {
                         success: true,

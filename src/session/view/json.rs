@@ -88,9 +88,11 @@ impl WrittenSession<'_> {
     /// Roughly the bytes [`write_json`](Self::write_json) writes (as
     /// [`SessionView::json_size_hint`]).
     pub fn json_size_hint(&self) -> usize {
-        HEAD_SIZE_HINT
-            + message::history_size_hint(self.new_messages)
-            + self.messages.map_or(0, message::history_size_hint)
+        let history = match (self.messages_json, self.messages) {
+            (Some(json), _) => json.len() + 2,
+            (None, messages) => messages.map_or(0, message::history_size_hint),
+        };
+        HEAD_SIZE_HINT + message::history_size_hint(self.new_messages) + history
     }
 
     /// Appends the session as JSON: what the write appended, and the history unless
@@ -99,7 +101,14 @@ impl WrittenSession<'_> {
         out.push(b'{');
         self.head.write_members(out);
         write_history_member(out, "newMessages", Some(self.new_messages));
-        write_history_member(out, "messages", self.messages);
+        match self.messages_json {
+            Some(members) => {
+                out.extend_from_slice(br#","messages":["#);
+                out.extend_from_slice(members);
+                out.push(b']');
+            }
+            None => write_history_member(out, "messages", self.messages),
+        }
         out.push(b'}');
     }
 }

@@ -2,6 +2,8 @@
 //! under its read lock and are written there (by hand: `json.rs`), so no history is
 //! copied to answer.
 
+use std::sync::PoisonError;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -11,7 +13,10 @@ use super::{Commit, History, Session};
 use crate::message::{Defaults, ForkedFrom, Message, Timestamp, Tool};
 use crate::store::SessionRow;
 
+mod encoded;
 mod json;
+
+pub use encoded::EncodedHistory;
 
 /// Whether a turn runs now and how many writers wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -82,6 +87,9 @@ pub struct WrittenSession<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Vec<Message>, required = false)]
     pub messages: Option<&'a [Message]>,
+    /// `messages` already written as JSON (the members of its array), where kept.
+    #[serde(skip)]
+    pub messages_json: Option<&'a [u8]>,
 }
 
 /// A session in a list: no messages, their count instead.
@@ -138,10 +146,21 @@ impl Session {
     ) -> R {
         self.read(|history| {
             let end = commit.len.min(history.messages.len());
+            // The history kept as JSON, extended to this commit: only the messages
+            // appended since the last answer are written.
+            let mut encoded = with_history.then(|| {
+                history
+                    .encoded
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+            });
             let written = WrittenSession {
                 head: self.head(history, Some(commit)),
                 new_messages: &history.messages[commit.from.min(end)..end],
                 messages: with_history.then(|| &history.messages[..end]),
+                messages_json: encoded
+                    .as_mut()
+                    .and_then(|encoded| encoded.members(&history.messages[..end])),
             };
             f(&written)
         })
