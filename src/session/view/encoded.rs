@@ -42,9 +42,23 @@ impl EncodedHistory {
             .get(self.ends.len()..)
             .filter(|new| !new.is_empty())
         {
-            let incoming = message::history_size_hint(new) + new.len() * size_of::<u32>();
-            let fits = self.charge.as_ref()?.account().admit(incoming).is_ok();
-            if !fits || !self.write(new) {
+            // Room is made here, doubling as a `Vec` would, so that what the budget
+            // admits is what the bytes will take (the commas included).
+            let needed = self.bytes.len() + message::history_size_hint(new) + new.len();
+            let capacity = self.bytes.capacity();
+            let room = if needed > capacity {
+                needed.max(capacity * 2)
+            } else {
+                capacity
+            };
+            let growth = room - capacity + new.len() * size_of::<u32>();
+            let fits = self.charge.as_ref()?.account().admit(growth).is_ok();
+            if fits {
+                self.bytes.reserve_exact(room - self.bytes.len());
+            }
+            // The size is an estimate: what was written is checked against the budget
+            // too once charged.
+            if !fits || !self.write(new) || self.charge.as_ref()?.account().admit(0).is_err() {
                 // For good: trying again on every answer would cost more than it saves.
                 *self = Self::new(None);
                 return None;
@@ -147,6 +161,27 @@ mod tests {
         assert_eq!(encoded.members(&messages), None);
         assert_eq!(budget.held_by_caches(), 0);
         assert_eq!(encoded.members(&messages[..3]), None);
+        assert_eq!(budget.held_by_caches(), 0);
+    }
+
+    #[test]
+    fn what_it_holds_stays_within_the_budget_as_the_history_grows() {
+        let messages = history(200);
+        let budget = MemoryBudget::with_caches(usize::MAX, usize::MAX, 10_000);
+        let mut encoded = EncodedHistory::new(budget.account(None).caches());
+        let mut kept = 0;
+        for len in 1..=messages.len() {
+            if encoded.members(&messages[..len]).is_none() {
+                break;
+            }
+            kept = len;
+            assert!(
+                budget.held_by_caches() <= 10_000,
+                "{}",
+                budget.held_by_caches()
+            );
+        }
+        assert!(kept > 10, "kept {kept}");
         assert_eq!(budget.held_by_caches(), 0);
     }
 
