@@ -38,6 +38,8 @@ impl EncodedHistory {
     /// is kept for, or the part of it up to some point. `None` when the history is not
     /// kept (it did not fit the budget, or caches are off).
     pub fn members(&mut self, messages: &[Message]) -> Option<&[u8]> {
+        // Not kept: nothing to size or write.
+        self.charge.as_ref()?;
         if let Some(new) = messages
             .get(self.ends.len()..)
             .filter(|new| !new.is_empty())
@@ -64,7 +66,6 @@ impl EncodedHistory {
                 return None;
             }
         }
-        self.charge.as_ref()?;
         let end = match messages.len().checked_sub(1) {
             Some(last) => usize::try_from(self.ends[last]).ok()?,
             None => 0,
@@ -101,6 +102,8 @@ impl EncodedHistory {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::memory::MemoryBudget;
     use crate::message::{Role, Timestamp, ToolCall};
@@ -126,6 +129,13 @@ mod tests {
             .collect()
     }
 
+    /// A history kept on a caches' budget of `caches` bytes (0: caches off).
+    fn kept_on(caches: usize) -> (Arc<MemoryBudget>, EncodedHistory) {
+        let budget = MemoryBudget::with_caches(usize::MAX, usize::MAX, caches);
+        let encoded = EncodedHistory::new(budget.account(None).caches());
+        (budget, encoded)
+    }
+
     fn written(messages: &[Message]) -> Vec<u8> {
         let mut out = Vec::new();
         message::write_history(&mut out, messages);
@@ -139,8 +149,7 @@ mod tests {
     #[test]
     fn what_it_keeps_is_what_the_history_writes_at_every_length_asked_in_any_order() {
         let messages = history(40);
-        let budget = MemoryBudget::unbounded();
-        let mut encoded = EncodedHistory::new(budget.account(None).caches());
+        let (budget, mut encoded) = kept_on(usize::MAX);
         for len in [0, 1, 2, 5, 3, 17, 40, 0, 39, 12, 40] {
             let members = encoded.members(&messages[..len]).unwrap();
             assert_eq!(bracketed(members), written(&messages[..len]), "at {len}");
@@ -154,8 +163,7 @@ mod tests {
     #[test]
     fn a_history_past_the_budget_lets_go_of_what_it_kept_and_is_not_kept_again() {
         let messages = history(30);
-        let budget = MemoryBudget::with_caches(usize::MAX, usize::MAX, 2_000);
-        let mut encoded = EncodedHistory::new(budget.account(None).caches());
+        let (budget, mut encoded) = kept_on(2_000);
         assert!(encoded.members(&messages[..3]).is_some());
         assert!(budget.held_by_caches() > 0);
         assert_eq!(encoded.members(&messages), None);
@@ -167,8 +175,7 @@ mod tests {
     #[test]
     fn what_it_holds_stays_within_the_budget_as_the_history_grows() {
         let messages = history(200);
-        let budget = MemoryBudget::with_caches(usize::MAX, usize::MAX, 10_000);
-        let mut encoded = EncodedHistory::new(budget.account(None).caches());
+        let (budget, mut encoded) = kept_on(10_000);
         let mut kept = 0;
         for len in 1..=messages.len() {
             if encoded.members(&messages[..len]).is_none() {
@@ -187,8 +194,7 @@ mod tests {
 
     #[test]
     fn with_caches_off_nothing_is_kept() {
-        let budget = MemoryBudget::new(usize::MAX, usize::MAX);
-        let mut encoded = EncodedHistory::new(budget.account(None).caches());
+        let (budget, mut encoded) = kept_on(0);
         assert_eq!(encoded.members(&history(3)), None);
         assert_eq!(budget.held_by_caches(), 0);
     }
