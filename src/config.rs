@@ -235,8 +235,8 @@ pub struct Config {
     #[arg(long, env = "MEMORY_PER_KEY_BYTES", default_value_t = 0)]
     pub memory_per_key_bytes: usize,
 
-    /// Bytes of histories kept already written as JSON, so that full answers copy them
-    /// instead of writing them anew; beside the memory budget, and at most an eighth of
+    /// Bytes of histories kept already written as JSON, so that full answers, reads of a
+    /// session and replays copy them instead of writing them anew; beside the memory budget, and at most an eighth of
     /// it (a history that does not fit is written on each answer, nothing is refused).
     /// 0: none kept.
     #[arg(long, env = "HISTORY_CACHE_BYTES", default_value_t = 64 << 20)]

@@ -567,3 +567,31 @@ async fn full_answers_keep_the_history_as_json_within_a_budget_of_its_own_given_
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_read_copies_the_kept_history_too_and_shows_what_the_writes_answered() {
+    let app = spawn_app_with(|_| {}).await;
+    let id = app.create_session(json!({})).await;
+    let response = app
+        .post(
+            &format!("/text/session/{id}/message?view=delta"),
+            &json!({"content": "one"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        app.state.memory.held_by_caches(),
+        0,
+        "an answer without the history keeps nothing"
+    );
+
+    let read = app.messages(&id).await;
+    assert_eq!(read.len(), 2);
+    assert!(app.state.memory.held_by_caches() > 0, "a read keeps it");
+    let (status, written) = app.message(&id, json!({"content": "two \"quoted\""})).await;
+    assert_eq!(status, StatusCode::OK);
+    let messages = written["session"]["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4);
+    assert_eq!(messages[..2], read[..]);
+    assert_eq!(messages[..], app.messages(&id).await[..]);
+}

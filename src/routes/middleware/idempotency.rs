@@ -42,8 +42,8 @@ use crate::keys::KeyId;
 use crate::message::Timestamp;
 use crate::routes::extract::{caller_of, live_or_stored, session_of};
 use crate::routes::responses::{self, HistoryInAnswer, View};
+use crate::session::Commit;
 use crate::session::turn::TurnOutcome;
-use crate::session::{Commit, Session};
 use crate::store::KeyRecord;
 
 /// The request header.
@@ -328,7 +328,7 @@ async fn replay(app: &AppState, owner: Option<KeyId>, answer: StoredAnswer) -> R
                 .ok()
                 .flatten()
                 .filter(|s| s.owner == owner)
-                .and_then(|s| history_json(&s, len));
+                .and_then(|s| s.history_json(len));
             let Some(history) = history else {
                 return ApiError::session_not_found(&session.to_string()).into_response();
             };
@@ -441,7 +441,7 @@ fn without_history(body: Bytes, history: Option<HistoryInAnswer>) -> StoredBody 
     let Some((session, len)) = history.and_then(|h| Some((h.session, *h.len.get()?))) else {
         return StoredBody::Whole(body);
     };
-    let Some(json) = history_json(&session, len) else {
+    let Some(json) = session.history_json(len) else {
         return StoredBody::Whole(body);
     };
     // The history stands last in the session, which stands last in the answer.
@@ -454,13 +454,4 @@ fn without_history(body: Bytes, history: Option<HistoryInAnswer>) -> StoredBody 
         },
         None => StoredBody::Whole(body),
     }
-}
-
-/// The JSON of `messages[..len]` of `session`, as every answer that shows it has it.
-fn history_json(session: &Session, len: usize) -> Option<Vec<u8>> {
-    session.read(|h| {
-        let mut json = Vec::new();
-        crate::message::write_history(&mut json, h.messages.get(..len)?);
-        Some(json)
-    })
 }

@@ -412,24 +412,28 @@ mod tests {
             };
             let result = result(rich);
             for history in [&messages[..0], &messages[..]] {
-                let view = SessionView {
-                    head,
-                    messages: history,
-                };
-                same_as_serde(&SessionResponse {
-                    success: true,
-                    session: &view,
-                });
-                for result in [None, Some(&result)] {
-                    same_as_serde(&crate::routes::stream::CompletedData {
-                        result,
-                        session: &view,
-                    });
-                }
                 // The history kept as JSON writes what the messages write.
                 let budget = crate::memory::MemoryBudget::unbounded();
                 let mut kept = EncodedHistory::new(budget.account(None).caches());
                 let kept = kept.members(history);
+                assert!(kept.is_some());
+                for json in [None, kept] {
+                    let view = SessionView {
+                        head,
+                        messages: history,
+                        messages_json: json,
+                    };
+                    same_as_serde(&SessionResponse {
+                        success: true,
+                        session: &view,
+                    });
+                    for result in [None, Some(&result)] {
+                        same_as_serde(&crate::routes::stream::CompletedData {
+                            result,
+                            session: &view,
+                        });
+                    }
+                }
                 for (whole, json) in [(None, None), (Some(history), None), (Some(history), kept)] {
                     let written = WrittenSession {
                         head,

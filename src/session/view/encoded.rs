@@ -1,6 +1,7 @@
-//! A session's history written as JSON once and kept: every full answer carries the
-//! whole history, so instead of writing it out on each one, the answer copies what was
-//! written and only the messages appended since are written. Histories only grow, and
+//! A session's history written as JSON once and kept: every full answer, every read of
+//! the session and every replay of an answer carries the whole history, so instead of
+//! writing it out on each one, they copy what was written and only the messages
+//! appended since are written. Histories only grow, and
 //! a committed message never changes, so what was written stays true.
 //!
 //! What is kept is bounded by a budget of its own (`HISTORY_CACHE_BYTES`, see

@@ -72,14 +72,14 @@ impl SessionView<'_> {
     /// Roughly the bytes [`write_json`](Self::write_json) writes (its walk over the
     /// history reads the texts ahead of their writing: [`message::history_size_hint`]).
     pub fn json_size_hint(&self) -> usize {
-        HEAD_SIZE_HINT + message::history_size_hint(self.messages)
+        HEAD_SIZE_HINT + history_size_hint(Some(self.messages), self.messages_json)
     }
 
     /// Appends the session as JSON, its history included.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.push(b'{');
         self.head.write_members(out);
-        write_history_member(out, "messages", Some(self.messages));
+        write_history_member(out, "messages", Some(self.messages), self.messages_json);
         out.push(b'}');
     }
 }
@@ -88,11 +88,9 @@ impl WrittenSession<'_> {
     /// Roughly the bytes [`write_json`](Self::write_json) writes (as
     /// [`SessionView::json_size_hint`]).
     pub fn json_size_hint(&self) -> usize {
-        let history = match (self.messages_json, self.messages) {
-            (Some(json), _) => json.len() + 2,
-            (None, messages) => messages.map_or(0, message::history_size_hint),
-        };
-        HEAD_SIZE_HINT + message::history_size_hint(self.new_messages) + history
+        HEAD_SIZE_HINT
+            + message::history_size_hint(self.new_messages)
+            + history_size_hint(self.messages, self.messages_json)
     }
 
     /// Appends the session as JSON: what the write appended, and the history unless
@@ -100,15 +98,8 @@ impl WrittenSession<'_> {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.push(b'{');
         self.head.write_members(out);
-        write_history_member(out, "newMessages", Some(self.new_messages));
-        match self.messages_json {
-            Some(members) => {
-                out.extend_from_slice(br#","messages":["#);
-                out.extend_from_slice(members);
-                out.push(b']');
-            }
-            None => write_history_member(out, "messages", self.messages),
-        }
+        write_history_member(out, "newMessages", Some(self.new_messages), None);
+        write_history_member(out, "messages", self.messages, self.messages_json);
         out.push(b'}');
     }
 }
@@ -154,13 +145,35 @@ impl TurnResult {
     }
 }
 
-/// `,"name":[…]` when there are messages to show.
-fn write_history_member(out: &mut Vec<u8>, name: &str, messages: Option<&[Message]>) {
-    if let Some(messages) = messages {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\":");
-        message::write_history(out, messages);
+/// Roughly the bytes of a history, from its kept JSON where there is one.
+fn history_size_hint(messages: Option<&[Message]>, json: Option<&[u8]>) -> usize {
+    match (json, messages) {
+        (Some(json), _) => json.len() + 2,
+        (None, messages) => messages.map_or(0, message::history_size_hint),
+    }
+}
+
+/// `,"name":[…]` when there are messages to show, copied from their kept JSON (the
+/// members of the array) where there is one.
+fn write_history_member(
+    out: &mut Vec<u8>,
+    name: &str,
+    messages: Option<&[Message]>,
+    json: Option<&[u8]>,
+) {
+    let Some(messages) = messages else {
+        return;
+    };
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    match json {
+        Some(members) => {
+            out.push(b'[');
+            out.extend_from_slice(members);
+            out.push(b']');
+        }
+        None => message::write_history(out, messages),
     }
 }
 

@@ -2,7 +2,7 @@
 //! under its read lock and are written there (by hand: `json.rs`), so no history is
 //! copied to answer.
 
-use std::sync::PoisonError;
+use std::sync::{MutexGuard, PoisonError};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Commit, History, Session};
-use crate::message::{Defaults, ForkedFrom, Message, Timestamp, Tool};
+use crate::message::{self, Defaults, ForkedFrom, Message, Timestamp, Tool};
 use crate::store::SessionRow;
 
 mod encoded;
@@ -71,6 +71,9 @@ pub struct SessionView<'a> {
     #[serde(flatten)]
     pub head: SessionHead<'a>,
     pub messages: &'a [Message],
+    /// `messages` already written as JSON (the members of its array), where kept.
+    #[serde(skip)]
+    pub messages_json: Option<&'a [u8]>,
 }
 
 /// The session in a write's answer, as of the write's commit: what this write appended
@@ -101,6 +104,14 @@ pub struct SessionSummary<'a> {
     pub message_count: usize,
 }
 
+impl History {
+    /// The history kept as JSON: written up to the messages asked for, then copied
+    /// (locked only while an answer is written, under the history's read lock).
+    fn encoded(&self) -> MutexGuard<'_, EncodedHistory> {
+        self.encoded.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl Session {
     fn head<'a>(&'a self, history: &History, as_of: Option<Commit>) -> SessionHead<'a> {
         let status = self.turn_lock.status();
@@ -128,9 +139,12 @@ impl Session {
     pub fn render<R>(&self, as_of: Option<Commit>, f: impl FnOnce(&SessionView<'_>) -> R) -> R {
         self.read(|history| {
             let len = as_of.map_or(history.messages.len(), |c| c.len);
+            let messages = &history.messages[..len.min(history.messages.len())];
+            let mut encoded = history.encoded();
             let view = SessionView {
                 head: self.head(history, as_of),
-                messages: &history.messages[..len.min(history.messages.len())],
+                messages,
+                messages_json: encoded.members(messages),
             };
             f(&view)
         })
@@ -146,14 +160,7 @@ impl Session {
     ) -> R {
         self.read(|history| {
             let end = commit.len.min(history.messages.len());
-            // The history kept as JSON, extended to this commit: only the messages
-            // appended since the last answer are written.
-            let mut encoded = with_history.then(|| {
-                history
-                    .encoded
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-            });
+            let mut encoded = with_history.then(|| history.encoded());
             let written = WrittenSession {
                 head: self.head(history, Some(commit)),
                 new_messages: &history.messages[commit.from.min(end)..end],
@@ -163,6 +170,25 @@ impl Session {
                     .and_then(|encoded| encoded.members(&history.messages[..end])),
             };
             f(&written)
+        })
+    }
+
+    /// The JSON array of the first `len` messages, byte for byte as every answer that
+    /// shows the history has it; `None` when the history holds fewer.
+    pub fn history_json(&self, len: usize) -> Option<Vec<u8>> {
+        self.read(|history| {
+            let messages = history.messages.get(..len)?;
+            let mut json = Vec::new();
+            match history.encoded().members(messages) {
+                Some(members) => {
+                    json.reserve_exact(members.len() + 2);
+                    json.push(b'[');
+                    json.extend_from_slice(members);
+                    json.push(b']');
+                }
+                None => message::write_history(&mut json, messages),
+            }
+            Some(json)
         })
     }
 
