@@ -236,7 +236,8 @@ pub struct Config {
     pub memory_per_key_bytes: usize,
 
     /// Bytes of histories kept already written as JSON, so that full answers, reads of a
-    /// session and replays copy them instead of writing them anew; beside the memory budget, and at most an eighth of
+    /// session, replays and an OpenAI-compatible provider's requests copy them instead of
+    /// writing them anew; beside the memory budget, and at most an eighth of
     /// it (a history that does not fit is written on each answer, nothing is refused).
     /// 0: none kept.
     #[arg(long, env = "HISTORY_CACHE_BYTES", default_value_t = 64 << 20)]

@@ -14,7 +14,7 @@ use test_support::{mock_anthropic, mock_openai};
 use text_session_api::message::{Defaults, Message, Role, Timestamp, Tool, ToolCall, ToolKind};
 use text_session_api::provider::anthropic::Anthropic;
 use text_session_api::provider::openai::OpenAi;
-use text_session_api::provider::{ChatRequest, HttpProviderConfig};
+use text_session_api::provider::{ChatRequest, HttpProviderConfig, KeptWire, Provider};
 use text_session_api::routes::bodies::{
     CreateSessionRequest, InstructionsBody, MessageRequest, ToolOutputBody,
 };
@@ -264,6 +264,37 @@ proptest! {
         let anthropic = anthropic_body(&request);
         let reason = mock_anthropic::reject_reason(&anthropic);
         prop_assert!(reason.is_none(), "Anthropic rejects: {reason:?}\nbody: {anthropic:#}");
+    }
+
+    #[test]
+    fn openai_requests_that_copy_kept_messages_are_byte_for_byte_those_written_anew(
+        (messages, split) in history(),
+        window in (0usize..12, 0usize..12),
+        kept_up_to in 0usize..40,
+        stream in any::<bool>(),
+    ) {
+        let params = Defaults::default();
+        let mut request = request(&messages, split, &[], &params, stream);
+        request.left_out = window.0..window.0 + window.1;
+        // What a session keeps: the history's first messages, each as it stands alone.
+        let provider = Provider::OpenAi(OpenAi::new(config("openai")).unwrap());
+        let (mut bytes, mut ends, mut leading) = (Vec::new(), Vec::new(), 0);
+        for message in &request.history[..kept_up_to.min(request.history.len())] {
+            let start = bytes.len();
+            provider.write_alone(message, &mut bytes);
+            if leading == ends.len() && bytes.len() > start {
+                leading += 1;
+            }
+            ends.push(u32::try_from(bytes.len()).unwrap());
+        }
+        let written = OPENAI.encode(&request).unwrap();
+        let copied = OPENAI
+            .encode_with(&request, KeptWire::new(&bytes, &ends, leading))
+            .unwrap();
+        prop_assert_eq!(
+            String::from_utf8_lossy(&copied),
+            String::from_utf8_lossy(&written)
+        );
     }
 
     #[test]

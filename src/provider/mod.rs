@@ -10,6 +10,7 @@ pub mod anthropic;
 mod call_ids;
 pub mod echo;
 mod http;
+mod kept;
 pub mod openai;
 mod registry;
 mod wire_json;
@@ -24,6 +25,7 @@ use crate::message::{Defaults, Message, Tool, ToolCall};
 use crate::secret::Secret;
 
 pub use http::EndpointError;
+pub use kept::KeptWire;
 pub use registry::{ProviderRegistry, UnknownProvider};
 
 /// What a provider is asked: the whole history (committed, then this turn's new
@@ -46,13 +48,41 @@ pub struct ChatRequest<'a> {
 impl<'a> ChatRequest<'a> {
     /// Every message to send, oldest first (all but those `left_out`).
     pub fn messages(&self) -> impl DoubleEndedIterator<Item = &'a Message> + Clone + 'a {
-        let kept = |slice: &'a [Message], offset: usize| {
+        self.numbered_from(0).map(|(_, message)| message)
+    }
+
+    /// Every message to send from index `from` on, with its index (into `history` then
+    /// `staged`), oldest first.
+    pub fn numbered_from(
+        &self,
+        from: usize,
+    ) -> impl DoubleEndedIterator<Item = (usize, &'a Message)> + Clone + 'a {
+        let sent = |slice: &'a [Message], offset: usize| {
             let clamp = |i: usize| i.saturating_sub(offset).min(slice.len());
             let (start, end) = (clamp(self.left_out.start), clamp(self.left_out.end));
             let end = end.max(start);
-            slice[..start].iter().chain(slice[end..].iter())
+            let from = clamp(from);
+            let (before, after) = (from.min(start), from.max(end));
+            let before = slice[before..start]
+                .iter()
+                .enumerate()
+                .map(move |(i, m)| (before + i, m));
+            let after = slice[after..]
+                .iter()
+                .enumerate()
+                .map(move |(i, m)| (after + i, m));
+            before.chain(after).map(move |(i, m)| (offset + i, m))
         };
-        kept(self.history, 0).chain(kept(self.staged, self.history.len()))
+        sent(self.history, 0).chain(sent(self.staged, self.history.len()))
+    }
+
+    /// How many of the messages sent first are all kept in `kept`, one run of it.
+    pub fn kept_lead(&self, kept: KeptWire<'_>) -> usize {
+        let window = match self.left_out.is_empty() {
+            true => usize::MAX,
+            false => self.left_out.start,
+        };
+        kept.leading().min(window).min(self.history.len())
     }
 
     /// How many messages are sent.
@@ -269,16 +299,42 @@ impl Provider {
         }
     }
 
-    /// Encodes the request; runs synchronously while the history is borrowed.
-    pub fn prepare(&self, request: &ChatRequest<'_>) -> Result<PreparedCall, ProviderError> {
-        // The HTTP providers write every text sent; the echo provider reads the last.
+    /// Encodes the request, copying the messages of the history `kept` holds; runs
+    /// synchronously while the history is borrowed.
+    pub fn prepare(
+        &self,
+        request: &ChatRequest<'_>,
+        kept: KeptWire<'_>,
+    ) -> Result<PreparedCall, ProviderError> {
+        // The HTTP providers write every text sent but those kept; the echo provider
+        // reads the last.
         if !matches!(self, Provider::Echo(_)) {
-            crate::message::warm_texts(request.messages());
+            let rest = request.numbered_from(request.kept_lead(kept));
+            let written = rest.filter(|(i, _)| kept.get(*i).is_none());
+            crate::message::warm_texts(written.map(|(_, message)| message));
         }
         match self {
             Provider::Echo(_) => Ok(PreparedCall::Echo(echo::Echo::reply(request))),
-            Provider::OpenAi(p) => p.encode(request).map(PreparedCall::Http),
+            Provider::OpenAi(p) => p.encode_with(request, kept).map(PreparedCall::Http),
             Provider::Anthropic(p) => p.encode(request).map(PreparedCall::Http),
+        }
+    }
+
+    /// Whether this provider's requests copy kept messages ([`write_alone`](Self::write_alone)).
+    pub fn keeps_messages(&self) -> bool {
+        matches!(self, Provider::OpenAi(_))
+    }
+
+    /// Appends `message`, after a comma, as this provider sends it where that depends on
+    /// the message alone, for a session to keep (the form [`KeptWire`] reads); nothing
+    /// for any other message, or on a provider that keeps none (its mapping joins or
+    /// reorders messages).
+    pub fn write_alone(&self, message: &Message, out: &mut Vec<u8>) {
+        if let Provider::OpenAi(_) = self
+            && openai::stands_alone(message)
+        {
+            out.push(b',');
+            openai::write_alone(message, out);
         }
     }
 

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::feed::Feed;
+use super::kept::KeptJson;
 use super::records::TurnRecords;
 use super::settings::Settings;
 use super::{EncodedHistory, History, Session, TurnLock};
@@ -184,6 +185,13 @@ impl Session {
         settings: Settings,
         account: Account,
     ) -> Session {
+        // What the provider is sent is kept only where the whole history is sent: a
+        // session whose context window leaves messages out would keep what it never
+        // sends.
+        let windowed = row.defaults.max_context_messages.is_some()
+            || row.defaults.max_context_tokens.is_some();
+        let kept_sent = provider.keeps_messages() && !windowed;
+        let sent = KeptJson::new(account.caches().filter(|_| kept_sent));
         Session {
             id: row.id,
             provider_name: row.provider,
@@ -203,6 +211,7 @@ impl Session {
                 updated_at: row.updated_at,
                 version: row.version,
                 encoded: Mutex::new(EncodedHistory::new(account.caches())),
+                sent: Mutex::new(sent),
             }),
             turn_lock: TurnLock::new(settings.max_waiting_per_session),
             turns: TurnRecords::new(settings.turns, account.clone()),

@@ -8,6 +8,7 @@ pub mod context;
 mod create;
 pub mod events;
 pub mod feed;
+mod kept;
 mod live;
 pub mod records;
 pub mod runtime;
@@ -26,6 +27,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use self::feed::Feed;
+use self::kept::KeptJson;
 use self::records::{TurnRecord, TurnRecords, TurnStatus};
 use crate::keys::KeyId;
 use crate::memory::{Account, Charge};
@@ -92,6 +94,9 @@ pub struct History {
     /// `messages` as the API writes them, kept for the answers that carry them (locked
     /// only while an answer is written, under the history's read lock).
     pub encoded: Mutex<EncodedHistory>,
+    /// `messages` as the session's provider is sent them, kept for its requests (locked
+    /// only by the turn, while it prepares its request under the history's read lock).
+    pub sent: Mutex<KeptJson>,
 }
 
 /// Every this many commits, a session's stored turn records are brought back within

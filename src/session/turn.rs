@@ -10,7 +10,7 @@
 //! response is the routes' business.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use futures::FutureExt;
@@ -702,6 +702,10 @@ async fn generate(
         error,
     };
     let (call, sent) = session.read(|history| {
+        // The history as the provider is sent it, kept: only the messages committed
+        // since the last turn are written into it.
+        let mut kept = history.sent.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = kept.as_sent(&history.messages, &session.provider);
         let request = ChatRequest {
             model: &session.model,
             history: &history.messages,
@@ -711,7 +715,7 @@ async fn generate(
             stream,
             left_out: context::left_out(&history.messages, staged, &session.defaults),
         };
-        (session.provider.prepare(&request), request.sent())
+        (session.provider.prepare(&request, kept), request.sent())
     });
     let call = call.map_err(provider_error)?;
     let _slot = runtime.provider_slot().await;

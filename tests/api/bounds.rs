@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{TestApp, spawn_app_with};
 use crate::service::{spawn_service, spawn_service_with_nofile};
 use test_support::mock_openai;
 use test_support::mock_provider::{MockProvider, Protocol, Reply, StreamPlan};
@@ -594,4 +594,71 @@ async fn a_read_copies_the_kept_history_too_and_shows_what_the_writes_answered()
     assert_eq!(messages.len(), 4);
     assert_eq!(messages[..2], read[..]);
     assert_eq!(messages[..], app.messages(&id).await[..]);
+}
+
+/// One conversation on OpenAI: instructions, messages, a tool call answered and one
+/// left unanswered (its id repeated), texts that need escaping; every answer
+/// `?view=delta`. The bodies the provider got, in order.
+async fn conversation_sent_to_openai(app: &TestApp) -> Vec<Value> {
+    let id = app
+        .create_session(json!({"provider": "openai", "instructions": "Be \"brief\".\n"}))
+        .await;
+    let delta = |path: &str| format!("/text/session/{id}/{path}?view=delta");
+    let calls = app
+        .openai
+        .tool_call_reply(&[("call_1", "lookup", "{\"q\":1}")]);
+    app.openai.script(move |_, index| {
+        (index == 1 || index == 3).then(|| Reply {
+            status: 200,
+            body: calls.clone(),
+            delay: Default::default(),
+        })
+    });
+    let writes = [
+        ("message", json!({"content": "one\t\"two\""})),
+        ("message", json!({"content": "look it up"})),
+        ("tool-output", json!({"callId": "call_1", "output": "42"})),
+        ("instructions", json!(["Answer in ünïcode ✓"])),
+        ("message", json!({"content": "again"})),
+        ("message", json!({"content": "call left unanswered"})),
+    ];
+    for (path, body) in writes {
+        let response = app.post(&delta(path), &body).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    app.openai.requests().into_iter().map(|r| r.body).collect()
+}
+
+#[tokio::test]
+async fn requests_that_copy_the_history_kept_as_sent_are_those_written_anew() {
+    let kept = spawn_app_with(|_| {}).await;
+    let sent = conversation_sent_to_openai(&kept).await;
+    let held = kept.state.memory.held_by_caches();
+    assert!(
+        held > 0,
+        "answers without the history keep what the provider is sent"
+    );
+    // A session whose context window leaves messages out keeps none of it.
+    let windowed = kept
+        .create_session(json!({"provider": "openai", "defaults": {"maxContextMessages": 2}}))
+        .await;
+    for content in ["hi", "again"] {
+        let response = kept
+            .post(
+                &format!("/text/session/{windowed}/message?view=delta"),
+                &json!({ "content": content }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(kept.state.memory.held_by_caches(), held);
+    let not_kept = spawn_app_with(|c| c.history_cache_bytes = 0).await;
+    assert_eq!(sent, conversation_sent_to_openai(&not_kept).await);
+    assert_eq!(not_kept.state.memory.held_by_caches(), 0);
+    // Instructions do not call the provider; the second call of `call_1` is renamed
+    // and, unanswered, gets a filler.
+    assert_eq!(sent.len(), 5);
+    let last = sent[4]["messages"].as_array().unwrap();
+    assert_eq!(last.len(), 12, "{}", sent[4]);
+    assert_eq!(last[9]["tool_calls"][0]["id"], "call_1_2", "{}", sent[4]);
 }

@@ -10,6 +10,7 @@ use crate::json_text;
 use crate::json_text::WriteJson;
 use crate::message::{Message, Role};
 use crate::provider::call_ids::{CallIds, SentCall};
+use crate::provider::{ChatRequest, KeptWire};
 
 /// A Chat Completions message, written out by [`WireMessage::write_json`].
 #[derive(Debug, PartialEq)]
@@ -30,6 +31,9 @@ pub(super) enum WireMessage<'a> {
         tool_call_id: Cow<'a, str>,
         content: &'a str,
     },
+    /// Messages of the history written as [`WireMessage::plain`] writes them, kept: one,
+    /// or a run of them separated by commas.
+    Kept(&'a [u8]),
 }
 
 #[derive(Debug, PartialEq)]
@@ -90,6 +94,7 @@ impl WriteJson for WireMessage<'_> {
     fn write_json(&self, out: &mut Vec<u8>) {
         let text = json_text::write_member;
         match self {
+            Self::Kept(bytes) => return out.extend_from_slice(bytes),
             Self::System { content } => {
                 out.extend_from_slice(br#"{"role":"system","#);
                 text(out, "content", content);
@@ -155,6 +160,7 @@ impl WriteJson for WireMessage<'_> {
                     tool_call_id,
                     content,
                 } => tool_call_id.len() + content.len(),
+                Self::Kept(bytes) => bytes.len(),
             }
     }
 }
@@ -165,25 +171,49 @@ fn is_tool_output(message: &&Message) -> bool {
 
 /// Maps the history (see the module doc): every assistant message with tool calls is
 /// followed by exactly one tool message per call sent, before any other message, and no
-/// call id is sent twice.
+/// call id is sent twice. The messages `kept` holds are copied: those it holds from the
+/// first in one piece, any later one on its own.
 pub(super) fn wire_messages<'a>(
-    messages: impl Iterator<Item = &'a Message> + Clone,
+    request: &ChatRequest<'a>,
+    kept: KeptWire<'a>,
 ) -> Vec<WireMessage<'a>> {
-    let mut ids = CallIds::new(messages.clone());
+    let lead = (request.kept_lead(kept).checked_sub(1))
+        .and_then(|last| Some((last + 1, kept.run(0, last)?)));
+    // The kept run stands alone, so it has no calls to number.
+    let messages = request.numbered_from(lead.map_or(0, |(len, _)| len));
+    let mut ids = CallIds::new(messages.clone().map(|(_, message)| message));
     // One wire message per message at least (fillers add to it).
-    let mut wire = Vec::with_capacity(messages.size_hint().0);
+    let mut wire = Vec::with_capacity(messages.size_hint().0 + 1);
+    wire.extend(lead.map(|(_, run)| WireMessage::Kept(run)));
     let mut messages = messages.peekable();
-    while let Some(message) = messages.next() {
+    while let Some((index, message)) = messages.next() {
         if message.role != Role::Assistant || message.tool_calls.is_empty() {
-            wire.push(WireMessage::plain(message));
+            let plain = kept.get(index).map(WireMessage::Kept);
+            wire.push(plain.unwrap_or_else(|| WireMessage::plain(message)));
             continue;
         }
         let calls = ids.calls(&message.tool_calls);
         wire.push(WireMessage::calling(message, &calls));
-        let run = std::iter::from_fn(|| messages.next_if(is_tool_output));
+        let run = std::iter::from_fn(|| {
+            let (_, output) = messages.next_if(|(_, m)| is_tool_output(m))?;
+            Some(output)
+        });
         answer_run(&calls, run, &mut wire);
     }
     wire
+}
+
+/// Whether `message` is sent as it stands whatever stands around it: a system message
+/// that is not a tool output, a user message, or an assistant message; none with tool
+/// calls.
+pub(in crate::provider) fn stands_alone(message: &Message) -> bool {
+    message.tool_calls.is_empty()
+        && (message.role != Role::System || message.tool_call_id.is_none())
+}
+
+/// Appends `message` as it is sent when it [`stands_alone`].
+pub(in crate::provider) fn write_alone(message: &Message, out: &mut Vec<u8>) {
+    WireMessage::plain(message).write_json(out);
 }
 
 /// Appends the tool messages answering `calls` from the tool outputs of their run: the

@@ -78,9 +78,10 @@ use bytes::Bytes;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap};
 
 use super::{
-    ChatReply, ChatRequest, EndpointError, HttpProviderConfig, ProviderError, ReplyLimits,
-    StreamSink, http,
+    ChatReply, ChatRequest, EndpointError, HttpProviderConfig, KeptWire, ProviderError,
+    ReplyLimits, StreamSink, http,
 };
+pub(in crate::provider) use history::{stands_alone, write_alone};
 use reply::WireReply;
 use request::WireRequest;
 
@@ -136,7 +137,17 @@ impl OpenAi {
 
     /// Encodes the request body; borrows the history and copies none of it.
     pub fn encode(&self, request: &ChatRequest<'_>) -> Result<Bytes, ProviderError> {
-        let body = WireRequest::from_request(request);
+        self.encode_with(request, KeptWire::default())
+    }
+
+    /// Encodes the request body, copying the messages of the history `kept` holds
+    /// (written by [`write_alone`]) and writing the others.
+    pub fn encode_with(
+        &self,
+        request: &ChatRequest<'_>,
+        kept: KeptWire<'_>,
+    ) -> Result<Bytes, ProviderError> {
+        let body = WireRequest::from_request(request, kept);
         body.to_json().map(Bytes::from).map_err(|e| {
             ProviderError::InvalidReply(format!("the request could not be encoded: {e}"))
         })

@@ -8,8 +8,8 @@ use serde_json::Value;
 use super::FUNCTION;
 use super::history::{WireMessage, wire_messages};
 use crate::message::Tool;
-use crate::provider::ChatRequest;
 use crate::provider::wire_json;
+use crate::provider::{ChatRequest, KeptWire};
 
 #[derive(Debug, Serialize)]
 pub(super) struct WireRequest<'a> {
@@ -64,11 +64,11 @@ impl WireRequest<'_> {
 }
 
 impl<'a> WireRequest<'a> {
-    pub(super) fn from_request(request: &ChatRequest<'a>) -> Self {
+    pub(super) fn from_request(request: &ChatRequest<'a>, kept: KeptWire<'a>) -> Self {
         let params = request.params;
         Self {
             model: request.model,
-            messages: wire_messages(request.messages()),
+            messages: wire_messages(request, kept),
             tools: request.tools.iter().map(WireTool::from_tool).collect(),
             temperature: params.temperature,
             max_tokens: params.max_tokens,

@@ -1,36 +1,20 @@
-//! A session's history written as JSON once and kept: every full answer, every read of
-//! the session and every replay of an answer carries the whole history, so instead of
-//! writing it out on each one, they copy what was written and only the messages
-//! appended since are written. Histories only grow, and
-//! a committed message never changes, so what was written stays true.
-//!
-//! What is kept is bounded by a budget of its own (`HISTORY_CACHE_BYTES`, see
-//! [`Account::caches`]): a history that no longer fits lets go of what it kept and is
-//! written out on each answer, as without it.
+//! A session's history as the API shows it, written as JSON once and kept (see
+//! [`KeptJson`]): every full answer, every read of the session and every replay of an
+//! answer carries the whole history, so instead of writing it out on each one, they
+//! copy what was written and only the messages appended since are written.
 
-use crate::memory::{Account, Charge};
+use crate::memory::Account;
 use crate::message::{self, Message};
+use crate::session::kept::KeptJson;
 
 /// A history's messages as the API writes them, kept between answers.
 #[derive(Debug)]
-pub struct EncodedHistory {
-    /// The messages written so far, separated by commas, without the brackets.
-    bytes: Vec<u8>,
-    /// Where each written message's JSON ends in `bytes`.
-    ends: Vec<u32>,
-    /// What this holds, on the caches' budget; `None` once it did not fit (or when
-    /// caches are off): the history is then written out on each answer.
-    charge: Option<Charge>,
-}
+pub struct EncodedHistory(KeptJson);
 
 impl EncodedHistory {
     /// Nothing written yet; kept on `caches` (`None`: never kept).
     pub fn new(caches: Option<Account>) -> Self {
-        Self {
-            bytes: Vec::new(),
-            ends: Vec::new(),
-            charge: caches.map(|account| account.charge(0)),
-        }
+        Self(KeptJson::new(caches))
     }
 
     /// The members of the JSON array of `messages`, byte for byte what
@@ -39,65 +23,28 @@ impl EncodedHistory {
     /// is kept for, or the part of it up to some point. `None` when the history is not
     /// kept (it did not fit the budget, or caches are off).
     pub fn members(&mut self, messages: &[Message]) -> Option<&[u8]> {
-        // Not kept: nothing to size or write.
-        self.charge.as_ref()?;
-        if let Some(new) = messages
-            .get(self.ends.len()..)
-            .filter(|new| !new.is_empty())
-        {
-            // Room is made here, doubling as a `Vec` would, so that what the budget
-            // admits is what the bytes will take (the commas included).
-            let needed = self.bytes.len() + message::history_size_hint(new) + new.len();
-            let capacity = self.bytes.capacity();
-            let room = if needed > capacity {
-                needed.max(capacity * 2)
-            } else {
-                capacity
-            };
-            let growth = room - capacity + new.len() * size_of::<u32>();
-            let fits = self.charge.as_ref()?.account().admit(growth).is_ok();
-            if fits {
-                self.bytes.reserve_exact(room - self.bytes.len());
+        // Separated by commas: the members up to any message are one run of bytes.
+        let size_hint = |new: &[Message]| message::history_size_hint(new) + new.len();
+        let write = |message: &Message, out: &mut Vec<u8>| {
+            if !out.is_empty() {
+                out.push(b',');
             }
-            // The size is an estimate: what was written is checked against the budget
-            // too once charged.
-            if !fits || !self.write(new) || self.charge.as_ref()?.account().admit(0).is_err() {
-                // For good: trying again on every answer would cost more than it saves.
-                *self = Self::new(None);
-                return None;
-            }
+            message.write_json(out);
+        };
+        if !self.0.extend(messages, size_hint, write) {
+            return None;
         }
         let end = match messages.len().checked_sub(1) {
-            Some(last) => usize::try_from(self.ends[last]).ok()?,
+            Some(last) => usize::try_from(self.0.ends()[last]).ok()?,
             None => 0,
         };
-        Some(&self.bytes[..end])
-    }
-
-    /// Writes `new` after what was written; `false` if the bytes grew past what the
-    /// ends can mark (4 GiB).
-    fn write(&mut self, new: &[Message]) -> bool {
-        for message in new {
-            if !self.bytes.is_empty() {
-                self.bytes.push(b',');
-            }
-            message.write_json(&mut self.bytes);
-            let Ok(end) = u32::try_from(self.bytes.len()) else {
-                return false;
-            };
-            self.ends.push(end);
-        }
-        if let Some(charge) = &mut self.charge {
-            let held = self.bytes.capacity() + self.ends.capacity() * size_of::<u32>();
-            charge.add(held.saturating_sub(charge.bytes()));
-        }
-        true
+        Some(&self.0.bytes()[..end])
     }
 
     /// Bytes held.
     #[cfg(test)]
     fn held(&self) -> usize {
-        self.charge.as_ref().map_or(0, Charge::bytes)
+        self.0.held()
     }
 }
 
