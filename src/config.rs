@@ -236,7 +236,7 @@ pub struct Config {
     pub memory_per_key_bytes: usize,
 
     /// Bytes of histories kept already written as JSON, so that full answers, reads of a
-    /// session, replays and an OpenAI-compatible provider's requests copy them instead of
+    /// session, replays and the providers' requests copy them instead of
     /// writing them anew; beside the memory budget, and at most an eighth of
     /// it (a history that does not fit is written on each answer, nothing is refused).
     /// 0: none kept.

@@ -267,7 +267,7 @@ proptest! {
     }
 
     #[test]
-    fn openai_requests_that_copy_kept_messages_are_byte_for_byte_those_written_anew(
+    fn requests_that_copy_kept_messages_are_byte_for_byte_those_written_anew(
         (messages, split) in history(),
         window in (0usize..12, 0usize..12),
         kept_up_to in 0usize..40,
@@ -276,25 +276,34 @@ proptest! {
         let params = Defaults::default();
         let mut request = request(&messages, split, &[], &params, stream);
         request.left_out = window.0..window.0 + window.1;
-        // What a session keeps: the history's first messages, each as it stands alone.
-        let provider = Provider::OpenAi(OpenAi::new(config("openai")).unwrap());
-        let (mut bytes, mut ends, mut leading) = (Vec::new(), Vec::new(), 0);
-        for message in &request.history[..kept_up_to.min(request.history.len())] {
-            let start = bytes.len();
-            provider.write_alone(message, &mut bytes);
-            if leading == ends.len() && bytes.len() > start {
-                leading += 1;
+        let providers = [
+            Provider::OpenAi(OpenAi::new(config("openai")).unwrap()),
+            Provider::Anthropic(Anthropic::new(config("anthropic")).unwrap()),
+        ];
+        for provider in providers {
+            // What a session keeps: the history's first messages, each as it stands alone.
+            let (mut bytes, mut ends, mut leading) = (Vec::new(), Vec::new(), 0);
+            for message in &request.history[..kept_up_to.min(request.history.len())] {
+                let start = bytes.len();
+                provider.write_alone(message, &mut bytes);
+                if leading == ends.len() && bytes.len() > start {
+                    leading += 1;
+                }
+                ends.push(u32::try_from(bytes.len()).unwrap());
             }
-            ends.push(u32::try_from(bytes.len()).unwrap());
+            let kept = KeptWire::new(&bytes, &ends, leading);
+            let (written, copied) = match &provider {
+                Provider::OpenAi(p) => (p.encode(&request), p.encode_with(&request, kept)),
+                Provider::Anthropic(p) => (p.encode(&request), p.encode_with(&request, kept)),
+                Provider::Echo(_) => unreachable!(),
+            };
+            let (copied, written) = (copied.unwrap(), written.unwrap());
+            prop_assert_eq!(
+                String::from_utf8_lossy(&copied),
+                String::from_utf8_lossy(&written),
+                "{}", provider.protocol()
+            );
         }
-        let written = OPENAI.encode(&request).unwrap();
-        let copied = OPENAI
-            .encode_with(&request, KeptWire::new(&bytes, &ends, leading))
-            .unwrap();
-        prop_assert_eq!(
-            String::from_utf8_lossy(&copied),
-            String::from_utf8_lossy(&written)
-        );
     }
 
     #[test]

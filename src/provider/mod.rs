@@ -316,25 +316,24 @@ impl Provider {
         match self {
             Provider::Echo(_) => Ok(PreparedCall::Echo(echo::Echo::reply(request))),
             Provider::OpenAi(p) => p.encode_with(request, kept).map(PreparedCall::Http),
-            Provider::Anthropic(p) => p.encode(request).map(PreparedCall::Http),
+            Provider::Anthropic(p) => p.encode_with(request, kept).map(PreparedCall::Http),
         }
     }
 
     /// Whether this provider's requests copy kept messages ([`write_alone`](Self::write_alone)).
     pub fn keeps_messages(&self) -> bool {
-        matches!(self, Provider::OpenAi(_))
+        !matches!(self, Provider::Echo(_))
     }
 
     /// Appends `message`, after a comma, as this provider sends it where that depends on
-    /// the message alone, for a session to keep (the form [`KeptWire`] reads); nothing
-    /// for any other message, or on a provider that keeps none (its mapping joins or
-    /// reorders messages).
+    /// the message alone (OpenAI: the message; Anthropic: its one content block), for a
+    /// session to keep (the form [`KeptWire`] reads); nothing for any other message, or
+    /// on the echo provider.
     pub fn write_alone(&self, message: &Message, out: &mut Vec<u8>) {
-        if let Provider::OpenAi(_) = self
-            && openai::stands_alone(message)
-        {
-            out.push(b',');
-            openai::write_alone(message, out);
+        match self {
+            Provider::Echo(_) => {}
+            Provider::OpenAi(_) => openai::write_alone(message, out),
+            Provider::Anthropic(_) => anthropic::write_alone(message, out),
         }
     }
 

@@ -596,18 +596,20 @@ async fn a_read_copies_the_kept_history_too_and_shows_what_the_writes_answered()
     assert_eq!(messages[..], app.messages(&id).await[..]);
 }
 
-/// One conversation on OpenAI: instructions, messages, a tool call answered and one
-/// left unanswered (its id repeated), texts that need escaping; every answer
-/// `?view=delta`. The bodies the provider got, in order.
-async fn conversation_sent_to_openai(app: &TestApp) -> Vec<Value> {
+/// One conversation on `provider` (`openai` or `anthropic`): instructions, messages, a
+/// tool call answered and one left unanswered (its id repeated), texts that need
+/// escaping; every answer `?view=delta`. The bodies the provider got, in order.
+async fn conversation_sent_to(app: &TestApp, provider: &str) -> Vec<Value> {
+    let mock = match provider {
+        "openai" => &app.openai,
+        _ => &app.anthropic,
+    };
     let id = app
-        .create_session(json!({"provider": "openai", "instructions": "Be \"brief\".\n"}))
+        .create_session(json!({"provider": provider, "instructions": "Be \"brief\".\n"}))
         .await;
     let delta = |path: &str| format!("/text/session/{id}/{path}?view=delta");
-    let calls = app
-        .openai
-        .tool_call_reply(&[("call_1", "lookup", "{\"q\":1}")]);
-    app.openai.script(move |_, index| {
+    let calls = mock.tool_call_reply(&[("call_1", "lookup", "{\"q\":1}")]);
+    mock.script(move |_, index| {
         (index == 1 || index == 3).then(|| Reply {
             status: 200,
             body: calls.clone(),
@@ -626,13 +628,14 @@ async fn conversation_sent_to_openai(app: &TestApp) -> Vec<Value> {
         let response = app.post(&delta(path), &body).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
-    app.openai.requests().into_iter().map(|r| r.body).collect()
+    mock.requests().into_iter().map(|r| r.body).collect()
 }
 
 #[tokio::test]
 async fn requests_that_copy_the_history_kept_as_sent_are_those_written_anew() {
     let kept = spawn_app_with(|_| {}).await;
-    let sent = conversation_sent_to_openai(&kept).await;
+    let sent = conversation_sent_to(&kept, "openai").await;
+    let sent_to_anthropic = conversation_sent_to(&kept, "anthropic").await;
     let held = kept.state.memory.held_by_caches();
     assert!(
         held > 0,
@@ -653,7 +656,11 @@ async fn requests_that_copy_the_history_kept_as_sent_are_those_written_anew() {
     }
     assert_eq!(kept.state.memory.held_by_caches(), held);
     let not_kept = spawn_app_with(|c| c.history_cache_bytes = 0).await;
-    assert_eq!(sent, conversation_sent_to_openai(&not_kept).await);
+    assert_eq!(sent, conversation_sent_to(&not_kept, "openai").await);
+    assert_eq!(
+        sent_to_anthropic,
+        conversation_sent_to(&not_kept, "anthropic").await
+    );
     assert_eq!(not_kept.state.memory.held_by_caches(), 0);
     // Instructions do not call the provider; the second call of `call_1` is renamed
     // and, unanswered, gets a filler.

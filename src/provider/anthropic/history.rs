@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::request::{Block, WireMessage, WireRole};
 use crate::message::{Message, Role};
+use crate::provider::KeptWire;
 use crate::provider::call_ids::{CallIds, SentCall};
 
 /// Marks a system message that stands mid-history (rule 2).
@@ -71,13 +72,16 @@ impl<'a> Conversation<'a> {
 }
 
 /// Maps the history to `system` and `messages` (rules 1–10 of the module doc).
+/// `history` comes with each message's index in the session's history, by which the
+/// blocks `kept` holds are copied.
 pub(super) fn map_history<'a>(
-    history: impl Iterator<Item = &'a Message> + Clone,
+    history: impl Iterator<Item = (usize, &'a Message)> + Clone,
+    kept: KeptWire<'a>,
 ) -> (Option<Cow<'a, str>>, Vec<WireMessage<'a>>) {
-    let mut ids = CallIds::new(history.clone());
+    let mut ids = CallIds::new(history.clone().map(|(_, message)| message));
     let mut history = history.peekable();
     let mut leading = Vec::new();
-    while let Some(message) = history.next_if(|m| m.role == Role::System) {
+    while let Some((_, message)) = history.next_if(|(_, m)| m.role == Role::System) {
         if !is_blank(&message.content) {
             leading.push(&*message.content);
         }
@@ -89,7 +93,16 @@ pub(super) fn map_history<'a>(
     };
 
     let mut conversation = Conversation::default();
-    while let Some(message) = history.next() {
+    while let Some((index, message)) = history.next() {
+        // A message kept is its one block (`write_alone`), whatever its role.
+        if let Some(json) = kept.get(index) {
+            let role = match message.role {
+                Role::Assistant => WireRole::Assistant,
+                Role::User | Role::System => WireRole::User,
+            };
+            conversation.push(role, [Block::Kept(json)]);
+            continue;
+        }
         match message.role {
             Role::User => conversation.push(WireRole::User, text_block(&message.content)),
             Role::System => conversation.push(WireRole::User, system_block(message)),
@@ -98,7 +111,7 @@ pub(super) fn map_history<'a>(
                 conversation.push(WireRole::Assistant, assistant_blocks(message, &calls));
                 if !calls.is_empty() {
                     let mut outputs = Vec::new();
-                    while let Some(output) = history.next_if(is_tool_output) {
+                    while let Some((_, output)) = history.next_if(|(_, m)| is_tool_output(m)) {
                         outputs.push(output);
                     }
                     conversation.push(WireRole::User, answers(&calls, &outputs));
@@ -109,7 +122,32 @@ pub(super) fn map_history<'a>(
     (system, conversation.finish())
 }
 
-fn is_tool_output(message: &&Message) -> bool {
+/// Appends, after a comma, the one block `message` is sent as whatever stands around it
+/// (once past the leading system messages, which go to `system`): a user message's
+/// text, a system message's marked text (not a tool output's), an assistant message's
+/// text or placeholder (without tool calls). Nothing for any other message, or one sent
+/// as no block (blank text).
+pub(in crate::provider) fn write_alone(message: &Message, out: &mut Vec<u8>) {
+    if let Some(block) = alone_block(message) {
+        out.push(b',');
+        block.write_json(out);
+    }
+}
+
+/// The block of [`write_alone`].
+fn alone_block(message: &Message) -> Option<Block<'_>> {
+    if !message.tool_calls.is_empty() {
+        return None;
+    }
+    match message.role {
+        Role::User => text_block(&message.content),
+        Role::System if message.tool_call_id.is_none() => system_block(message),
+        Role::System => None,
+        Role::Assistant => assistant_blocks(message, &[]).pop(),
+    }
+}
+
+fn is_tool_output(message: &Message) -> bool {
     message.role == Role::System && message.tool_call_id.is_some()
 }
 

@@ -107,9 +107,10 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{
-    ChatReply, ChatRequest, EndpointError, HttpProviderConfig, ProviderError, ReplyLimits,
-    StreamSink, http,
+    ChatReply, ChatRequest, EndpointError, HttpProviderConfig, KeptWire, ProviderError,
+    ReplyLimits, StreamSink, http,
 };
+pub(in crate::provider) use history::write_alone;
 use reply::WireReply;
 use request::WireRequest;
 
@@ -154,7 +155,17 @@ impl Anthropic {
 
     /// Encodes the request body while the history is borrowed; see the module doc.
     pub fn encode(&self, request: &ChatRequest<'_>) -> Result<Bytes, ProviderError> {
-        let body = WireRequest::new(request);
+        self.encode_with(request, KeptWire::default())
+    }
+
+    /// Encodes the request body, copying the blocks of the messages `kept` holds
+    /// (written by [`write_alone`]) and writing the others.
+    pub fn encode_with(
+        &self,
+        request: &ChatRequest<'_>,
+        kept: KeptWire<'_>,
+    ) -> Result<Bytes, ProviderError> {
+        let body = WireRequest::new(request, kept);
         body.to_json().map(Bytes::from).map_err(|e| {
             ProviderError::InvalidReply(format!("the request could not be encoded: {e}"))
         })

@@ -12,8 +12,8 @@ use super::history::{is_blank, map_history};
 use crate::json_text;
 use crate::json_text::WriteJson;
 use crate::message::Tool;
-use crate::provider::ChatRequest;
 use crate::provider::wire_json;
+use crate::provider::{ChatRequest, KeptWire};
 
 /// Anthropic's `temperature` range ends at 1; sessions may ask up to 2, as OpenAI allows.
 const MAX_TEMPERATURE: f64 = 1.0;
@@ -42,9 +42,9 @@ pub(super) struct WireRequest<'a> {
 }
 
 impl<'a> WireRequest<'a> {
-    pub(super) fn new(request: &ChatRequest<'a>) -> Self {
+    pub(super) fn new(request: &ChatRequest<'a>, kept: KeptWire<'a>) -> Self {
         let params = request.params;
-        let (system, messages) = map_history(request.messages());
+        let (system, messages) = map_history(request.numbered_from(0), kept);
         let temperature = params.temperature.map(|t| t.clamp(0.0, MAX_TEMPERATURE));
         Self {
             model: request.model,
@@ -110,6 +110,7 @@ impl WriteJson for WireMessage<'_> {
                         content,
                         ..
                     } => tool_use_id.len() + content.len(),
+                    Block::Kept(json) => json.len(),
                 }
         });
         FRAME + blocks.sum::<usize>()
@@ -135,11 +136,14 @@ pub(super) enum Block<'a> {
         /// Left out when false.
         is_error: bool,
     },
+    /// A block written by [`write_json`](Block::write_json) before, kept by the session.
+    Kept(&'a [u8]),
 }
 
 impl Block<'_> {
-    fn write_json(&self, out: &mut Vec<u8>) {
+    pub(super) fn write_json(&self, out: &mut Vec<u8>) {
         match self {
+            Self::Kept(json) => return out.extend_from_slice(json),
             Self::Text { text } => {
                 out.extend_from_slice(br#"{"type":"text","#);
                 json_text::write_member(out, "text", text);

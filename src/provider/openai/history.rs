@@ -203,17 +203,16 @@ pub(super) fn wire_messages<'a>(
     wire
 }
 
-/// Whether `message` is sent as it stands whatever stands around it: a system message
-/// that is not a tool output, a user message, or an assistant message; none with tool
-/// calls.
-pub(in crate::provider) fn stands_alone(message: &Message) -> bool {
-    message.tool_calls.is_empty()
-        && (message.role != Role::System || message.tool_call_id.is_none())
-}
-
-/// Appends `message` as it is sent when it [`stands_alone`].
+/// Appends `message`, after a comma, as it is sent whatever stands around it: a system
+/// message that is not a tool output, a user message, or an assistant message; none
+/// with tool calls. Nothing for any other message.
 pub(in crate::provider) fn write_alone(message: &Message, out: &mut Vec<u8>) {
-    WireMessage::plain(message).write_json(out);
+    let alone = message.tool_calls.is_empty()
+        && (message.role != Role::System || message.tool_call_id.is_none());
+    if alone {
+        out.push(b',');
+        WireMessage::plain(message).write_json(out);
+    }
 }
 
 /// Appends the tool messages answering `calls` from the tool outputs of their run: the

@@ -81,7 +81,7 @@ use super::{
     ChatReply, ChatRequest, EndpointError, HttpProviderConfig, KeptWire, ProviderError,
     ReplyLimits, StreamSink, http,
 };
-pub(in crate::provider) use history::{stands_alone, write_alone};
+pub(in crate::provider) use history::write_alone;
 use reply::WireReply;
 use request::WireRequest;
 
