@@ -108,7 +108,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{
     ChatReply, ChatRequest, EndpointError, HttpProviderConfig, KeptWire, ProviderError,
-    ReplyLimits, StreamSink, http,
+    ReplyLimits, StreamSink, http, wire_json,
 };
 pub(in crate::provider) use history::write_alone;
 use reply::WireReply;
@@ -165,10 +165,7 @@ impl Anthropic {
         request: &ChatRequest<'_>,
         kept: KeptWire<'_>,
     ) -> Result<Bytes, ProviderError> {
-        let body = WireRequest::new(request, kept);
-        body.to_json().map(Bytes::from).map_err(|e| {
-            ProviderError::InvalidReply(format!("the request could not be encoded: {e}"))
-        })
+        wire_json::ready(WireRequest::new(request, kept).to_json())
     }
 
     /// Sends an encoded body to `{base_url}/v1/messages` and decodes the whole reply.

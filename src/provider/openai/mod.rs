@@ -79,7 +79,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap};
 
 use super::{
     ChatReply, ChatRequest, EndpointError, HttpProviderConfig, KeptWire, ProviderError,
-    ReplyLimits, StreamSink, http,
+    ReplyLimits, StreamSink, http, wire_json,
 };
 pub(in crate::provider) use history::write_alone;
 use reply::WireReply;
@@ -147,10 +147,7 @@ impl OpenAi {
         request: &ChatRequest<'_>,
         kept: KeptWire<'_>,
     ) -> Result<Bytes, ProviderError> {
-        let body = WireRequest::from_request(request, kept);
-        body.to_json().map(Bytes::from).map_err(|e| {
-            ProviderError::InvalidReply(format!("the request could not be encoded: {e}"))
-        })
+        wire_json::ready(WireRequest::from_request(request, kept).to_json())
     }
 
     /// Sends a body encoded with `stream: true` and hands each piece of the reply to
