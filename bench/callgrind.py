@@ -4,6 +4,7 @@ not (the same binary and inputs give the same count, whatever else the machine d
 
     python3 bench/callgrind.py            # memory store
     STORE=sqlite python3 bench/callgrind.py
+    PROVIDER=anthropic python3 bench/callgrind.py   # the mock spoken to as Anthropic
 
 Builds like bench/run.py, starts its nginx mock, and runs the service under
 `valgrind --tool=callgrind` on it: 200 sessions, then 20 writes of a short message to
@@ -37,6 +38,7 @@ def main():
     store = os.environ.get("STORE", "memory")
     if store == "sqlite":
         store = f"sqlite://{harness.WORK}/callgrind.db"
+    provider = os.environ.get("PROVIDER", "openai")
     mock = harness.start_mock(nginx)
     service = None
     try:
@@ -44,9 +46,11 @@ def main():
         service = harness.start_service(
             mock, store=store,
             wrap=["valgrind", "--tool=callgrind", f"--callgrind-out-file={profile}"],
-            SHUTDOWN_GRACE_SECS=1)
+            SHUTDOWN_GRACE_SECS=1, ANTHROPIC_BASE_URL=mock.url)
         client = harness.Client(service.url)
-        ids = [client.post("/text/session", {})[0]["session"]["id"] for _ in range(SESSIONS)]
+        session = {"provider": "anthropic"} if provider == "anthropic" else {}
+        ids = [client.post("/text/session", session)[0]["session"]["id"]
+               for _ in range(SESSIONS)]
         harness.log(f"== {SESSIONS * WRITES} writes under callgrind ({store} store)")
         for sid in ids:
             harness.sh(oha, "-n", str(WRITES), "-c", str(CONCURRENCY), "--no-tui",
@@ -62,7 +66,8 @@ def main():
                  if line.startswith(("summary:", "totals:")))
     writes = SESSIONS * WRITES
     print(f"{total:,} instructions in all, {total // writes:,} per write "
-          f"({writes:,} writes, {SESSIONS} sessions, {store} store); profile: {profile}")
+          f"({writes:,} writes, {SESSIONS} sessions, {store} store, {provider}); "
+          f"profile: {profile}")
 
 
 if __name__ == "__main__":

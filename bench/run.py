@@ -56,6 +56,13 @@ MOCK_REPLY = json.dumps({
     "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16},
 })
 
+# The same reply as Anthropic Messages words it (bench/callgrind.py with PROVIDER=anthropic).
+MOCK_ANTHROPIC_REPLY = json.dumps({
+    "id": "msg_bench", "type": "message", "role": "assistant", "model": "mock-1",
+    "content": [{"type": "text", "text": "Hello from the mock."}],
+    "stop_reason": "end_turn", "usage": {"input_tokens": 12, "output_tokens": 4},
+})
+
 
 def log(*args):
     print(*args, file=sys.stderr, flush=True)
@@ -184,6 +191,10 @@ http {{
         location / {{
             default_type application/json;
             return 200 '{MOCK_REPLY}';
+        }}
+        location = /v1/messages {{
+            default_type application/json;
+            return 200 '{MOCK_ANTHROPIC_REPLY}';
         }}
     }}
 }}
