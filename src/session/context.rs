@@ -21,13 +21,19 @@ pub fn estimate_tokens(message: &Message) -> u64 {
     (chars + calls).div_ceil(4) + 4
 }
 
+/// Whether a session with these defaults bounds its context window (else every message
+/// is sent).
+pub fn is_bounded(defaults: &Defaults) -> bool {
+    defaults.max_context_messages.is_some() || defaults.max_context_tokens.is_some()
+}
+
 /// The messages (indices into `history` then `staged`) to leave out; empty when the
 /// session sets no bound or everything fits.
 pub fn left_out(history: &[Message], staged: &[Message], defaults: &Defaults) -> Range<usize> {
-    let (max_messages, max_tokens) = (defaults.max_context_messages, defaults.max_context_tokens);
-    if max_messages.is_none() && max_tokens.is_none() {
+    if !is_bounded(defaults) {
         return 0..0;
     }
+    let (max_messages, max_tokens) = (defaults.max_context_messages, defaults.max_context_tokens);
     let all = || history.iter().chain(staged);
     let total = history.len() + staged.len();
     let leading = all()

@@ -188,9 +188,7 @@ impl Session {
         // What the provider is sent is kept only where the whole history is sent: a
         // session whose context window leaves messages out would keep what it never
         // sends.
-        let windowed = row.defaults.max_context_messages.is_some()
-            || row.defaults.max_context_tokens.is_some();
-        let kept_sent = provider.keeps_messages() && !windowed;
+        let kept_sent = provider.keeps_messages() && !super::context::is_bounded(&row.defaults);
         let sent = KeptJson::new(account.caches().filter(|_| kept_sent));
         Session {
             id: row.id,

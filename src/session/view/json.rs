@@ -167,8 +167,15 @@ fn write_history_member(
     out.extend_from_slice(b",\"");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\":");
+    write_history(out, messages, json);
+}
+
+/// Appends `messages` as a JSON array, copied from their kept JSON (the members of the
+/// array) where there is one.
+pub(super) fn write_history(out: &mut Vec<u8>, messages: &[Message], json: Option<&[u8]>) {
     match json {
         Some(members) => {
+            out.reserve(members.len() + 2);
             out.push(b'[');
             out.extend_from_slice(members);
             out.push(b']');

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Commit, History, Session};
-use crate::message::{self, Defaults, ForkedFrom, Message, Timestamp, Tool};
+use crate::message::{Defaults, ForkedFrom, Message, Timestamp, Tool};
 use crate::store::SessionRow;
 
 mod encoded;
@@ -179,15 +179,7 @@ impl Session {
         self.read(|history| {
             let messages = history.messages.get(..len)?;
             let mut json = Vec::new();
-            match history.encoded().members(messages) {
-                Some(members) => {
-                    json.reserve_exact(members.len() + 2);
-                    json.push(b'[');
-                    json.extend_from_slice(members);
-                    json.push(b']');
-                }
-                None => message::write_history(&mut json, messages),
-            }
+            json::write_history(&mut json, messages, history.encoded().members(messages));
             Some(json)
         })
     }
