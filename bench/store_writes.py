@@ -9,9 +9,11 @@ Starts bench/run.py's nginx mock and the service (built by `python3 bench/run.py
 `cargo build --release`), 1,000 sessions, then `wrk -c64` on them for DURATION seconds
 (8). With SQLite it counts, with `perf stat` on the service, the system calls per write
 that the store makes (`pwrite`, `pread`, `fsync`, and the `futex` hand-offs to its
-thread) and the CPU per write. With Postgres it creates a fresh database next to the one
-named (`<name>_store_writes`, dropped first) and reads the WAL written per write and
-the share of the `sessions` updates that were heap-only (HOT: no index entry written).
+thread), the bytes it wrote to its files (the WAL and the checkpoints' copies: the
+page-cache pages it dirtied, `write_bytes` in /proc/<pid>/io) and the CPU per write.
+With Postgres it creates a fresh database next to the one named (`<name>_store_writes`,
+dropped first) and reads the WAL written per write and the share of the `sessions`
+updates that were heap-only (HOT: no index entry written).
 Needs perf (SQLite) or psql (Postgres).
 """
 
@@ -50,14 +52,20 @@ class PerfStat:
     def __init__(self, pid):
         self.pid, self.out = pid, harness.WORK / "perf-stat.csv"
 
+    def written(self):
+        """Bytes the service has written to files so far (`write_bytes`: pages it dirtied)."""
+        io = Path(f"/proc/{self.pid}/io").read_text()
+        return int(re.search(r"^write_bytes: (\d+)", io, re.M).group(1))
+
     def __enter__(self):
+        self.before = self.written()
         events = ",".join(f"syscalls:sys_enter_{name}" for name in SYSCALLS) + ",task-clock"
         self.proc = subprocess.Popen(["perf", "stat", "-x,", "-o", str(self.out), "-e", events,
                                       "-p", str(self.pid), "--", "sleep", str(DURATION)])
 
     def __exit__(self, *_):
         self.proc.wait()
-        self.counts = {}
+        self.counts = {"written": self.written() - self.before}
         for line in self.out.read_text().splitlines():
             fields = line.split(",")
             if len(fields) > 2 and re.fullmatch(r"[0-9.]+", fields[0]):
@@ -117,6 +125,7 @@ def main():
             per = {name: count / writes for name, count in watch.counts.items()}
             calls = ", ".join(f"{name} {per.get(name, 0):.2f}" for name in SYSCALLS)
             print(f"{writes:,} writes in {DURATION} s on SQLite, per write: {calls}; "
+                  f"{per['written']:,.0f} B written ({per['written'] / 4096:.2f} pages); "
                   f"CPU {per.get('task-clock', 0) * 1000:.0f} µs")
     finally:
         mock.stop()

@@ -62,7 +62,7 @@ pub(super) fn load(
 
 /// A session's newest completed turn records, kept on its own message rows (a fork's
 /// shared rows are its source's). Parameters: session, how many.
-const COMPLETED_TURNS: &str = "
+pub(super) const COMPLETED_TURNS: &str = "
     SELECT turn_id, turn_created_at, turn_record FROM messages
     WHERE session_id = ? AND turn_id IS NOT NULL
     ORDER BY seq DESC LIMIT ?";

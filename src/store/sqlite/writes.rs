@@ -233,7 +233,7 @@ const MOVE_VERSION: &str = "
 /// The rows a deleted session's heir shares become its own (as Postgres's
 /// `HAND_ROWS_TO_HEIR`), without the records of the session's completed turns: those
 /// were its turns, not the heir's. Parameters: heir, session, rows shared.
-const HAND_ROWS_TO_HEIR: &str = "
+pub(super) const HAND_ROWS_TO_HEIR: &str = "
     UPDATE messages SET session_id = ?1, turn_id = NULL, turn_created_at = NULL,
                         turn_record = NULL
     WHERE session_id = ?2 AND seq < ?3";
@@ -381,7 +381,7 @@ fn prune_turns(conn: &Connection, session: &str, bounds: TurnBounds) -> Result<(
 
 /// The row of the newest completed record past the newest `records` of a session, if
 /// its rows hold more than `records`. Parameters: session, records.
-const NEWEST_DROPPED: &str = "
+pub(super) const NEWEST_DROPPED: &str = "
     SELECT (SELECT seq FROM messages WHERE session_id = ?1 AND turn_id IS NOT NULL
             ORDER BY seq DESC LIMIT 1 OFFSET ?2)
     FROM sessions WHERE id = ?1 AND turns_on_rows > ?2";
@@ -390,7 +390,7 @@ const NEWEST_DROPPED: &str = "
 /// stopped (`sessions.turns_from`) up to a row, that one included (the caller then notes
 /// where it stopped, and that the rows hold as many as the bounds keep). Parameters:
 /// session, the row.
-const CLEAR_COMPLETED: &str = "
+pub(super) const CLEAR_COMPLETED: &str = "
     UPDATE messages SET turn_id = NULL, turn_created_at = NULL, turn_record = NULL
     WHERE session_id = ?1 AND turn_id IS NOT NULL AND seq <= ?2
       AND seq >= (SELECT turns_from FROM sessions WHERE id = ?1)";
