@@ -14,7 +14,9 @@ async fn a_file_from_before_rows_were_kept_in_written_order_opens_with_all_it_he
     // The schema as it was at migration 0010, from its own files.
     let before = std::env::temp_dir().join(format!("migrations-{}", Uuid::new_v4()));
     std::fs::create_dir(&before).unwrap();
-    for entry in std::fs::read_dir("migrations/sqlite").unwrap() {
+    for entry in
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap()
+    {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
         if name.as_str() < "0011" {
