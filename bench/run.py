@@ -287,23 +287,37 @@ def to_ms(value):
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def core_busy_seconds(cpu):
+    """Seconds core `cpu` has spent on anything but idling (its processes, the kernel's
+    work for them, interrupts), from /proc/stat; the hypervisor's steal left out."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            user, nice, system, _idle, _iowait, irq, softirq = map(int, line.split()[1:8])
+            return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    raise SystemExit(f"no cpu{cpu} in /proc/stat")
+
+
 def wrk(url, paths, body, connections=CONNECTIONS, duration=DURATION, cpu=LOAD_CPU):
     """Requests/s and latency percentiles (ms) of POSTs to `paths` (taken in turn), from
-    wrk on `cpu` (the load generator's core unless told)."""
+    wrk on `cpu` (the load generator's core unless told), and what a request cost the
+    service's core: `core_us`, its busy time (whatever ran there) per request."""
     (WORK / "paths.txt").write_text("\n".join(paths) + "\n")
     (WORK / "wrk.lua").write_text(WRK_SCRIPT)
     # In a file, not the environment: one variable holds 128 KiB at most.
     (WORK / "body.json").write_text(json.dumps(body))
     env = dict(os.environ, BENCH_PATHS=str(WORK / "paths.txt"), BENCH_BODY=str(WORK / "body.json"))
+    busy = core_busy_seconds(SERVICE_CPU)
     out = subprocess.run(
         ["taskset", "-c", cpu, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
          "--latency", "-s", str(WORK / "wrk.lua"), url],
         check=True, capture_output=True, text=True, env=env).stdout
+    busy = core_busy_seconds(SERVICE_CPU) - busy
     if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"wrk saw errors:\n{out}")
     rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
     pct = {p: to_ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M)}
-    return {"rate": rate, "p50": pct["50"], "p99": pct["99"]}
+    return {"rate": rate, "p50": pct["50"], "p99": pct["99"],
+            "core_us": busy * 1e6 / (rate * duration)}
 
 
 def oha(oha_bin, url, paths, body, rate, duration=DURATION):
@@ -603,6 +617,21 @@ def print_table(r, started_load):
         lines.append(("  the provider's request at 1000 messages, straight to the mock",
                       f"{rate('request 1000'):,.0f} req/s", "history 10, delta",
                       ratio(rate("request 1000"), rate("history 10, delta"))))
+    # What bounds 1,000-message turns: each must send its request (what that costs the
+    # sending core, measured just above) and do a turn's work (a 10-message turn's), so
+    # no service that sends the whole history does more than 1 / (the two together).
+    delta_10, delta_1000 = r.get("history 10, delta"), r.get("history 1000, delta")
+    if delta_10 and delta_1000:
+        lines.append(("  the service's core per turn, 10 / 1000 messages (delta)",
+                      f"{delta_10['core_us']:,.0f} µs / {delta_1000['core_us']:,.0f} µs", "", ""))
+    if delta_10 and "request 1000" in r:
+        send = r["request 1000"]["core_us"]
+        bound = 1e6 / (send + delta_10["core_us"])
+        lines.append(("  the sending core per request at 1000 messages, straight to the mock",
+                      f"{send:,.0f} µs", "", ""))
+        lines.append(("  bound: 1 / (sending the request + a 10-message turn)",
+                      f"{bound:,.0f} turns/s", "history 10, delta",
+                      ratio(bound, rate("history 10, delta"))))
     for name in ("relay c1", "service c1"):
         if name in r:
             x = r[name]
