@@ -316,8 +316,8 @@ def wrk(url, paths, body, connections=CONNECTIONS, duration=DURATION, cpu=LOAD_C
         raise SystemExit(f"wrk saw errors:\n{out}")
     rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
     pct = {p: to_ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M)}
-    return {"rate": rate, "p50": pct["50"], "p99": pct["99"],
-            "core_us": busy * 1e6 / (rate * duration)}
+    result = {"rate": rate, "p50": pct["50"], "p99": pct["99"]}
+    return result | {"core_us": per_request(busy, result, duration)}
 
 
 def oha(oha_bin, url, paths, body, rate, duration=DURATION):
@@ -531,10 +531,11 @@ def soak(mock, messages=20):
         service.stop()
 
 
-def per_request(cpu_seconds, result):
-    """CPU microseconds per request of a wrk run (a steadier figure than the rate on a
-    shared machine: it does not count the time the process waited for its core)."""
-    return cpu_seconds * 1e6 / (result["rate"] * DURATION)
+def per_request(cpu_seconds, result, duration=DURATION):
+    """CPU microseconds per request of a wrk run of `duration` seconds (a steadier figure
+    than the rate on a shared machine: it does not count the time the process waited for
+    its core)."""
+    return cpu_seconds * 1e6 / (result["rate"] * duration)
 
 
 HISTOGRAMS = {
